@@ -1,0 +1,114 @@
+"""What happens in a forked child: fresh connection, writer descriptors closed, handlers sanitised.
+
+``fork()`` copies a process's memory but only the thread that called it.  A
+lock another thread held at that instant stays held in the child forever,
+because the thread that would release it does not exist there.  ``logging``
+itself re-creates its module lock and every ``Handler.lock`` in the child
+(since Python 3.8), but not what a handler points to: a ``queue.Queue``'s
+mutex (the seed program's hang), a buffered file's internal lock and
+half-written buffer, a socket shared with the parent.
+
+We do not try to take every such lock around ``fork()`` so that the child
+inherits them free: CPython did that for handler locks in 3.7.1 and reverted
+it (bpo-36533), because taking locks in a fixed order at fork time deadlocks
+against threads that take them in another order.  Instead the child never
+touches anything the parent's threads may have been using:
+
+* its connection to the writer is dropped unused and a new one opened on first
+  use (``_handler.after_fork_in_child``);
+* a thread host's writer descriptors are closed (``Funnel.after_fork_in_child``);
+* every handler inherited on every logger is set aside and replaced by one
+  ``FunnelHandler`` per logger, at the lowest level the replaced handlers had
+  (``sanitize_handlers``).  The writer hands the child's records to the
+  installing process's handlers -- the very objects the child inherited copies
+  of -- so output is the same as if the child had logged in the parent, and the
+  child's copies of queues, streams and locks are never used.
+
+The hook runs in the child right after ``fork()`` returns there, before any of
+the child's own code, with only one thread alive: it takes no lock that a
+parent thread could have held (the locks it uses are created afresh first).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+from typing import Final
+
+from logfunnel import _handler, _install
+
+# Handlers set aside in this process.  They are kept alive *forever*: their
+# streams may hold a parent thread's half-flushed buffer, and on 3.10-3.13 a
+# BufferedWriter's internal lock is not re-created after fork, so finalising
+# one at exit could write a parent's bytes a second time, or hang on the lock.
+_set_aside: list[logging.Handler] = []
+_incref: Final = ctypes.pythonapi.Py_IncRef
+_incref.argtypes = [ctypes.py_object]
+_incref.restype = None
+
+
+def _loggers() -> list[logging.Logger]:
+    manager = logging.root.manager
+    return [logging.root, *(lg for lg in manager.loggerDict.values() if isinstance(lg, logging.Logger))]
+
+
+def sanitize_handlers() -> int:
+    """Replace every inherited handler with a ``FunnelHandler``; return how many were set aside."""
+    count = 0
+    aside_ids: set[int] = set()
+    for logger in _loggers():
+        handlers = logger.handlers
+        if not handlers or all(type(h) is _handler.FunnelHandler for h in handlers):
+            continue
+        level = min(h.level for h in handlers)
+        for handler in handlers:
+            if type(handler) is not _handler.FunnelHandler:
+                _set_aside_handler(handler)
+                aside_ids.add(id(handler))
+                count += 1
+        logger.handlers = [_handler.FunnelHandler(level)]
+    if aside_ids:
+        # logging.shutdown() at exit flushes and closes every handler in
+        # _handlerList: the set-aside ones must not be among them.
+        logging._handlerList[:] = [  # type: ignore[attr-defined]
+            ref for ref in logging._handlerList if id(ref()) not in aside_ids  # type: ignore[attr-defined]
+        ]
+    return count
+
+
+def _set_aside_handler(handler: logging.Handler) -> None:
+    _set_aside.append(handler)
+    # A module list is cleared during interpreter finalisation; an extra
+    # reference the interpreter does not know of is not, so the object (and
+    # its stream's buffer) is never finalised in this process.
+    _incref(handler)
+    stream = getattr(handler, "stream", None)
+    if isinstance(handler, logging.FileHandler) and stream is not None:
+        # Point the child's copy of a sink's file descriptor at /dev/null: a
+        # buffer inherited mid-write can then never reach the file twice.
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, stream.fileno())
+            os.close(devnull)
+
+
+def _after_fork_in_child() -> None:
+    _handler.after_fork_in_child()
+    funnel = _install.current()
+    if funnel is not None:
+        funnel.after_fork_in_child()
+    if _handler.attached_address() is not None:
+        sanitize_handlers()
+
+
+_registered = False
+
+
+def register() -> None:
+    """Install the at-fork hook once per interpreter."""
+    global _registered  # noqa: PLW0603 - registration happens once
+    if not _registered:
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+        _registered = True

@@ -1,0 +1,395 @@
+"""The writer: one loop that owns every sink, and its two hosts.
+
+Data flow::
+
+    process A (any start method)     process B ...          installing process
+      logger.info(...)                                         Funnel.flush()/shutdown()
+        -> FunnelHandler.emit                                        |
+        -> Encoder.record (_wire)                                    | control channel
+        -> sendall on A's own socket   B's own socket               | (socketpair)
+                 |                           |                       |
+                 v                           v                       v
+      +----------------------------- Writer.run (one thread) -----------------------+
+      | selector: listening socket | one socket per process | control channel       |
+      | recv -> FrameReader (length prefix, size limit) -> decode_record            |
+      |      -> logging.getLogger(name).isEnabledFor / .handle(record)              |
+      |      -> the handlers of the hosting process's logger tree (the sinks)       |
+      +-----------------------------------------------------------------------------+
+
+Who owns what:
+
+* Each source process owns its connection (``_handler.Connection``).  No lock,
+  queue or socket is shared between processes.
+* The writer thread owns the listening socket, every accepted socket, the
+  control channel's far end and every ``_Peer`` buffer.  Only it reads them.
+* The sinks are the handlers of the hosting process's logger tree.  In the
+  thread host that tree is the installing program's own: its threads keep
+  calling those handlers directly, the writer thread calls them for records
+  from other processes, and each handler's own lock orders the two.  In the
+  process host the tree is built from ``install()``'s sink options in a fresh
+  interpreter and only the writer thread touches it.
+
+Where a record could be lost, and what happens instead:
+
+* A process killed mid-``sendall`` leaves a cut frame: its peer ends at EOF
+  with bytes in its ``FrameReader``; they are discarded, counted in
+  ``Stats.cut_frames`` and reported as a WARNING record.  That record's
+  logging call never returned, so no returned call loses its record.
+* A frame over the size limit, or one that does not decode, ends that peer's
+  connection (its stream can no longer be trusted); counted and reported.
+* A handler that raises: ``Handler.handleError`` reports it as logging always
+  does, and anything escaping a filter is caught here; the loop goes on.
+* ``Funnel.flush``: the barrier reads, from every connection, at least the
+  bytes that were queued in the kernel when the request was processed
+  (``FIONREAD``), after accepting every pending connection.  A record whose
+  logging call returned before ``flush()`` was called had all its bytes queued
+  by then, so it is written before the barrier answers.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import dataclasses
+import fcntl
+import logging
+import os
+import selectors
+import socket
+import sys
+import termios
+import threading
+from typing import Any, Final
+
+from logfunnel import _wire
+
+_RECV_SIZE: Final = 256 * 1024
+_CONTROL: Final = "control"
+_LISTENER: Final = "listener"
+_OWN_LOGGER: Final = "logfunnel"
+
+
+@dataclasses.dataclass
+class Stats:
+    """What a writer has seen since it started."""
+
+    records: int = 0
+    processes: int = 0
+    connections_open: int = 0
+    cut_frames: int = 0
+    bad_frames: int = 0
+    dropped_reported: int = 0
+    handler_errors: int = 0
+
+
+class _Peer:
+    """One connected process, as the writer sees it."""
+
+    __slots__ = ("name", "pid", "reader", "sock")
+
+    def __init__(self, sock: socket.socket, frame_limit: int) -> None:
+        self.sock = sock
+        self.reader = _wire.FrameReader(frame_limit)
+        self.pid: int | None = None
+        self.name = "?"
+
+    def describe(self) -> str:
+        """Name the process for a report line."""
+        return f"process {self.pid if self.pid is not None else '?'} ({self.name})"
+
+
+def _queued_bytes(sock: socket.socket) -> int:
+    """Return how many received bytes wait in the kernel for ``sock`` (FIONREAD)."""
+    buf = array.array("i", [0])
+    try:
+        fcntl.ioctl(sock.fileno(), termios.FIONREAD, buf, True)  # noqa: FBT003 - ioctl's API
+    except OSError:
+        return 0
+    return buf[0]
+
+
+class Writer:
+    """The loop: multiplex every connection, decode, and hand records to the logger tree."""
+
+    def __init__(
+        self,
+        listener: socket.socket,
+        control: socket.socket,
+        frame_limit: int = _wire.DEFAULT_FRAME_LIMIT,
+    ) -> None:
+        self._listener = listener
+        self._control = control
+        self._frame_limit = frame_limit
+        self._encoder = _wire.Encoder(frame_limit)
+        self._control_reader = _wire.FrameReader(frame_limit)
+        self._selector = selectors.DefaultSelector()
+        self._peers: dict[int, _Peer] = {}
+        self._loggers: dict[str, logging.Logger] = {}
+        self._running = False
+        self._in_barrier = False
+        self._late_flushes: list[tuple[socket.socket, int]] = []
+        self.stats = Stats()
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Serve until the owner asks to shut down or closes the control channel."""
+        self._listener.setblocking(False)
+        self._control.setblocking(True)
+        self._selector.register(self._listener, selectors.EVENT_READ, _LISTENER)
+        self._selector.register(self._control, selectors.EVENT_READ, _CONTROL)
+        self._running = True
+        try:
+            while self._running:
+                for key, _ in self._selector.select():
+                    if key.data is _LISTENER:
+                        self._accept_all()
+                    elif key.data is _CONTROL:
+                        self._serve_control()
+                    else:
+                        self._read(key.data)
+        finally:
+            self._close_everything()
+
+    def _accept_all(self) -> None:
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and the like: report, keep serving the others
+                self._report(logging.ERROR, f"cannot accept a connection: {exc}")
+                return
+            sock.setblocking(False)
+            peer = _Peer(sock, self._frame_limit)
+            self._peers[sock.fileno()] = peer
+            self._selector.register(sock, selectors.EVENT_READ, peer)
+            self.stats.processes += 1
+            self.stats.connections_open += 1
+
+    def _read(self, peer: _Peer, budget: int | None = None) -> None:
+        """Read what ``peer`` sent (at least ``budget`` bytes if given) and handle it."""
+        while True:
+            try:
+                data = peer.sock.recv(_RECV_SIZE if budget is None else max(budget, 1))
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # ECONNRESET: the peer is gone; what was read is handled
+                data = b""
+            if not data:
+                self._close_peer(peer)
+                return
+            try:
+                frames = peer.reader.feed(data)
+            except _wire.FrameError as exc:
+                self.stats.bad_frames += 1
+                self._report(logging.ERROR, f"dropped the connection of {peer.describe()}: {exc}")
+                self._close_peer(peer, cut_ok=True)
+                return
+            for fields in frames:
+                self._handle_frame(peer, fields)
+            if budget is None:
+                return
+            budget -= len(data)
+            if budget <= 0:
+                return
+
+    def _handle_frame(self, peer: _Peer, fields: list[Any]) -> None:
+        kind = fields[0]
+        if kind == _wire.RECORD:
+            try:
+                record = _wire.decode_record(fields)
+            except _wire.FrameError as exc:
+                self.stats.bad_frames += 1
+                self._report(logging.ERROR, f"discarded a malformed record from {peer.describe()}: {exc}")
+                return
+            self._dispatch(record)
+        elif kind == _wire.HELLO and len(fields) >= 4:
+            if isinstance(fields[2], int):
+                peer.pid = fields[2]
+            if isinstance(fields[3], str):
+                peer.name = fields[3][:200]
+        elif kind == _wire.DROPPED and len(fields) == 2 and isinstance(fields[1], int):
+            self.stats.dropped_reported += fields[1]
+            self._report(
+                logging.WARNING,
+                f"{fields[1]:,} records dropped from {peer.describe()}: the writer was behind "
+                f"for longer than its on_full='drop' wait",
+            )
+        elif kind == _wire.FLUSH and len(fields) == 2:
+            self._flush_request(peer.sock, fields[1])
+        else:
+            self.stats.bad_frames += 1
+
+    def _dispatch(self, record: logging.LogRecord) -> None:
+        """Hand ``record`` to the logger tree as if it had been logged in this process."""
+        self.stats.records += 1
+        name = record.name
+        logger = self._loggers.get(name)
+        if logger is None:
+            # getLogger("root") is the root logger, as in the process that sent it.
+            logger = self._loggers[name] = logging.getLogger(name)
+        try:
+            # Levels set in the installing process after a child started still
+            # apply: a child with a stale, lower level does not get through.
+            if logger.isEnabledFor(record.levelno):
+                logger.handle(record)
+        except Exception as exc:
+            self.stats.handler_errors += 1
+            if self.stats.handler_errors <= 10 or self.stats.handler_errors % 1000 == 0:
+                print(
+                    f"logfunnel writer: handling a record of {name!r} raised "
+                    f"{type(exc).__name__}: {exc}; the writer goes on "
+                    f"({self.stats.handler_errors} such errors so far)",
+                    file=sys.stderr,
+                )
+
+    def _report(self, level: int, message: str) -> None:
+        """Put a record about the funnel itself into the sinks."""
+        record = logging.LogRecord(_OWN_LOGGER, level, __file__, 0, message, None, None)
+        record.processName = "logfunnel-writer"
+        self._dispatch(record)
+        self.stats.records -= 1  # count only records that processes logged
+
+    def _close_peer(self, peer: _Peer, *, cut_ok: bool = False) -> None:
+        sock = peer.sock
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(sock)
+        self._peers.pop(sock.fileno(), None)
+        self.stats.connections_open -= 1
+        if peer.reader.pending and not cut_ok:
+            self.stats.cut_frames += 1
+            self._report(
+                logging.WARNING,
+                f"discarded {peer.reader.pending} bytes of a cut frame from {peer.describe()}, "
+                f"which ended in the middle of sending a record",
+            )
+        sock.close()
+
+    # -- barrier and control ----------------------------------------------------------
+
+    def barrier(self) -> None:
+        """Write everything any process had sent when this was called, then flush the sinks."""
+        self._in_barrier = True
+        try:
+            self._accept_all()
+            for peer in list(self._peers.values()):
+                queued = _queued_bytes(peer.sock)
+                if queued:
+                    self._read(peer, queued)
+        finally:
+            self._in_barrier = False
+        self._flush_sinks()
+        late, self._late_flushes = self._late_flushes, []
+        for sock, request in late:
+            self._answer(sock, request)
+
+    def _flush_request(self, sock: socket.socket, request: Any) -> None:
+        if self._in_barrier:  # answered when the barrier under way ends
+            self._late_flushes.append((sock, request))
+            return
+        self.barrier()
+        self._answer(sock, request)
+
+    def _answer(self, sock: socket.socket, request: Any) -> None:
+        frame = self._encoder.frame([_wire.FLUSHED, request])
+        try:
+            sock.setblocking(True)
+            sock.sendall(frame)
+        except OSError:
+            return  # the asker is gone; nothing to answer
+        finally:
+            with contextlib.suppress(OSError):
+                if sock is not self._control:
+                    sock.setblocking(False)
+
+    def _flush_sinks(self) -> None:
+        for logger in [logging.root, *logging.root.manager.loggerDict.values()]:
+            if isinstance(logger, logging.Logger):
+                for handler in list(logger.handlers):
+                    try:
+                        handler.flush()
+                    except Exception:
+                        self.stats.handler_errors += 1
+
+    def _serve_control(self) -> None:
+        try:
+            data = self._control.recv(65536)
+        except OSError:
+            data = b""
+        if not data:  # the owner is gone: finish what was sent, then stop
+            self.barrier()
+            self._running = False
+            return
+        for fields in self._control_reader.feed(data):
+            kind = fields[0]
+            if kind == _wire.FLUSH:
+                self._flush_request(self._control, fields[1])
+            elif kind == _wire.SHUTDOWN:
+                self.barrier()
+                self._running = False
+                self._answer(self._control, fields[1] if len(fields) > 1 else 0)
+            elif kind == _wire.STATS and len(fields) == 2:
+                frame = self._encoder.frame([_wire.STATS, fields[1], dataclasses.asdict(self.stats)])
+                self._control.sendall(frame)
+
+    def _close_everything(self) -> None:
+        for peer in list(self._peers.values()):
+            self._close_peer(peer)
+        with contextlib.suppress(OSError):
+            self._listener.close()
+        self._selector.close()
+
+    def forget_in_child(self) -> None:
+        """Close this writer's descriptors in a forked child, where no writer thread runs."""
+        for peer in list(self._peers.values()):
+            with contextlib.suppress(OSError):
+                peer.sock.close()
+        self._peers.clear()
+        for sock in (self._listener, self._control):
+            with contextlib.suppress(OSError):
+                sock.close()
+        with contextlib.suppress(OSError):
+            self._selector.close()
+
+
+# -- the process host -------------------------------------------------------------------
+
+
+def process_main(argv: list[str]) -> int:
+    """Entry point of a writer process, given its listening and control descriptors."""
+    from logfunnel import _sinks  # noqa: PLC0415 - only the writer process builds sinks
+
+    listen_fd, control_fd = (int(a) for a in argv[:2])
+    listener = socket.socket(fileno=listen_fd)
+    control = socket.socket(fileno=control_fd)
+    reader = _wire.FrameReader()
+    encoder = _wire.Encoder()
+    config: Any = None
+    while config is None:
+        data = control.recv(65536)
+        if not data:
+            return 1
+        for fields in reader.feed(data):
+            if fields[0] == _wire.CONFIG:
+                config = fields[1]
+    try:
+        _sinks.configure_writer_process(config)
+    except Exception as exc:
+        control.sendall(encoder.frame([_wire.CONFIG, f"{type(exc).__name__}: {exc}"]))
+        return 1
+    control.sendall(encoder.frame([_wire.CONFIG, None]))
+    writer = Writer(listener, control, int(config.get("frame_limit", _wire.DEFAULT_FRAME_LIMIT)))
+    try:
+        writer.run()
+    finally:
+        logging.shutdown()
+    return 0
+
+
+def start_thread(writer: Writer) -> threading.Thread:
+    """Run ``writer`` in a daemon thread of this process."""
+    thread = threading.Thread(target=writer.run, name="logfunnel-writer", daemon=True)
+    thread.start()
+    return thread
+
