@@ -5,8 +5,6 @@ Call ``install()`` once in the main process; every record from every process
 once, whole and in order, in sinks that a single writer owns.
 """
 
-from __future__ import annotations
-
 from logfunnel import _fork
 from logfunnel._bootstrap import worker_init
 from logfunnel._handler import FunnelHandler

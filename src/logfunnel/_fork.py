@@ -38,6 +38,11 @@ import os
 from typing import Final
 
 from logfunnel import _handler, _install
+from logfunnel._options import apply_level_snapshot
+
+# How long a forked child waits for the writer to tell it the current levels;
+# past that it keeps the levels it inherited.
+_LEVELS_TIMEOUT: Final = 2.0
 
 # Handlers set aside in this process.  They are kept alive *forever*: their
 # streams may hold a parent thread's half-flushed buffer, and on 3.10-3.13 a
@@ -51,7 +56,10 @@ _incref.restype = None
 
 def _loggers() -> list[logging.Logger]:
     manager = logging.root.manager
-    return [logging.root, *(lg for lg in manager.loggerDict.values() if isinstance(lg, logging.Logger))]
+    return [
+        logging.root,
+        *(lg for lg in manager.loggerDict.values() if isinstance(lg, logging.Logger)),
+    ]
 
 
 def sanitize_handlers() -> int:
@@ -72,9 +80,8 @@ def sanitize_handlers() -> int:
     if aside_ids:
         # logging.shutdown() at exit flushes and closes every handler in
         # _handlerList: the set-aside ones must not be among them.
-        logging._handlerList[:] = [  # type: ignore[attr-defined]
-            ref for ref in logging._handlerList if id(ref()) not in aside_ids  # type: ignore[attr-defined]
-        ]
+        handler_list = vars(logging)["_handlerList"]  # private, so not in typeshed
+        handler_list[:] = [ref for ref in handler_list if id(ref()) not in aside_ids]
     return count
 
 
@@ -97,10 +104,21 @@ def _set_aside_handler(handler: logging.Handler) -> None:
 def _after_fork_in_child() -> None:
     _handler.after_fork_in_child()
     funnel = _install.current()
+    parent_installed = funnel is not None and funnel._owner_pid == os.getppid()
     if funnel is not None:
         funnel.after_fork_in_child()
-    if _handler.attached_address() is not None:
-        sanitize_handlers()
+    if _handler.attached_address() is None:
+        return
+    sanitize_handlers()
+    if not parent_installed:
+        # The parent got its levels when it started (a forkserver, or a child
+        # with a pool of its own): a setLevel in the installing process since
+        # then only the writer knows of.  Ask before any of our code logs.
+        connection = _handler.current_connection()
+        if connection is not None:
+            snapshot = _handler.request_levels(connection, _LEVELS_TIMEOUT)
+            if snapshot is not None:
+                apply_level_snapshot(snapshot)
 
 
 _registered = False

@@ -32,7 +32,9 @@ from logfunnel._options import ENV_TOKEN, Options
 _SEND_FLAGS: Final = getattr(socket, "MSG_NOSIGNAL", 0)
 _RETRY_SECONDS: Final = 1.0
 _CONNECT_TIMEOUT: Final = 5.0
-_FALLBACK_FORMAT: Final = "%(asctime)s %(processName)s[%(process)d] %(levelname)s %(name)s: %(message)s"
+_FALLBACK_FORMAT: Final = (
+    "%(asctime)s %(processName)s[%(process)d] %(levelname)s %(name)s: %(message)s"
+)
 
 
 def connect(address: str, timeout: float = _CONNECT_TIMEOUT) -> socket.socket:
@@ -74,7 +76,7 @@ class Fallback:
     def _stream(self) -> IO[str]:
         if self._path is None:
             return sys.stderr
-        return open(self._path, "a", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
+        return open(self._path, "a", encoding="utf-8", errors="backslashreplace")
 
     def say(self, text: str) -> None:
         """Write one line about the funnel itself."""
@@ -101,7 +103,7 @@ class Fallback:
 
 
 class Connection:
-    """This process's connection to the writer, with its fallback and drop accounting."""
+    """One process's connection to the writer, with its fallback and drop accounting."""
 
     def __init__(self, address: str, options: Options) -> None:
         self.address = address
@@ -273,6 +275,24 @@ class Connection:
             self.lock.release()
 
 
+def request_levels(connection: Connection, timeout: float) -> dict[str, Any] | None:
+    """Ask the writer for the installing process's current levels."""
+    deadline = time.monotonic() + timeout
+    with connection.lock:
+        sock = connection._sock or connection._reconnect()
+        if sock is None:
+            return None
+        request = next(connection._requests)
+        try:
+            sock.sendall(connection.encoder.frame([_wire.LEVELS, request]), _SEND_FLAGS)
+            reply = read_reply(sock, _wire.LEVELS, request, deadline)
+        except OSError:
+            return None
+    if reply is None or len(reply) != 3 or not isinstance(reply[2], dict):
+        return None
+    return reply[2]
+
+
 def read_reply(
     sock: socket.socket, kind: int, request: int | None, deadline: float
 ) -> list[Any] | None:
@@ -319,7 +339,7 @@ _attach_lock = threading.Lock()
 
 def attach(address: str, options: Options) -> None:
     """Make ``address`` the funnel this process's FunnelHandlers send to."""
-    global _address, _options, _connection  # noqa: PLW0603 - one attachment per process
+    global _address, _options, _connection
     with _attach_lock:
         if _connection is not None:
             _connection.close()
@@ -328,7 +348,7 @@ def attach(address: str, options: Options) -> None:
 
 def detach() -> None:
     """Forget the funnel: FunnelHandlers write to the fallback from now on."""
-    global _address, _connection  # noqa: PLW0603
+    global _address, _connection
     with _attach_lock:
         if _connection is not None:
             _connection.close()
@@ -379,7 +399,7 @@ class FunnelHandler(logging.Handler):
     process's hierarchy for it.
     """
 
-    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+    def handle(self, record: logging.LogRecord) -> bool:
         """Filter and send ``record``; the connection's own lock serialises threads.
 
         Unlike ``Handler.handle`` this does not take the handler lock: the only
@@ -409,7 +429,7 @@ class FunnelHandler(logging.Handler):
             self.handleError(record)
 
     def flush(self) -> None:
-        """Records are in the kernel once emit returns; ``Funnel.flush`` waits for the writer."""
+        """Do nothing: records are in the kernel once emit returns (``Funnel.flush`` waits)."""
 
     def __repr__(self) -> str:
         """Show the level and the address this handler sends to."""

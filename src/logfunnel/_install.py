@@ -16,8 +16,12 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:  # typing.Self is 3.11+; only mypy needs the name
+    from typing_extensions import Self
 
 from logfunnel import _handler, _sinks, _wire, _writer
 from logfunnel._options import (
@@ -82,7 +86,7 @@ class Funnel:
         state = "closed" if self._closed else ("running" if self.owner else "joined")
         return f"<Funnel {self.address} host={self.host} {state}>"
 
-    def __enter__(self) -> Funnel:
+    def __enter__(self) -> Self:
         """Return this funnel; ``shutdown()`` runs when the block ends."""
         return self
 
@@ -124,9 +128,7 @@ class Funnel:
             return {}
         return {str(k): int(v) for k, v in reply[2].items()}
 
-    def _call(
-        self, fields: list[Any], kind: int, request: int, timeout: float
-    ) -> list[Any] | None:
+    def _call(self, fields: list[Any], kind: int, request: int, timeout: float) -> list[Any] | None:
         deadline = time.monotonic() + timeout
         if not self._lock.acquire(timeout=timeout):
             return None
@@ -141,6 +143,13 @@ class Funnel:
             return _handler.read_reply(control, kind, request, deadline)
         finally:
             self._lock.release()
+
+    def _push_levels(self, snapshot: dict[str, Any]) -> None:
+        """Tell a writer process the levels children should use (it answers their LEVELS)."""
+        with self._lock:
+            if self._control is not None:
+                with contextlib.suppress(OSError):
+                    self._control.sendall(_wire.Encoder().frame([_wire.LEVELS, 0, snapshot]))
 
     def shutdown(self, timeout: float = 10.0) -> bool:
         """Write everything logged so far, stop the writer and undo ``install()``.
@@ -224,7 +233,7 @@ def install(
     datefmt: str | None = None,
     max_bytes: int = 0,
     backups: int = 0,
-    json: bool = False,  # noqa: A002 - the natural name for a JSON-lines sink switch
+    json: bool = False,
     console: bool = False,
     config: dict[str, Any] | None = None,
     host: Host | None = None,
@@ -323,7 +332,12 @@ def _joined_multiprocessing_child() -> Funnel | None:
     """Return a handle if this is a multiprocessing child of a funnel, else None."""
     address = os.environ.get(ENV_ADDRESS)
     mp = sys.modules.get("multiprocessing")
-    if not address or mp is None or mp.parent_process() is None:
+    if not address or mp is None:
+        return None
+    # A pool worker has a parent_process(); a spawn child re-importing the main
+    # module does not yet, but multiprocessing marks it as _inheriting.
+    inheriting = getattr(mp.current_process(), "_inheriting", False)
+    if mp.parent_process() is None and not inheriting:
         return None
     from logfunnel import _bootstrap  # noqa: PLC0415 - avoids an import cycle
 
@@ -398,8 +412,10 @@ def _start_process_host(spec: dict[str, Any], options: Options) -> Funnel:
             [
                 sys.executable,
                 "-c",
-                "import sys; from logfunnel._writer import process_main; "
-                "sys.exit(process_main(sys.argv[1:]))",
+                (
+                    "import sys; from logfunnel._writer import process_main; "
+                    "sys.exit(process_main(sys.argv[1:]))"
+                ),
                 str(listener.fileno()),
                 str(far_end.fileno()),
             ],
@@ -447,7 +463,9 @@ def _apply_config_levels(config: dict[str, Any]) -> None:
         logging.getLogger().setLevel(parse_level(root_level, "config root level"))
     for name, logger_config in (config.get("loggers") or {}).items():
         if isinstance(logger_config, dict) and logger_config.get("level") is not None:
-            logging.getLogger(name).setLevel(parse_level(logger_config["level"], f"level of {name}"))
+            logging.getLogger(name).setLevel(
+                parse_level(logger_config["level"], f"level of {name}")
+            )
 
 
 # -- publishing to children --------------------------------------------------------------
@@ -456,7 +474,7 @@ def _apply_config_levels(config: dict[str, Any]) -> None:
 def _publish(funnel: Funnel) -> None:
     os.environ[ENV_ADDRESS] = funnel.address
     os.environ[ENV_OPTIONS] = funnel.options.to_env()
-    _publish_levels()
+    _publish_levels(funnel)
     _watch_levels()
 
 
@@ -466,8 +484,11 @@ def _unpublish() -> None:
         os.environ.pop(key, None)
 
 
-def _publish_levels() -> None:
-    os.environ[ENV_LEVELS] = json.dumps(level_snapshot(), separators=(",", ":"))
+def _publish_levels(funnel: Funnel | None) -> None:
+    snapshot = level_snapshot()
+    os.environ[ENV_LEVELS] = json.dumps(snapshot, separators=(",", ":"))
+    if funnel is not None and funnel.host == "process" and funnel.owner:
+        funnel._push_levels(snapshot)
 
 
 def _watch_levels() -> None:
@@ -480,19 +501,19 @@ def _watch_levels() -> None:
     manager = logging.root.manager
     if "_clear_cache" in vars(manager):
         return
-    original = manager._clear_cache
+    # typeshed does not declare the private method, hence getattr and vars().
+    original: Callable[[], None] = getattr(manager, "_clear_cache")  # noqa: B009
 
     def clear_cache_and_publish() -> None:
         original()
-        if ENV_ADDRESS in os.environ:
-            _publish_levels()
+        if ENV_ADDRESS in os.environ and _installed is not None:
+            _publish_levels(_installed)
 
-    manager._clear_cache = clear_cache_and_publish  # type: ignore[method-assign]
+    vars(manager)["_clear_cache"] = clear_cache_and_publish
 
 
 def _unwatch_levels() -> None:
-    with contextlib.suppress(AttributeError):
-        del logging.root.manager._clear_cache
+    vars(logging.root.manager).pop("_clear_cache", None)
 
 
 @atexit.register
@@ -501,4 +522,3 @@ def _shutdown_at_exit() -> None:
     funnel = _installed
     if funnel is not None and funnel.owner:
         funnel.shutdown()
-

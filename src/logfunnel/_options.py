@@ -19,7 +19,7 @@ ENV_OPTIONS: Final = "LOGFUNNEL_OPTIONS"
 #: process, refreshed whenever a level changes there.
 ENV_LEVELS: Final = "LOGFUNNEL_LEVELS"
 #: The shared secret a TCP peer must prove it knows.
-ENV_TOKEN: Final = "LOGFUNNEL_TOKEN"
+ENV_TOKEN: Final = "LOGFUNNEL_TOKEN"  # noqa: S105 - the variable's name, not a secret
 
 OnFull = Literal["block", "drop"]
 
@@ -96,16 +96,24 @@ def apply_levels(text: str | None) -> None:
         return
     try:
         snapshot = json.loads(text)
+    except ValueError:
+        return
+    apply_level_snapshot(snapshot)
+
+
+def apply_level_snapshot(snapshot: Any) -> None:
+    """Set this process's logger levels from a ``level_snapshot()`` dict."""
+    try:
         levels = snapshot["levels"]
         disable = int(snapshot.get("disable", 0))
-    except (ValueError, KeyError, TypeError):
+    except (KeyError, TypeError, ValueError, AttributeError):
         return
     if not isinstance(levels, dict):
         return
     for name, level in levels.items():
         if isinstance(name, str) and isinstance(level, int):
             logging.getLogger(name or None).setLevel(level)
-    if disable:
+    if disable != logging.root.manager.disable:
         logging.disable(disable)
 
 

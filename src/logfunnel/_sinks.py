@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import datetime
+import datetime as dt
 import json
 import logging
 import logging.config
@@ -14,7 +14,9 @@ from logfunnel._options import parse_level
 from logfunnel._wire import STANDARD_ATTRS
 
 #: The line format of file sinks when ``fmt`` is not given.
-DEFAULT_FORMAT: Final = "%(asctime)s %(processName)s[%(process)d] %(levelname)s %(name)s: %(message)s"
+DEFAULT_FORMAT: Final = (
+    "%(asctime)s %(processName)s[%(process)d] %(levelname)s %(name)s: %(message)s"
+)
 
 
 class LineFormatter(logging.Formatter):
@@ -48,7 +50,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         """Return ``record`` as one line of JSON."""
-        created = datetime.datetime.fromtimestamp(record.created, tz=datetime.timezone.utc)
+        created = dt.datetime.fromtimestamp(record.created, tz=dt.timezone.utc)
         out: dict[str, Any] = {
             "time": created.isoformat(timespec="milliseconds"),
             "level": record.levelname,
@@ -134,7 +136,9 @@ def validate_spec(spec: dict[str, Any]) -> None:
         parse_level(spec["level"])
     config = spec.get("config")
     if config is not None and not isinstance(config, dict):
-        raise ValueError(f"config must be a logging.config.dictConfig dict, not {type(config).__name__}")
+        raise ValueError(
+            f"config must be a logging.config.dictConfig dict, not {type(config).__name__}"
+        )
     if config is not None and (spec.get("file") or spec.get("json") or spec.get("fmt")):
         raise ValueError("give either config= or file=/fmt=/json=, not both")
 

@@ -22,16 +22,42 @@ and a few more:
 4. Attributes added through ``extra=`` travel when they are plain
    (str, int, float, bool, None, bytes; lists, tuples and dicts of those, to a
    depth of 8 and 1,000 items); anything else travels as ``repr()`` (a ``repr``
-   that raises becomes ``<unrepresentable T: ExcType>``).
+   that raises becomes ``<unrepresentable T: ExcType>``).  Strings and bytes
+   longer than 10,000 are cut with a marker; ints outside 64 bits travel as
+   their decimal text.  All the extras of one record together hold at most
+   ``_EXTRA_BUDGET`` values (a string counting one more per 64 characters);
+   values past that budget become
+   ``EXTRA_CUT_MARKER``, so a structure that shares one list many times over
+   cannot make the sender allocate more than that.
 5. Text longer than the field limit is cut and ends with a marker saying how
    many characters were cut; the frame as a whole never exceeds the frame limit.
+   A ``repr()`` is cut the same way; the ``repr`` of a built-in container
+   (list, tuple, dict, set) is built within its limit and, when that is reached,
+   ends with ``... [logfunnel: repr cut at N characters]``.
 6. Strings that are not valid Unicode (lone surrogates from ``surrogateescape``
    decoding) are re-encoded with ``backslashreplace``, so the bytes stay visible.
+7. A standard field that a filter (or ``logging.makeLogRecord``) left with a
+   type the writer does not accept is converted: text fields to ``str`` (``None``
+   stays ``None`` where the writer accepts it: ``funcName``, the thread and
+   process fields, ``exc_text``, ``stack_info``, ``taskName``), number fields to
+   ``int``/``float`` (or 0 when that is impossible).  If even the cut record
+   does not fit the frame limit, a minimal record with the level, the logger
+   name and ``<record too large to send>`` travels instead.
+
+The writer's side (``FrameReader``, ``decode_payload``, ``decode_record``)
+trusts nothing: a length prefix over the limit is refused before any of the
+claimed payload is buffered, anything that is not a msgpack array starting
+with an int kind raises ``FrameError`` (and only ``FrameError``), and a RECORD
+frame must carry exactly the declared fields with the declared types, finite
+times, and extras that are plain values under string keys.  Extras named like
+a ``LogRecord`` attribute or method (``getMessage``, ``msg``, ...) are not set,
+so a peer cannot make the sinks' formatting raise.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import struct
 from typing import Any, Final
 
@@ -49,7 +75,8 @@ SHUTDOWN: Final = 5  # [SHUTDOWN, request id]: only honoured on the owner's cont
 CONFIG: Final = 6  # [CONFIG, dict]: the sinks of a writer process, on its control channel
 DUMP_STACKS: Final = 7  # [DUMP_STACKS, request id]: ask the writer to write every stack
 STACKS: Final = 8  # [STACKS, pid, text]: a process's Python stacks, for `logfunnel stacks`
-STATS: Final = 9  # [STATS] on the control channel; answered with [STATS, dict]
+STATS: Final = 9  # [STATS, request id] on the control channel; answered [STATS, id, dict]
+LEVELS: Final = 10  # [LEVELS, request id]: ask for the installer's levels; [LEVELS, id, dict]
 
 HEADER: Final = struct.Struct(">I")
 HEADER_SIZE: Final = HEADER.size
@@ -91,6 +118,14 @@ _PLAIN_LEAVES: Final = (str, int, float, bool, bytes, type(None))
 _MAX_DEPTH: Final = 8
 _MAX_ITEMS: Final = 1000
 _REPR_LIMIT: Final = 10_000
+#: What all the extras of one record may hold together: a value counts 1, and a string
+#: or bytes value 1 more for every 64 characters (bytes).
+_EXTRA_BUDGET: Final = 100_000
+#: What an ``extra=`` value past ``_EXTRA_BUDGET`` becomes.
+EXTRA_CUT_MARKER: Final = "[logfunnel: cut, the extras of this record are too large]"
+#: The message of a record that does not fit the frame limit even when cut.
+TOO_LARGE_MESSAGE: Final = "<record too large to send>"
+_REPR_DEPTH: Final = 50
 _INT64_MIN: Final = -(2**63)
 _UINT64_MAX: Final = 2**64 - 1
 
@@ -100,14 +135,108 @@ class FrameError(ValueError):
 
 
 def safe_repr(value: object, limit: int = _REPR_LIMIT) -> str:
-    """Return ``repr(value)`` cut to ``limit`` characters, or a marker if ``repr`` raises."""
+    """Return ``repr(value)`` cut to ``limit`` characters, or a marker if ``repr`` raises.
+
+    Strings, bytes and built-in containers are rendered within the limit, so
+    their ``repr`` never costs more memory than the limit (a list that holds
+    one big string a thousand times would otherwise have a huge ``repr``).
+    """
     try:
-        text = repr(value)
+        kind = type(value)
+        if kind is str or kind is bytes or kind is bytearray:
+            size = len(value)  # type: ignore[arg-type]
+            if size > limit:
+                head = repr(value[:limit])  # type: ignore[index]
+                unit = "characters" if kind is str else "bytes"
+                return f"{head}... [logfunnel: {size - limit:,} of {size:,} {unit} cut]"
+            text = repr(value)
+        elif kind in _CONTAINER_OPEN:
+            return _BoundedRepr(limit).render(value)
+        else:
+            text = repr(value)
     except Exception as exc:  # a __repr__ that raises must not stop the record
         return f"<unrepresentable {type(value).__qualname__}: {type(exc).__name__}>"
     if not isinstance(text, str):  # pragma: no cover - repr() enforces str
         return f"<unrepresentable {type(value).__qualname__}>"
     return cut(text, limit)
+
+
+_CONTAINER_OPEN: Final[dict[type, str]] = {
+    list: "[",
+    tuple: "(",
+    dict: "{",
+    set: "{",
+    frozenset: "frozenset({",
+}
+_CONTAINER_CLOSE: Final[dict[type, str]] = {
+    list: "]",
+    tuple: ")",
+    dict: "}",
+    set: "}",
+    frozenset: "})",
+}
+
+
+class _ReprFullError(Exception):
+    """The bounded repr reached its limit."""
+
+
+class _BoundedRepr:
+    """``repr()`` of built-in containers that stops once ``limit`` characters are built."""
+
+    __slots__ = ("_active", "_left", "_limit", "_parts")
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._left = limit
+        self._parts: list[str] = []
+        self._active: set[int] = set()
+
+    def render(self, value: object) -> str:
+        try:
+            self._add_value(value, 0)
+        except _ReprFullError:
+            text = "".join(self._parts)[: self._limit]
+            return f"{text}... [logfunnel: repr cut at {self._limit:,} characters]"
+        return "".join(self._parts)
+
+    def _add(self, text: str) -> None:
+        self._parts.append(text)
+        self._left -= len(text)
+        if self._left < 0:
+            raise _ReprFullError
+
+    def _add_value(self, value: Any, depth: int) -> None:
+        kind = type(value)
+        if kind not in _CONTAINER_OPEN:
+            if kind is str or kind is bytes or kind is bytearray:
+                value = value[: self._left + 1]
+            self._add(safe_repr(value, self._left + 1))
+            return
+        if id(value) in self._active or depth >= _REPR_DEPTH:
+            self._add("[...]" if kind is list else "{...}" if kind is dict else "(...)")
+            return
+        if not value and (kind is set or kind is frozenset):
+            self._add(f"{kind.__name__}()")
+            return
+        self._active.add(id(value))
+        self._add(_CONTAINER_OPEN[kind])
+        if kind is dict:
+            for index, (key, item) in enumerate(value.items()):
+                if index:
+                    self._add(", ")
+                self._add_value(key, depth + 1)
+                self._add(": ")
+                self._add_value(item, depth + 1)
+        else:
+            for index, item in enumerate(value):
+                if index:
+                    self._add(", ")
+                self._add_value(item, depth + 1)
+            if kind is tuple and len(value) == 1:
+                self._add(",")
+        self._add(_CONTAINER_CLOSE[kind])
+        self._active.discard(id(value))
 
 
 def cut(text: str, limit: int) -> str:
@@ -118,25 +247,38 @@ def cut(text: str, limit: int) -> str:
     return f"{text[:limit]}... [logfunnel: {dropped:,} of {len(text):,} characters cut]"
 
 
-def plain(value: Any, depth: int = 0) -> Any:
-    """Convert an ``extra=`` value to something msgpack encodes, or its ``repr()``."""
+def plain(value: Any, depth: int = 0, budget: list[int] | None = None) -> Any:
+    """Convert an ``extra=`` value to something msgpack encodes, or its ``repr()``.
+
+    ``budget`` (a one-item list, shared by the calls for one record) caps the
+    items and characters produced; past it every value becomes ``EXTRA_CUT_MARKER``.
+    """
+    if budget is None:
+        budget = [_EXTRA_BUDGET]
+    if budget[0] <= 0:
+        return EXTRA_CUT_MARKER
     kind = type(value)
     if kind in _PLAIN_LEAVES:
         if kind is int and not _INT64_MIN <= value <= _UINT64_MAX:
-            return str(value)
-        if kind is str and len(value) > _REPR_LIMIT:
-            return cut(value, _REPR_LIMIT)
+            value = str(value)
+        elif (kind is str or kind is bytes) and len(value) > _REPR_LIMIT:
+            value = safe_repr(value, _REPR_LIMIT) if kind is bytes else cut(value, _REPR_LIMIT)
+        budget[0] -= 1 + (len(value) >> 6 if type(value) in (str, bytes) else 0)
         return value
     if depth < _MAX_DEPTH:
         if kind is list or kind is tuple:
             if len(value) <= _MAX_ITEMS:
-                return [plain(item, depth + 1) for item in value]
+                budget[0] -= 1
+                return [plain(item, depth + 1, budget) for item in value]
         elif kind is dict and len(value) <= _MAX_ITEMS:
+            budget[0] -= 1
             return {
-                (k if type(k) is str else safe_repr(k, 200)): plain(v, depth + 1)
+                (k if type(k) is str else safe_repr(k, 200)): plain(v, depth + 1, budget)
                 for k, v in value.items()
             }
-    return safe_repr(value)
+    text = safe_repr(value)
+    budget[0] -= 1 + (len(text) >> 6)
+    return text
 
 
 def get_message(record: logging.LogRecord) -> str:
@@ -155,21 +297,41 @@ def get_message(record: logging.LogRecord) -> str:
 
 def exception_text(record: logging.LogRecord) -> str | None:
     """Return the record's traceback as text, formatting ``exc_info`` if needed."""
-    if record.exc_text:
-        return str(record.exc_text)
-    if not record.exc_info:
-        return None
     try:
+        if record.exc_text:
+            return _text(record.exc_text)
+        if not record.exc_info:
+            return None
         return logging.Formatter().formatException(record.exc_info)
     except Exception as exc:  # a traceback that cannot be rendered still tells its type
+        info = record.exc_info
+        value = info[1] if isinstance(info, tuple) and len(info) == 3 else info
         return (
             f"<traceback could not be formatted: {type(exc).__name__}> "
-            f"{safe_repr(record.exc_info[1], 2000)}"
+            f"{safe_repr(value, 2000)}"
         )
 
 
+def _text(value: object) -> str:
+    """Return ``value`` as an exact ``str`` (``str()`` of it, or its safe repr if that fails)."""
+    if type(value) is str:
+        return value
+    if isinstance(value, str):
+        return str.__str__(value)
+    try:
+        text = str(value)
+    except Exception:
+        return safe_repr(value)
+    return text if type(text) is str else safe_repr(value)
+
+
 def _extras(record: logging.LogRecord) -> dict[str, Any] | None:
-    extra = {k: plain(v) for k, v in record.__dict__.items() if k not in STANDARD_ATTRS}
+    budget = [_EXTRA_BUDGET]
+    extra = {
+        (k if type(k) is str else safe_repr(k, 200)): plain(v, 0, budget)
+        for k, v in record.__dict__.items()
+        if k not in STANDARD_ATTRS
+    }
     return extra or None
 
 
@@ -186,6 +348,51 @@ def _sanitize(value: Any) -> Any:
 
 # Attributes every LogRecord has, so `len(record.__dict__)` above this means `extra=`.
 _BASE_LEN: Final = len(logging.makeLogRecord({}).__dict__)
+
+# The range of `created` that every stock formatter can render (years 1 to 9999, with a
+# day to spare for time zones): time.localtime and datetime raise outside it.
+_CREATED_MIN: Final = -62_135_596_800.0 + 86_400
+_CREATED_MAX: Final = 253_402_300_799.0 - 86_400
+
+# Indexes (in a RECORD frame, kind at 0) of the fields the sender cuts.
+_MESSAGE: Final = 4
+_EXC_TEXT: Final = 17
+_STACK_INFO: Final = 18
+_EXTRA: Final = 20
+
+
+def _fields_valid(fields: list[Any]) -> bool:
+    """Return True if every field has a type (and range) ``decode_record`` accepts."""
+    for value, types in zip(fields[1:], _FIELD_TYPES, strict=True):
+        kind = type(value)
+        if kind not in types:
+            return False
+        if kind is int:
+            if not _INT64_MIN <= value <= _UINT64_MAX:
+                return False
+        elif kind is float and not math.isfinite(value):
+            return False
+    return bool(_CREATED_MIN <= fields[10] <= _CREATED_MAX)
+
+
+def _coerce(value: Any, types: tuple[type, ...]) -> Any:
+    """Convert one standard field to a value of ``types`` (see item 7 of the module doc)."""
+    if type(value) in types:
+        if type(value) is float and not math.isfinite(value):
+            return 0.0
+        if type(value) is int and not _INT64_MIN <= value <= _UINT64_MAX:
+            return str(value) if str in types else (None if type(None) in types else 0)
+        return value
+    if value is None and type(None) in types:
+        return None
+    if str in types:
+        return "" if value is None else _text(value)
+    number: Any
+    try:
+        number = float(value) if float in types else int(value)
+    except Exception:
+        number = 0
+    return _coerce(number, types)
 
 
 class Encoder:
@@ -216,9 +423,9 @@ class Encoder:
             exc_text = cut(exc_text, limit)
         stack_info = record.stack_info
         if stack_info is not None:
-            stack_info = cut(str(stack_info), limit)
+            stack_info = cut(_text(stack_info), limit)
         extra = _extras(record) if len(record.__dict__) > _BASE_LEN else None
-        fields = [
+        fields: list[Any] = [
             RECORD,
             record.name,
             record.levelno,
@@ -241,13 +448,22 @@ class Encoder:
             getattr(record, "taskName", None),
             extra,
         ]
+        if not _fields_valid(fields):
+            # A filter (or makeLogRecord) left a standard field with an odd value.
+            fields = [
+                RECORD,
+                *(_coerce(v, t) for v, t in zip(fields[1:], _FIELD_TYPES, strict=True)),
+            ]
+            if record.name is None:  # makeLogRecord({}): the root logger, as getLogger(None)
+                fields[1] = "root"
+            if not _CREATED_MIN <= fields[10] <= _CREATED_MAX:
+                fields[10] = 0.0
         try:
             payload: bytes = self._packer.pack(fields)
         except (UnicodeEncodeError, TypeError, ValueError, OverflowError):
-            # Lone surrogates, or a record whose standard fields were replaced
-            # by a filter with odd values: make every field plain and retry.
+            # Lone surrogates (the fields' types are right by now): re-encode and retry.
             self._packer.reset()
-            fields = _sanitize([fields[0], *(plain(v) for v in fields[1:])])
+            fields = _sanitize(fields)
             payload = self._packer.pack(fields)
         if len(payload) > self._frame_limit:
             payload = self._shrink(fields)
@@ -256,15 +472,35 @@ class Encoder:
     def _shrink(self, fields: list[Any]) -> bytes:
         """Cut an over-long record until its payload fits the frame limit."""
         limit = max(64, self._frame_limit // 64)
-        for index in (4, 17, 18):  # message, exc_text, stack_info
+        name, levelname = fields[1], fields[3]
+        for index in range(1, _EXTRA):
             if isinstance(fields[index], str):
                 fields[index] = cut(fields[index], limit)
-        if fields[20] is not None:
-            fields[20] = {"logfunnel_extra_cut": safe_repr(fields[20], limit)}
+        if fields[_EXTRA] is not None:
+            fields[_EXTRA] = {"logfunnel_extra_cut": safe_repr(fields[_EXTRA], limit)}
         payload: bytes = self._packer.pack(fields)
-        if len(payload) > self._frame_limit:  # pathological names: keep level and a marker
-            fields = [RECORD, "logfunnel", fields[2], fields[3], "<record too large to send>"]
-            fields += [None] * (len(RECORD_FIELDS) + 1 - len(fields))
+        if len(payload) > self._frame_limit:  # a tiny frame limit: keep level, name and times
+            fields = [
+                RECORD,
+                cut(name, 100),
+                fields[2],
+                cut(levelname, 50),
+                TOO_LARGE_MESSAGE,
+                "",
+                "",
+                "",
+                0,
+                None,
+                *fields[10:13],
+                fields[13],
+                None,
+                fields[15],
+                None,
+                None,
+                None,
+                None,
+                None,
+            ]
             payload = self._packer.pack(fields)
         return payload
 
@@ -275,7 +511,7 @@ def hello_fields(pid: int, process_name: str) -> list[Any]:
 
 
 class FrameReader:
-    """Split a byte stream into frame payloads, refusing frames over the limit before reading them."""
+    """Split a byte stream into frame payloads, refusing frames over the limit unread."""
 
     __slots__ = ("_buffer", "limit")
 
@@ -310,13 +546,26 @@ class FrameReader:
                 end = offset + HEADER_SIZE + size
                 if end > available:
                     break
-                frames.append(decode_payload(view[offset + HEADER_SIZE : end]))
+                payload = view[offset + HEADER_SIZE : end]
+                try:
+                    frames.append(decode_payload(payload))
+                finally:
+                    # Released explicitly: a FrameError's traceback keeps the
+                    # slice alive, and a live export makes the `del` below
+                    # raise BufferError instead of the FrameError.
+                    payload.release()
                 offset = end
         finally:
             view.release()
             if offset:
                 del buffer[:offset]
         return frames
+
+
+def _refuse_ext(code: int, _data: bytes) -> Any:
+    """Refuse msgpack extension types: a frame holds plain values only."""
+    msg = f"extension type {code}"
+    raise ValueError(msg)
 
 
 def decode_payload(payload: bytes | memoryview) -> Any:
@@ -330,6 +579,7 @@ def decode_payload(payload: bytes | memoryview) -> Any:
             unicode_errors="replace",
             max_bin_len=len(payload),
             max_str_len=len(payload),
+            ext_hook=_refuse_ext,
         )
     except Exception as exc:
         msg = f"undecodable frame: {type(exc).__name__}: {exc}"
@@ -344,7 +594,7 @@ _LOG_RECORD_NEW = logging.LogRecord.__new__
 # Python 3.12 added LogRecord.taskName; formats that name it need it present.
 _HAS_TASK_NAME: Final = "taskName" in logging.makeLogRecord({}).__dict__
 
-_FIELD_TYPES: Final = (
+_FIELD_TYPES: Final[tuple[tuple[type, ...], ...]] = (
     (str,),  # name
     (int,),  # levelno
     (str,),  # levelname
@@ -353,7 +603,7 @@ _FIELD_TYPES: Final = (
     (str,),  # filename
     (str,),  # module
     (int,),  # lineno
-    (str,),  # funcName
+    (str, type(None)),  # funcName: LogRecord(..., func=None) leaves it None
     (float, int),  # created
     (float, int),  # msecs
     (float, int),  # relativeCreated
@@ -368,27 +618,61 @@ _FIELD_TYPES: Final = (
 )
 
 
+def _plain_value(value: Any, depth: int = 0) -> bool:
+    """Return True if a decoded extra is made of plain values under string keys only."""
+    kind = type(value)
+    if kind in _PLAIN_LEAVES:
+        return True
+    if depth > 64:
+        return False
+    if kind is list:
+        return all(_plain_value(item, depth + 1) for item in value)
+    if kind is dict:
+        return all(type(k) is str and _plain_value(v, depth + 1) for k, v in value.items())
+    return False
+
+
+# Names an extra must not take on the writer's side: every standard attribute, and
+# every attribute of the LogRecord class (an instance attribute named getMessage
+# would make every formatter raise).
+_RESERVED: Final = STANDARD_ATTRS | frozenset(dir(logging.LogRecord))
+
+
 def decode_record(fields: list[Any]) -> logging.LogRecord:
     """Rebuild a ``LogRecord`` from a RECORD frame's fields, checking every field's type.
 
     Equivalent to ``logging.makeLogRecord`` with the formatted message as
     ``msg`` and ``args=None``, but skips ``LogRecord.__init__`` (which would
     read the clock and thread of the writer only to have them overwritten).
-    Extras are set first, so they can never replace a standard attribute.
+    Extras are set first, so they can never replace a standard attribute, and
+    extras named like a ``LogRecord`` attribute or method are left out.
+    Raises ``FrameError`` for a field of the wrong type, a time that is not
+    finite (or a ``created`` no formatter can render), or an extra that is
+    not a plain value.
     """
     if len(fields) != len(RECORD_FIELDS) + 1:
         msg = f"record frame has {len(fields) - 1} fields, expected {len(RECORD_FIELDS)}"
         raise FrameError(msg)
-    for value, types, name in zip(fields[1:], _FIELD_TYPES, RECORD_FIELDS):
+    for value, types, name in zip(fields[1:], _FIELD_TYPES, RECORD_FIELDS, strict=True):
         if type(value) not in types:
             msg = f"record field {name} has type {type(value).__name__}"
             raise FrameError(msg)
+    if not (
+        _CREATED_MIN <= fields[10] <= _CREATED_MAX
+        and math.isfinite(fields[11])
+        and math.isfinite(fields[12])
+    ):
+        msg = f"record times out of range: created={fields[10]!r} msecs={fields[11]!r}"
+        raise FrameError(msg)
     record: logging.LogRecord = _LOG_RECORD_NEW(logging.LogRecord)
     attrs = record.__dict__
-    extra = fields[20]
+    extra = fields[_EXTRA]
     if extra:
+        if not _plain_value(extra):
+            msg = "record extras are not plain values under string keys"
+            raise FrameError(msg)
         for key, value in extra.items():
-            if key not in STANDARD_ATTRS:
+            if key not in _RESERVED:
                 attrs[key] = value
     (
         _,

@@ -53,7 +53,6 @@ import contextlib
 import dataclasses
 import fcntl
 import logging
-import os
 import selectors
 import socket
 import sys
@@ -62,6 +61,7 @@ import threading
 from typing import Any, Final
 
 from logfunnel import _wire
+from logfunnel._options import level_snapshot
 
 _RECV_SIZE: Final = 256 * 1024
 _CONTROL: Final = "control"
@@ -102,7 +102,7 @@ def _queued_bytes(sock: socket.socket) -> int:
     """Return how many received bytes wait in the kernel for ``sock`` (FIONREAD)."""
     buf = array.array("i", [0])
     try:
-        fcntl.ioctl(sock.fileno(), termios.FIONREAD, buf, True)  # noqa: FBT003 - ioctl's API
+        fcntl.ioctl(sock.fileno(), termios.FIONREAD, buf, True)
     except OSError:
         return 0
     return buf[0]
@@ -128,6 +128,9 @@ class Writer:
         self._running = False
         self._in_barrier = False
         self._late_flushes: list[tuple[socket.socket, int]] = []
+        #: The installing process's levels, pushed over the control channel by
+        #: a process host's owner; a thread host reads its own process's.
+        self.levels: dict[str, Any] | None = None
         self.stats = Stats()
 
     # -- the loop ---------------------------------------------------------------------
@@ -201,7 +204,9 @@ class Writer:
                 record = _wire.decode_record(fields)
             except _wire.FrameError as exc:
                 self.stats.bad_frames += 1
-                self._report(logging.ERROR, f"discarded a malformed record from {peer.describe()}: {exc}")
+                self._report(
+                    logging.ERROR, f"discarded a malformed record from {peer.describe()}: {exc}"
+                )
                 return
             self._dispatch(record)
         elif kind == _wire.HELLO and len(fields) >= 4:
@@ -218,6 +223,8 @@ class Writer:
             )
         elif kind == _wire.FLUSH and len(fields) == 2:
             self._flush_request(peer.sock, fields[1])
+        elif kind == _wire.LEVELS and len(fields) == 2:
+            self._send_to(peer.sock, [_wire.LEVELS, fields[1], self.level_snapshot()])
         else:
             self.stats.bad_frames += 1
 
@@ -291,8 +298,15 @@ class Writer:
         self.barrier()
         self._answer(sock, request)
 
+    def level_snapshot(self) -> dict[str, Any]:
+        """Return the installing process's logger levels, for a child that asks."""
+        return self.levels if self.levels is not None else level_snapshot()
+
     def _answer(self, sock: socket.socket, request: Any) -> None:
-        frame = self._encoder.frame([_wire.FLUSHED, request])
+        self._send_to(sock, [_wire.FLUSHED, request])
+
+    def _send_to(self, sock: socket.socket, fields: list[Any]) -> None:
+        frame = self._encoder.frame(fields)
         try:
             sock.setblocking(True)
             sock.sendall(frame)
@@ -329,15 +343,20 @@ class Writer:
                 self.barrier()
                 self._running = False
                 self._answer(self._control, fields[1] if len(fields) > 1 else 0)
+            elif kind == _wire.LEVELS and len(fields) == 3 and isinstance(fields[2], dict):
+                self.levels = fields[2]
             elif kind == _wire.STATS and len(fields) == 2:
-                frame = self._encoder.frame([_wire.STATS, fields[1], dataclasses.asdict(self.stats)])
+                frame = self._encoder.frame(
+                    [_wire.STATS, fields[1], dataclasses.asdict(self.stats)]
+                )
                 self._control.sendall(frame)
 
     def _close_everything(self) -> None:
         for peer in list(self._peers.values()):
             self._close_peer(peer)
-        with contextlib.suppress(OSError):
-            self._listener.close()
+        for sock in (self._listener, self._control):
+            with contextlib.suppress(OSError):
+                sock.close()
         self._selector.close()
 
     def forget_in_child(self) -> None:
@@ -392,4 +411,3 @@ def start_thread(writer: Writer) -> threading.Thread:
     thread = threading.Thread(target=writer.run, name="logfunnel-writer", daemon=True)
     thread.start()
     return thread
-

@@ -1,0 +1,99 @@
+"""Shared helpers: run real Python children, and read sinks back record by record."""
+
+from __future__ import annotations
+
+import collections
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).parent / "scripts"
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """Return the environment for a child Python without any funnel of the test run."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOGFUNNEL_")}
+    env.update(extra)
+    return env
+
+
+def run_python(
+    *args: str,
+    timeout: float = 90,
+    env: dict[str, str] | None = None,
+    cwd: str | Path | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python ARGS`` in a fresh interpreter, bounded by ``timeout``, capturing output."""
+    proc = subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env if env is not None else child_env(),
+        cwd=cwd,
+        check=False,
+    )
+    if check and proc.returncode != 0:
+        pytest.fail(
+            f"child exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+        )
+    return proc
+
+
+@dataclass
+class Line:
+    """One record line of the scenario format ``pid|process|logger|level|message``."""
+
+    pid: int
+    process: str
+    logger: str
+    level: str
+    message: str
+
+
+def read_lines(*paths: Path) -> list[Line]:
+    """Parse every scenario-format line of ``paths``; fail on a torn line."""
+    lines = []
+    for path in paths:
+        for raw in path.read_text(encoding="utf-8").splitlines():
+            parts = raw.split("|", 4)
+            assert len(parts) == 5, f"torn line in {path}: {raw!r}"
+            assert parts[0].isdigit(), f"torn line in {path}: {raw!r}"
+            lines.append(Line(int(parts[0]), parts[1], parts[2], parts[3], parts[4]))
+    return lines
+
+
+def check_records(lines: list[Line], expected: dict[str, int]) -> None:
+    """Assert each ``rec TAG I pc=N`` record arrived exactly once and per-process order held."""
+    seen: collections.Counter[tuple[str, int]] = collections.Counter()
+    last_pc: dict[int, int] = {}
+    for line in lines:
+        if not line.message.startswith("rec "):
+            continue
+        _, tag, index, pc = line.message.split(" ")
+        seen[(tag, int(index))] += 1
+        counter = int(pc.removeprefix("pc="))
+        # A forked child continues its parent's counter, so only the order
+        # within one pid is checked: strictly increasing, as sent.
+        assert counter > last_pc.get(line.pid, -1), f"out of order in pid {line.pid}: {line}"
+        last_pc[line.pid] = counter
+    want = {(tag, i) for tag, n in expected.items() for i in range(n)}
+    missing = sorted(want - set(seen))
+    extra = sorted(set(seen) - want)
+    duplicated = sorted(k for k, n in seen.items() if n > 1)
+    assert not missing, f"{len(missing)} records lost, e.g. {missing[:5]}"
+    assert not duplicated, f"{len(duplicated)} records duplicated, e.g. {duplicated[:5]}"
+    assert not extra, f"unexpected records {extra[:5]}"
+
+
+@pytest.fixture
+def no_funnel_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make sure no funnel variable from outside leaks into a test."""
+    for key in list(os.environ):
+        if key.startswith("LOGFUNNEL_"):
+            monkeypatch.delenv(key)
