@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 
-from logfunnel import _fork, _handler
+from logfunnel import _fork, _handler, _stacks
 from logfunnel._options import ENV_ADDRESS, ENV_LEVELS, ENV_OPTIONS, Options, apply_levels
 
 
@@ -37,6 +37,7 @@ def join_from_environment() -> bool:
         if not any(isinstance(h, _handler.FunnelHandler) for h in root.handlers):
             root.addHandler(_handler.FunnelHandler())
         _fork.register()
+        _stacks.register(address)
     except Exception as exc:  # a start-up hook must never stop an interpreter
         print(f"logfunnel: could not join the funnel at {address}: {exc!r}", file=sys.stderr)
         return False

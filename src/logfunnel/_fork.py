@@ -37,7 +37,7 @@ import logging
 import os
 from typing import Final
 
-from logfunnel import _handler, _install
+from logfunnel import _handler, _install, _stacks
 from logfunnel._options import apply_level_snapshot
 
 # How long a forked child waits for the writer to tell it the current levels;
@@ -110,6 +110,7 @@ def _after_fork_in_child() -> None:
     if _handler.attached_address() is None:
         return
     sanitize_handlers()
+    _stacks.register(_handler.attached_address())
     if not parent_installed:
         # The parent got its levels when it started (a forkserver, or a child
         # with a pool of its own): a setLevel in the installing process since

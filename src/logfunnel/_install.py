@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:  # typing.Self is 3.11+; only mypy needs the name
     from typing_extensions import Self
 
-from logfunnel import _handler, _sinks, _wire, _writer
+from logfunnel import _handler, _sinks, _stacks, _wire, _writer
 from logfunnel._options import (
     ENV_ADDRESS,
     ENV_LEVELS,
@@ -324,6 +324,7 @@ def install(
         if config is not None and host == "process":
             _apply_config_levels(config)
         _publish(funnel)
+        _stacks.register(funnel.address)
         _installed = funnel
         return funnel
 
@@ -354,6 +355,7 @@ def _listen() -> tuple[socket.socket, str, str]:
         os.rmdir(private_dir)
         private_dir = tempfile.mkdtemp(prefix="logfunnel-", dir="/tmp")
         path = os.path.join(private_dir, _SOCKET_NAME)
+    os.mkdir(os.path.join(private_dir, "stacks"), 0o700)  # see _stacks
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         listener.bind(path)
