@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import math
 import os
 import re
 import subprocess
@@ -354,3 +356,34 @@ def test_one_gibibyte_message_is_cut_and_memory_stays_bounded(
         (rss,) = run.find(f"[BI-{origin}-rss]")
         peak_kib = int(rss.first_line.rsplit(" ", 1)[1])
         assert 1024 * 1024 < peak_kib < MAX_PEAK_RSS_KIB, (origin, peak_kib)
+
+
+def _strict_json(line: str) -> Any:
+    """Parse ``line`` as RFC 8259 JSON: NaN and Infinity are not JSON."""
+
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "JsonFormatter.format (src/logfunnel/_sinks.py) calls json.dumps with the default "
+        "allow_nan=True: a float extra that is NaN or infinite is written as the bare words "
+        "NaN/Infinity, which strict JSON readers (jq, most languages) refuse"
+    ),
+)
+def test_json_sink_writes_strict_json_for_non_finite_extras() -> None:
+    """A record from the wire with NaN and infinite extras gives a line of strict JSON."""
+    from logfunnel import _wire  # noqa: PLC0415 - only this test needs the codec
+    from logfunnel._sinks import JsonFormatter  # noqa: PLC0415
+
+    record = logging.LogRecord("bad.input", logging.INFO, __file__, 1, "non-finite", None, None)
+    record.__dict__.update(x_nan=math.nan, x_inf=math.inf, x_list=[-math.inf])
+    (fields,) = _wire.FrameReader().feed(_wire.Encoder().record(record))
+    line = JsonFormatter().format(_wire.decode_record(fields))
+    assert "\n" not in line
+    obj = _strict_json(line)
+    assert obj["message"] == "non-finite"

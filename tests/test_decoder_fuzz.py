@@ -476,6 +476,7 @@ def test_a_peer_dropped_during_a_barrier_is_counted_once(own_writer_host: Writer
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(600)
 @settings(
     max_examples=5000,
     deadline=None,
@@ -490,6 +491,7 @@ def test_soak_writer_survives_any_bytes_on_a_raw_connection(
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(300)
 @pytest.mark.skipif(
     importlib.util.find_spec("atheris") is None, reason="atheris is not installed"
 )
@@ -498,7 +500,7 @@ def test_soak_atheris_fuzz_of_the_decoder() -> None:
     proc = subprocess.run(
         [sys.executable, str(ATHERIS_SCRIPT), "-max_total_time=60", "-rss_limit_mb=2048"],
         capture_output=True,
-        timeout=110,
+        timeout=200,
         check=False,
     )
     output = proc.stderr.decode("utf-8", "backslashreplace")

@@ -552,6 +552,64 @@ def test_frame_limit_is_respected_for_any_input(texts_: list[Any], frame_limit: 
     format_both(decoded)
 
 
+repr_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+    | st.binary(max_size=20),
+    lambda children: st.lists(children, max_size=5)
+    | st.tuples(children)
+    | st.tuples(children, children)
+    | st.dictionaries(st.text(max_size=5) | st.integers(), children, max_size=5)
+    | st.sets(st.integers(), max_size=4)
+    | st.frozensets(st.text(max_size=3), max_size=4),
+    max_leaves=25,
+)
+
+
+@PROPERTY
+@given(value=repr_values)
+def test_bounded_repr_equals_repr_when_within_the_limit(value: Any) -> None:
+    """For built-in containers whose repr fits the limit, safe_repr is exactly repr."""
+    assert _wire.safe_repr(value, 10**6) == repr(value)
+
+
+@PROPERTY
+@given(value=repr_values, limit=st.integers(min_value=1, max_value=200))
+@example(value="abcdef", limit=2)
+@example(value=b"abcdef", limit=2)
+@example(value=["abcdef", 1, 2, 3], limit=5)
+def test_bounded_repr_is_a_prefix_of_repr_with_a_marker(value: Any, limit: int) -> None:
+    """A repr over the limit is its first characters followed by a marker saying it was cut."""
+    text = _wire.safe_repr(value, limit)
+    full = repr(value)
+    if isinstance(value, (str, bytes)):  # the repr of the first `limit` characters (bytes)
+        if len(value) <= limit:
+            assert text == _wire.cut(full, limit)
+        else:
+            unit = "characters" if isinstance(value, str) else "bytes"
+            tail = f"... [logfunnel: {len(value) - limit:,} of {len(value):,} {unit} cut]"
+            assert text == repr(value[:limit]) + tail
+        return
+    if len(full) <= limit:
+        assert text == full
+        return
+    marker = re.search(r"\.\.\. \[logfunnel: .*cut.*\]$", text)
+    assert marker is not None, text
+    head = text[: marker.start()]
+    assert len(head) <= limit
+    assert full.startswith(head)
+
+
+@PROPERTY
+@given(created=st.floats(min_value=-62_135_596_800.0 + 86_400, max_value=253_402_300_799.0 - 86_400))
+def test_any_created_time_the_decoder_accepts_formats_in_every_sink(created: float) -> None:
+    """Every `created` that decode_record accepts can be rendered by both stock formatters."""
+    record = make_record()
+    record.created = created
+    decoded = roundtrip(record)
+    assert decoded.created == created
+    format_both(decoded)
+
+
 # -- FrameReader ------------------------------------------------------------------------
 
 frames_strategy = st.lists(

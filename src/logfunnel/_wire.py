@@ -361,18 +361,29 @@ _STACK_INFO: Final = 18
 _EXTRA: Final = 20
 
 
+# Type signatures (the type of every field of a RECORD frame, kind included) already
+# found acceptable: checking one costs a tuple and a set lookup per record.
+_GOOD_SIGNATURES: set[tuple[type, ...]] = set()
+_MAX_SIGNATURES: Final = 256
+
+
 def _fields_valid(fields: list[Any]) -> bool:
-    """Return True if every field has a type (and range) ``decode_record`` accepts."""
-    for value, types in zip(fields[1:], _FIELD_TYPES, strict=True):
-        kind = type(value)
-        if kind not in types:
-            return False
-        if kind is int:
-            if not _INT64_MIN <= value <= _UINT64_MAX:
+    """Return True if every field has a type (and time) ``decode_record`` accepts.
+
+    Ints outside 64 bits are left to the packer, which refuses them.
+    """
+    signature = tuple(map(type, fields))
+    if signature not in _GOOD_SIGNATURES:
+        for kind, types in zip(signature[1:], _FIELD_TYPES, strict=True):
+            if kind not in types:
                 return False
-        elif kind is float and not math.isfinite(value):
-            return False
-    return bool(_CREATED_MIN <= fields[10] <= _CREATED_MAX)
+        if len(_GOOD_SIGNATURES) < _MAX_SIGNATURES:
+            _GOOD_SIGNATURES.add(signature)
+    return bool(
+        _CREATED_MIN <= fields[10] <= _CREATED_MAX
+        and math.isfinite(fields[11])
+        and math.isfinite(fields[12])
+    )
 
 
 def _coerce(value: Any, types: tuple[type, ...]) -> Any:
@@ -393,6 +404,16 @@ def _coerce(value: Any, types: tuple[type, ...]) -> Any:
     except Exception:
         number = 0
     return _coerce(number, types)
+
+
+def _coerce_fields(fields: list[Any], record: logging.LogRecord) -> list[Any]:
+    """Convert the standard fields a filter (or makeLogRecord) left with odd values."""
+    fields = [RECORD, *(_coerce(v, t) for v, t in zip(fields[1:], _FIELD_TYPES, strict=True))]
+    if record.name is None:  # makeLogRecord({}): the root logger, as getLogger(None)
+        fields[1] = "root"
+    if not _CREATED_MIN <= fields[10] <= _CREATED_MAX:
+        fields[10] = 0.0
+    return fields
 
 
 class Encoder:
@@ -449,21 +470,13 @@ class Encoder:
             extra,
         ]
         if not _fields_valid(fields):
-            # A filter (or makeLogRecord) left a standard field with an odd value.
-            fields = [
-                RECORD,
-                *(_coerce(v, t) for v, t in zip(fields[1:], _FIELD_TYPES, strict=True)),
-            ]
-            if record.name is None:  # makeLogRecord({}): the root logger, as getLogger(None)
-                fields[1] = "root"
-            if not _CREATED_MIN <= fields[10] <= _CREATED_MAX:
-                fields[10] = 0.0
+            fields = _coerce_fields(fields, record)
         try:
             payload: bytes = self._packer.pack(fields)
         except (UnicodeEncodeError, TypeError, ValueError, OverflowError):
-            # Lone surrogates (the fields' types are right by now): re-encode and retry.
+            # Lone surrogates, or an int outside 64 bits: convert, re-encode and retry.
             self._packer.reset()
-            fields = _sanitize(fields)
+            fields = _sanitize(_coerce_fields(fields, record))
             payload = self._packer.pack(fields)
         if len(payload) > self._frame_limit:
             payload = self._shrink(fields)
