@@ -71,17 +71,18 @@ def read_lines(*paths: Path) -> list[Line]:
 def check_records(lines: list[Line], expected: dict[str, int]) -> None:
     """Assert each ``rec TAG I pc=N`` record arrived exactly once and per-process order held."""
     seen: collections.Counter[tuple[str, int]] = collections.Counter()
-    last_pc: dict[int, int] = {}
+    last_pc: dict[tuple[int, str], int] = {}
     for line in lines:
         if not line.message.startswith("rec "):
             continue
         _, tag, index, pc = line.message.split(" ")
         seen[(tag, int(index))] += 1
         counter = int(pc.removeprefix("pc="))
-        # A forked child continues its parent's counter, so only the order
-        # within one pid is checked: strictly increasing, as sent.
-        assert counter > last_pc.get(line.pid, -1), f"out of order in pid {line.pid}: {line}"
-        last_pc[line.pid] = counter
+        # Each logger of a process counts up (a forked child continues its
+        # parent's count): within one (pid, logger), strictly increasing.
+        key = (line.pid, line.logger)
+        assert counter > last_pc.get(key, -1), f"out of order in {key}: {line}"
+        last_pc[key] = counter
     want = {(tag, i) for tag, n in expected.items() for i in range(n)}
     missing = sorted(want - set(seen))
     extra = sorted(set(seen) - want)

@@ -63,8 +63,14 @@ def _loggers() -> list[logging.Logger]:
 
 
 def sanitize_handlers() -> int:
-    """Replace every inherited handler with a ``FunnelHandler``; return how many were set aside."""
-    count = 0
+    """Set aside every handler inherited from the parent; return how many were.
+
+    Handlers on loggers are replaced by one ``FunnelHandler`` per logger, at the
+    lowest level the replaced ones had.  Handlers on no logger (a
+    ``QueueListener``'s targets, ``logging.lastResort``) are set aside too: the
+    thread that used them in the parent may have been mid-write at the fork,
+    and ``logging.shutdown()`` at this child's exit would flush them.
+    """
     aside_ids: set[int] = set()
     for logger in _loggers():
         handlers = logger.handlers
@@ -72,17 +78,23 @@ def sanitize_handlers() -> int:
             continue
         level = min(h.level for h in handlers)
         for handler in handlers:
-            if type(handler) is not _handler.FunnelHandler:
+            if type(handler) is not _handler.FunnelHandler and id(handler) not in aside_ids:
                 _set_aside_handler(handler)
                 aside_ids.add(id(handler))
-                count += 1
         logger.handlers = [_handler.FunnelHandler(level)]
-    if aside_ids:
-        # logging.shutdown() at exit flushes and closes every handler in
-        # _handlerList: the set-aside ones must not be among them.
-        handler_list = vars(logging)["_handlerList"]  # private, so not in typeshed
-        handler_list[:] = [ref for ref in handler_list if id(ref()) not in aside_ids]
-    return count
+    # logging.shutdown() at exit flushes and closes every handler in
+    # _handlerList (weak references to every handler ever created here).
+    handler_list = vars(logging)["_handlerList"]  # private, so not in typeshed
+    kept = []
+    for ref in handler_list:
+        handler = ref()
+        if handler is None or type(handler) is _handler.FunnelHandler:
+            kept.append(ref)
+        elif id(handler) not in aside_ids:
+            _set_aside_handler(handler)
+            aside_ids.add(id(handler))
+    handler_list[:] = kept
+    return len(aside_ids)
 
 
 def _set_aside_handler(handler: logging.Handler) -> None:
