@@ -429,8 +429,15 @@ class Encoder:
         self._field_limit = max(256, frame_limit // 16)
 
     def frame(self, fields: list[Any]) -> bytes:
-        """Return one frame (header and payload) for an already-plain array."""
-        payload: bytes = self._packer.pack(fields)
+        """Return one frame (header and payload) for an already-plain array.
+
+        Strings that are not valid Unicode are backslash-escaped, as in records.
+        """
+        try:
+            payload: bytes = self._packer.pack(fields)
+        except UnicodeEncodeError:
+            self._packer.reset()
+            payload = self._packer.pack(_sanitize(fields))
         return HEADER.pack(len(payload)) + payload
 
     def record(self, record: logging.LogRecord) -> bytes:
@@ -519,8 +526,8 @@ class Encoder:
 
 
 def hello_fields(pid: int, process_name: str) -> list[Any]:
-    """Return the fields of a HELLO frame."""
-    return [HELLO, PROTOCOL_VERSION, pid, process_name]
+    """Return the fields of a HELLO frame (the name cut to 200 characters)."""
+    return [HELLO, PROTOCOL_VERSION, pid, cut(_text(process_name), 200)]
 
 
 class FrameReader:
