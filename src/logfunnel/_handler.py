@@ -133,21 +133,29 @@ class Connection:
 
     def _send(self, frame: bytes) -> bool:
         """Write a frame; return False if it went nowhere (writer gone, or dropped)."""
-        sock = self._sock
-        if sock is None:
-            sock = self._reconnect()
+        for attempt in (1, 2):
+            sock = self._sock
             if sock is None:
-                return False
-        try:
-            if self.options.on_full == "block" and not self._pending:
-                if self.dropped:
-                    self._report_dropped(sock)
-                sock.sendall(frame, _SEND_FLAGS)
-                return True
-            return self._send_bounded(sock, frame)
-        except OSError as exc:
-            self._lost(exc)
-            return False
+                sock = self._reconnect()
+                if sock is None:
+                    return False
+            try:
+                if self.options.on_full == "block" and not self._pending:
+                    if self.dropped:
+                        self._report_dropped(sock)
+                    sock.sendall(frame, _SEND_FLAGS)
+                    return True
+                return self._send_bounded(sock, frame)
+            except OSError as exc:
+                # The writer went away (a writer process is restarted by its
+                # supervisor).  A frame whose sendall failed never reached it
+                # whole, so it was not written: sending it again on a new
+                # connection cannot duplicate it.
+                self.close()
+                self._pending = b""
+                if attempt == 2:
+                    self._lost(exc)
+        return False
 
     def _send_bounded(self, sock: socket.socket, frame: bytes) -> bool:
         """Send within ``full_timeout``; a frame begun is always finished before another."""
@@ -229,7 +237,7 @@ class Connection:
     def _lost(self, exc: OSError) -> None:
         self.close()
         self._pending = b""
-        self._retry_at = 0.0  # try once more right away: the writer may have restarted
+        self._retry_at = time.monotonic() + _RETRY_SECONDS
         self._down_since = time.monotonic()
         self.fallback.say(
             f"lost the log writer at {self.address} ({type(exc).__name__}: {exc}); records of "

@@ -52,12 +52,15 @@ import array
 import contextlib
 import dataclasses
 import fcntl
+import json
 import logging
+import os
 import selectors
 import socket
 import sys
 import termios
 import threading
+import time
 from typing import Any, Final
 
 from logfunnel import _wire
@@ -73,6 +76,8 @@ _OWN_LOGGER: Final = "logfunnel"
 class Stats:
     """What a writer has seen since it started."""
 
+    #: The process the writer loop runs in (a writer process's pid changes on restart).
+    pid: int = dataclasses.field(default_factory=os.getpid)
     records: int = 0
     processes: int = 0
     connections_open: int = 0
@@ -131,6 +136,7 @@ class Writer:
         #: The installing process's levels, pushed over the control channel by
         #: a process host's owner; a thread host reads its own process's.
         self.levels: dict[str, Any] | None = None
+        self.levels_file: str | None = None
         self.stats = Stats()
 
     # -- the loop ---------------------------------------------------------------------
@@ -298,6 +304,28 @@ class Writer:
         self.barrier()
         self._answer(sock, request)
 
+    def _save_levels(self) -> None:
+        """Keep pushed levels where a restarted writer process finds them."""
+        if self.levels_file is None:
+            return
+        with contextlib.suppress(OSError):
+            temporary = self.levels_file + ".new"
+            with open(temporary, "w", encoding="utf-8") as stream:
+                json.dump(self.levels, stream)
+            os.replace(temporary, self.levels_file)
+
+    def load_levels(self) -> None:
+        """Take the levels a previous writer process of this funnel was given."""
+        if self.levels_file is None:
+            return
+        with (
+            contextlib.suppress(OSError, ValueError),
+            open(self.levels_file, encoding="utf-8") as stream,
+        ):
+            levels = json.load(stream)
+            if isinstance(levels, dict):
+                self.levels = levels
+
     def level_snapshot(self) -> dict[str, Any]:
         """Return the installing process's logger levels, for a child that asks."""
         return self.levels if self.levels is not None else level_snapshot()
@@ -345,6 +373,7 @@ class Writer:
                 self._answer(self._control, fields[1] if len(fields) > 1 else 0)
             elif kind == _wire.LEVELS and len(fields) == 3 and isinstance(fields[2], dict):
                 self.levels = fields[2]
+                self._save_levels()
             elif kind == _wire.STATS and len(fields) == 2:
                 frame = self._encoder.frame(
                     [_wire.STATS, fields[1], dataclasses.asdict(self.stats)]
@@ -375,30 +404,86 @@ class Writer:
 # -- the process host -------------------------------------------------------------------
 
 
-def process_main(argv: list[str]) -> int:
-    """Entry point of a writer process, given its listening and control descriptors."""
-    from logfunnel import _sinks  # noqa: PLC0415 - only the writer process builds sinks
+#: Exit code of a writer that could not build its sinks: not worth a restart.
+_CONFIG_FAILED: Final = 3
+#: More restarts than this within _RESTART_WINDOW seconds: give up.
+_MAX_RESTARTS: Final = 10
+_RESTART_WINDOW: Final = 60.0
 
+
+def process_main(argv: list[str]) -> int:
+    """Entry point of a writer process: supervise a writer forked from this process.
+
+    This process was started with exec, so it has one thread and no inherited
+    locks: forking from it is safe.  It keeps the listening socket and the
+    control channel, and forks the writer, which inherits both.  If the
+    writer dies (SIGKILL, a crash in a sink), a new one is forked at once on
+    the same socket: connections made meanwhile wait in the listen backlog,
+    so processes that lost their connection reconnect at their next record.
+    What is lost is what the dead writer had received but not yet written
+    (see docs/guarantees.md).  A clean shutdown ends both.
+    """
     listen_fd, control_fd = (int(a) for a in argv[:2])
     listener = socket.socket(fileno=listen_fd)
     control = socket.socket(fileno=control_fd)
     reader = _wire.FrameReader()
-    encoder = _wire.Encoder()
     config: Any = None
     while config is None:
         data = control.recv(65536)
         if not data:
             return 1
         for fields in reader.feed(data):
-            if fields[0] == _wire.CONFIG:
+            if fields[0] == _wire.CONFIG and isinstance(fields[1], dict):
                 config = fields[1]
+    restarts: list[float] = []
+    first = True
+    while True:
+        pid = os.fork()
+        if pid == 0:  # the writer
+            code = 1
+            try:
+                code = _serve(listener, control, config, announce=first)
+            finally:
+                os._exit(code)  # never return into the supervisor's loop
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        if code in (0, _CONFIG_FAILED):
+            return 0 if code == 0 else 1
+        now = time.monotonic()
+        restarts = [t for t in restarts if now - t < _RESTART_WINDOW] + [now]
+        why = f"signal {-code}" if code < 0 else f"exit code {code}"
+        if len(restarts) > _MAX_RESTARTS:
+            print(
+                f"logfunnel: the log writer died {len(restarts)} times in "
+                f"{_RESTART_WINDOW:.0f} s (last: {why}); giving up",
+                file=sys.stderr,
+            )
+            return 2
+        print(
+            f"logfunnel: the log writer (pid {pid}) ended ({why}); started a new one",
+            file=sys.stderr,
+        )
+        first = False
+
+
+def _serve(
+    listener: socket.socket, control: socket.socket, config: dict[str, Any], *, announce: bool
+) -> int:
+    """Build the sinks and run the writer loop (in the supervisor's forked child)."""
+    from logfunnel import _sinks  # noqa: PLC0415 - only writer processes build sinks
+
+    encoder = _wire.Encoder()
     try:
         _sinks.configure_writer_process(config)
     except Exception as exc:
-        control.sendall(encoder.frame([_wire.CONFIG, f"{type(exc).__name__}: {exc}"]))
-        return 1
-    control.sendall(encoder.frame([_wire.CONFIG, None]))
+        if announce:
+            control.sendall(encoder.frame([_wire.CONFIG, f"{type(exc).__name__}: {exc}"]))
+        return _CONFIG_FAILED
+    if announce:
+        control.sendall(encoder.frame([_wire.CONFIG, None]))
     writer = Writer(listener, control, int(config.get("frame_limit", _wire.DEFAULT_FRAME_LIMIT)))
+    writer.levels_file = os.path.join(os.path.dirname(str(listener.getsockname())), "levels.json")
+    writer.load_levels()
     try:
         writer.run()
     finally:
