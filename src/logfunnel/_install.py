@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:  # typing.Self is 3.11+; only mypy needs the name
     from typing_extensions import Self
 
-from logfunnel import _handler, _sinks, _stacks, _wire, _writer
+from logfunnel import _auth, _handler, _sinks, _stacks, _wire, _writer
 from logfunnel._options import (
     ENV_ADDRESS,
     ENV_LEVELS,
@@ -75,6 +75,10 @@ class Funnel:
         self._saved_root_handlers: list[logging.Handler] | None = None
         self._built_handlers: list[logging.Handler] = []
         self._closed = False
+        #: ``tcp:HOST:PORT`` where remote processes connect, if ``listen=`` was given.
+        self.remote_address: str | None = None
+        #: The secret remote processes prove they know (``LOGFUNNEL_TOKEN``).
+        self.token: str | None = None
 
     @property
     def owner(self) -> bool:
@@ -241,6 +245,8 @@ def install(
     full_timeout: float = 0.1,
     fallback: str | os.PathLike[str] | None = None,
     frame_limit: int = _wire.DEFAULT_FRAME_LIMIT,
+    listen: str | None = None,
+    token: str | None = None,
 ) -> Funnel:
     """Start a writer and make every process of this program log through it.
 
@@ -258,7 +264,14 @@ def install(
 
     ``host="thread"`` (the default) runs the writer in a thread of this
     process.  ``host="process"`` runs it in a fresh interpreter of its own
-    (started with exec, never forked), which needs sink options.
+    (started with exec, never forked), which needs sink options and is
+    restarted if it dies.
+
+    ``listen="tcp:HOST:PORT"`` also accepts processes on other hosts (port 0
+    picks a free one: see ``Funnel.remote_address``).  They set
+    ``LOGFUNNEL_ADDRESS`` to that address and ``LOGFUNNEL_TOKEN`` to
+    ``Funnel.token`` (``token=``, or a random one), and must prove they know
+    it before anything they send is decoded.
 
     Calling it again while a funnel runs in this process raises
     ``RuntimeError``.  Called in a ``multiprocessing`` child of a funnel (for
@@ -301,6 +314,12 @@ def install(
             "frame_limit": frame_limit,
         }
         _sinks.validate_spec(spec)
+        tcp_where = _parse_listen(listen)
+        if token is not None and (not isinstance(token, str) or len(token) < 16):
+            msg = "token= must be a string of at least 16 characters (or None for a random one)"
+            raise ValueError(msg)
+        if tcp_where is not None:
+            spec["token"] = token = token or _auth.new_token()
         root_level = parse_level(level) if level is not None else None
         has_sinks = bool(file or json or console or fmt or config is not None)
         host = host or "thread"
@@ -314,10 +333,14 @@ def install(
                 "writes, or use host='thread'"
             )
             raise ValueError(msg)
+        tcp_listener = _listen_tcp(tcp_where) if tcp_where is not None else None
         if host == "thread":
-            funnel = _start_thread_host(spec, options, has_sinks=has_sinks)
+            funnel = _start_thread_host(spec, options, tcp_listener, has_sinks=has_sinks)
         else:
-            funnel = _start_process_host(spec, options)
+            funnel = _start_process_host(spec, options, tcp_listener)
+        if tcp_listener is not None:
+            funnel.remote_address = spec["remote_address"]
+            funnel.token = token
         root = logging.getLogger()
         if root_level is not None:
             root.setLevel(root_level)
@@ -346,6 +369,37 @@ def _joined_multiprocessing_child() -> Funnel | None:
     return Funnel(address, "thread", Options.from_env(os.environ.get(ENV_OPTIONS)), owner=False)
 
 
+def _parse_listen(listen: str | None) -> tuple[str, int] | None:
+    """Check ``listen=`` and return its host and port."""
+    if listen is None:
+        return None
+    kind, _, where = str(listen).partition(":")
+    host, _, port = where.rpartition(":")
+    if kind != "tcp" or not host or not port.isdigit() or int(port) > 65535:
+        msg = f"listen={listen!r}: give tcp:HOST:PORT, e.g. tcp:0.0.0.0:9020 (port 0: any free)"
+        raise ValueError(msg)
+    return host.strip("[]"), int(port)
+
+
+def _listen_tcp(where: tuple[str, int]) -> socket.socket:
+    family = socket.AF_INET6 if ":" in where[0] else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(where)
+        listener.listen(socket.SOMAXCONN)
+    except OSError as exc:
+        listener.close()
+        msg = f"listen=tcp:{where[0]}:{where[1]}: cannot listen there: {exc}"
+        raise ValueError(msg) from None
+    return listener
+
+
+def _tcp_address(listener: socket.socket) -> str:
+    host, port = listener.getsockname()[:2]
+    return f"tcp:[{host}]:{port}" if ":" in host else f"tcp:{host}:{port}"
+
+
 def _listen() -> tuple[socket.socket, str, str]:
     """Create the private directory and the listening socket in it."""
     # mkdtemp makes the directory 0700: only this user can reach the socket in it.
@@ -367,7 +421,13 @@ def _listen() -> tuple[socket.socket, str, str]:
     return listener, private_dir, f"unix:{path}"
 
 
-def _start_thread_host(spec: dict[str, Any], options: Options, *, has_sinks: bool) -> Funnel:
+def _start_thread_host(
+    spec: dict[str, Any],
+    options: Options,
+    tcp_listener: socket.socket | None,
+    *,
+    has_sinks: bool,
+) -> Funnel:
     root = logging.getLogger()
     built: list[logging.Handler] = []
     saved: list[logging.Handler] | None = None
@@ -382,7 +442,11 @@ def _start_thread_host(spec: dict[str, Any], options: Options, *, has_sinks: boo
             root.addHandler(handler)
     listener, private_dir, address = _listen()
     control, far_end = socket.socketpair()
-    writer = _writer.Writer(listener, far_end, options.frame_limit)
+    if tcp_listener is not None:
+        spec["remote_address"] = _tcp_address(tcp_listener)
+    writer = _writer.Writer(
+        listener, far_end, options.frame_limit, tcp_listener=tcp_listener, token=spec.get("token")
+    )
     funnel = Funnel(address, "thread", options, owner=True)
     funnel._writer = writer
     funnel._control = control
@@ -393,7 +457,11 @@ def _start_thread_host(spec: dict[str, Any], options: Options, *, has_sinks: boo
     return funnel
 
 
-def _start_process_host(spec: dict[str, Any], options: Options) -> Funnel:
+def _start_process_host(
+    spec: dict[str, Any], options: Options, tcp_listener: socket.socket | None
+) -> Funnel:
+    if tcp_listener is not None:
+        spec["remote_address"] = _tcp_address(tcp_listener)
     try:
         config_frame = _wire.Encoder().frame([_wire.CONFIG, spec])
     except (TypeError, ValueError) as exc:
@@ -409,6 +477,7 @@ def _start_process_host(spec: dict[str, Any], options: Options) -> Funnel:
     # The writer must import this very logfunnel, even when it came from sys.path.
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    passed = [listener, far_end] + ([tcp_listener] if tcp_listener is not None else [])
     try:
         process = subprocess.Popen(
             [
@@ -418,18 +487,17 @@ def _start_process_host(spec: dict[str, Any], options: Options) -> Funnel:
                     "import sys; from logfunnel._writer import process_main; "
                     "sys.exit(process_main(sys.argv[1:]))"
                 ),
-                str(listener.fileno()),
-                str(far_end.fileno()),
+                *(str(sock.fileno()) for sock in passed),
             ],
-            pass_fds=(listener.fileno(), far_end.fileno()),
+            pass_fds=[sock.fileno() for sock in passed],
             env=env,
             stdin=subprocess.DEVNULL,
         )
     finally:
         # Only the writer may hold these: a listening socket left open here
         # would let children connect and block with nobody reading.
-        listener.close()
-        far_end.close()
+        for sock in passed:
+            sock.close()
     try:
         control.sendall(config_frame)
         reply = _handler.read_reply(
@@ -476,6 +544,8 @@ def _apply_config_levels(config: dict[str, Any]) -> None:
 def _publish(funnel: Funnel) -> None:
     os.environ[ENV_ADDRESS] = funnel.address
     os.environ[ENV_OPTIONS] = funnel.options.to_env()
+    if funnel.token is not None:
+        os.environ[ENV_TOKEN] = funnel.token
     _publish_levels(funnel)
     _watch_levels()
 

@@ -63,12 +63,13 @@ import threading
 import time
 from typing import Any, Final
 
-from logfunnel import _wire
+from logfunnel import _auth, _wire
 from logfunnel._options import level_snapshot
 
 _RECV_SIZE: Final = 256 * 1024
 _CONTROL: Final = "control"
 _LISTENER: Final = "listener"
+_TCP_LISTENER: Final = "tcp listener"
 _OWN_LOGGER: Final = "logfunnel"
 
 
@@ -85,18 +86,24 @@ class Stats:
     bad_frames: int = 0
     dropped_reported: int = 0
     handler_errors: int = 0
+    #: TCP connections refused: wrong token, or no answer in time.
+    refused: int = 0
 
 
 class _Peer:
     """One connected process, as the writer sees it."""
 
-    __slots__ = ("name", "pid", "reader", "sock")
+    __slots__ = ("answer", "deadline", "name", "nonce", "pid", "reader", "sock")
 
     def __init__(self, sock: socket.socket, frame_limit: int) -> None:
         self.sock = sock
         self.reader = _wire.FrameReader(frame_limit)
         self.pid: int | None = None
         self.name = "?"
+        #: A TCP peer's challenge; None once it has answered it (or on Unix sockets).
+        self.nonce: bytes | None = None
+        self.answer = b""
+        self.deadline = 0.0
 
     def describe(self) -> str:
         """Name the process for a report line."""
@@ -121,7 +128,12 @@ class Writer:
         listener: socket.socket,
         control: socket.socket,
         frame_limit: int = _wire.DEFAULT_FRAME_LIMIT,
+        *,
+        tcp_listener: socket.socket | None = None,
+        token: str | None = None,
     ) -> None:
+        self._tcp_listener = tcp_listener
+        self._token = token or ""
         self._listener = listener
         self._control = control
         self._frame_limit = frame_limit
@@ -147,23 +159,33 @@ class Writer:
         self._control.setblocking(True)
         self._selector.register(self._listener, selectors.EVENT_READ, _LISTENER)
         self._selector.register(self._control, selectors.EVENT_READ, _CONTROL)
+        if self._tcp_listener is not None:
+            self._tcp_listener.setblocking(False)
+            self._selector.register(self._tcp_listener, selectors.EVENT_READ, _TCP_LISTENER)
         self._running = True
         try:
             while self._running:
-                for key, _ in self._selector.select():
+                timeout = 1.0 if self._challenged else None
+                for key, _ in self._selector.select(timeout):
                     if key.data is _LISTENER:
                         self._accept_all()
+                    elif key.data is _TCP_LISTENER:
+                        self._accept_all(self._tcp_listener)
                     elif key.data is _CONTROL:
                         self._serve_control()
                     else:
                         self._read(key.data)
+                if self._challenged:
+                    self._expire_challenges()
         finally:
             self._close_everything()
 
-    def _accept_all(self) -> None:
+    def _accept_all(self, listener: socket.socket | None = None) -> None:
+        remote = listener is not None
+        listener = listener or self._listener
         while True:
             try:
-                sock, _ = self._listener.accept()
+                sock, _ = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # EMFILE and the like: report, keep serving the others
@@ -171,10 +193,67 @@ class Writer:
                 return
             sock.setblocking(False)
             peer = _Peer(sock, self._frame_limit)
+            if remote and not self._challenge(peer):
+                continue
             self._peers[sock.fileno()] = peer
             self._selector.register(sock, selectors.EVENT_READ, peer)
             self.stats.processes += 1
             self.stats.connections_open += 1
+
+    # -- remote peers: the challenge (see _auth) -----------------------------------------
+
+    @property
+    def _challenged(self) -> bool:
+        return any(peer.nonce is not None for peer in self._peers.values())
+
+    def _challenge(self, peer: _Peer) -> bool:
+        """Send a new TCP peer its nonce; False if it could not even be sent."""
+        peer.nonce = _auth.new_nonce()
+        peer.deadline = time.monotonic() + _auth.ANSWER_TIMEOUT
+        try:
+            peer.sock.send(peer.nonce)  # 32 bytes into an empty buffer: never partial
+        except OSError:
+            peer.sock.close()
+            return False
+        with contextlib.suppress(OSError):
+            peer.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return True
+
+    def _check_answer(self, peer: _Peer, data: bytes) -> bytes | None:
+        """Take the answer from a challenged peer's first bytes; return what follows it."""
+        assert peer.nonce is not None
+        needed = _auth.ANSWER_SIZE - len(peer.answer)
+        peer.answer += data[:needed]
+        if len(peer.answer) < _auth.ANSWER_SIZE:
+            return b""
+        if not _auth.check(self._token, peer.nonce, peer.answer):
+            self._refuse(peer, "wrong token")
+            return None
+        peer.nonce, peer.answer = None, b""
+        try:
+            peer.sock.send(_auth.ACCEPTED)  # one byte into an idle socket: never partial
+        except OSError:
+            self._close_peer(peer, cut_ok=True)
+            return None
+        return data[needed:]
+
+    def _expire_challenges(self) -> None:
+        now = time.monotonic()
+        for peer in list(self._peers.values()):
+            if peer.nonce is not None and now > peer.deadline:
+                self._refuse(peer, f"no answer to the challenge in {_auth.ANSWER_TIMEOUT:.0f} s")
+
+    def _refuse(self, peer: _Peer, why: str) -> None:
+        try:
+            host, port = peer.sock.getpeername()[:2]
+            where = f"{host}:{port}"
+        except OSError:
+            where = "?"
+        self.stats.refused += 1
+        self._close_peer(peer, cut_ok=True)
+        self._report(logging.WARNING, f"refused a TCP connection from {where}: {why}")
+
+    # -- reading ------------------------------------------------------------------------
 
     def _read(self, peer: _Peer, budget: int | None = None) -> None:
         """Read what ``peer`` sent (at least ``budget`` bytes if given) and handle it."""
@@ -186,8 +265,16 @@ class Writer:
             except OSError:  # ECONNRESET: the peer is gone; what was read is handled
                 data = b""
             if not data:
-                self._close_peer(peer)
+                if peer.nonce is not None:
+                    self._refuse(peer, "closed before answering the challenge")
+                else:
+                    self._close_peer(peer)
                 return
+            if peer.nonce is not None:
+                rest = self._check_answer(peer, data)
+                if not rest:  # None: refused; b"": the answer is not complete yet
+                    return
+                data = rest
             try:
                 frames = peer.reader.feed(data)
             except _wire.FrameError as exc:
@@ -286,8 +373,10 @@ class Writer:
         self._in_barrier = True
         try:
             self._accept_all()
+            if self._tcp_listener is not None:
+                self._accept_all(self._tcp_listener)
             for peer in list(self._peers.values()):
-                queued = _queued_bytes(peer.sock)
+                queued = _queued_bytes(peer.sock) if peer.nonce is None else 0
                 if queued:
                     self._read(peer, queued)
         finally:
@@ -383,9 +472,10 @@ class Writer:
     def _close_everything(self) -> None:
         for peer in list(self._peers.values()):
             self._close_peer(peer)
-        for sock in (self._listener, self._control):
-            with contextlib.suppress(OSError):
-                sock.close()
+        for sock in (self._listener, self._control, self._tcp_listener):
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.close()
         self._selector.close()
 
     def forget_in_child(self) -> None:
@@ -394,7 +484,9 @@ class Writer:
             with contextlib.suppress(OSError):
                 peer.sock.close()
         self._peers.clear()
-        for sock in (self._listener, self._control):
+        for sock in (self._listener, self._control, self._tcp_listener):
+            if sock is None:
+                continue
             with contextlib.suppress(OSError):
                 sock.close()
         with contextlib.suppress(OSError):
@@ -426,6 +518,7 @@ def process_main(argv: list[str]) -> int:
     listen_fd, control_fd = (int(a) for a in argv[:2])
     listener = socket.socket(fileno=listen_fd)
     control = socket.socket(fileno=control_fd)
+    tcp_listener = socket.socket(fileno=int(argv[2])) if len(argv) > 2 else None
     reader = _wire.FrameReader()
     config: Any = None
     while config is None:
@@ -442,7 +535,7 @@ def process_main(argv: list[str]) -> int:
         if pid == 0:  # the writer
             code = 1
             try:
-                code = _serve(listener, control, config, announce=first)
+                code = _serve(listener, control, config, first, tcp_listener)
             finally:
                 os._exit(code)  # never return into the supervisor's loop
         _, status = os.waitpid(pid, 0)
@@ -467,7 +560,11 @@ def process_main(argv: list[str]) -> int:
 
 
 def _serve(
-    listener: socket.socket, control: socket.socket, config: dict[str, Any], *, announce: bool
+    listener: socket.socket,
+    control: socket.socket,
+    config: dict[str, Any],
+    announce: bool,
+    tcp_listener: socket.socket | None,
 ) -> int:
     """Build the sinks and run the writer loop (in the supervisor's forked child)."""
     from logfunnel import _sinks  # noqa: PLC0415 - only writer processes build sinks
@@ -481,7 +578,13 @@ def _serve(
         return _CONFIG_FAILED
     if announce:
         control.sendall(encoder.frame([_wire.CONFIG, None]))
-    writer = Writer(listener, control, int(config.get("frame_limit", _wire.DEFAULT_FRAME_LIMIT)))
+    writer = Writer(
+        listener,
+        control,
+        int(config.get("frame_limit", _wire.DEFAULT_FRAME_LIMIT)),
+        tcp_listener=tcp_listener,
+        token=config.get("token"),
+    )
     writer.levels_file = os.path.join(os.path.dirname(str(listener.getsockname())), "levels.json")
     writer.load_levels()
     try:
