@@ -1,0 +1,145 @@
+"""Shared pieces of the fault scripts: the record format, test sinks, and waiting on conditions.
+
+Every record the fault scripts log has the message ``rec TAG SEQ pad=N XXX...``
+(``N`` times ``x``): a line whose padding does not have exactly ``N`` characters
+was torn or merged.  ``TAG`` names the logging process (or thread), ``SEQ``
+counts its records from 0.  Each process writes the ``SEQ`` of its last logging
+call that *returned* to shared memory right after the call returns, so a test
+knows exactly which records must be in the sink.
+
+The handler classes here are importable by a writer process too (the scripts
+put this directory on ``PYTHONPATH`` and name them in a ``dictConfig``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+FORMAT = "%(process)d|%(processName)s|%(name)s|%(levelname)s|%(message)s"
+REC = re.compile(r"rec (\S+) (\d+) pad=(\d+) (x*)\Z")
+
+
+def rec(log: logging.Logger, tag: str, seq: int, pad: int = 0) -> None:
+    """Log one numbered record with ``pad`` characters of padding."""
+    log.info("rec %s %d pad=%d %s", tag, seq, pad, "x" * pad)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Wait for ``condition`` with a deadline, checking often; raise if it never holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gave up after {timeout} s waiting for {what}")
+        time.sleep(0.0005)
+
+
+def proc_status(pid: int | str = "self") -> dict[str, int]:
+    """Return VmRSS and VmHWM of a process in KiB (from /proc/PID/status)."""
+    out = {}
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(value.split()[0])
+    return out
+
+
+def proc_state(pid: int) -> str:
+    """Return the one-letter scheduler state of a process (R, S, D, Z, ...)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        return stat.read().rpartition(")")[2].split()[0]
+
+
+class GateHandler(logging.Handler):
+    """A sink that blocks every record while its gate is closed (a stuck disk, a hung server)."""
+
+    def __init__(self) -> None:
+        """Start with the gate open."""
+        super().__init__()
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Wait for the gate (at most a minute, so a broken test cannot hang forever)."""
+        del record  # every record waits alike
+        if not self.gate.is_set():
+            self.entered.set()
+            self.gate.wait(60)
+
+
+class SlowFileHandler(logging.FileHandler):
+    """A file sink that sleeps ``delay`` seconds every ``every`` records and notes its memory.
+
+    When closed it writes ``{"early": {...}, "samples": [...], "end": {...}}`` (KiB,
+    from /proc/self/status) to ``report``: the memory of the process it runs in.
+    """
+
+    def __init__(self, filename: str, report: str, delay: float, every: int) -> None:
+        """Open ``filename``; sample memory every 10,000 records."""
+        super().__init__(filename, encoding="utf-8")
+        self.setFormatter(logging.Formatter(FORMAT))
+        self.report = report
+        self.pause = delay
+        self.every = every
+        self.count = 0
+        self.samples: list[dict[str, int]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write the record, and now and then stall like a slow disk."""
+        super().emit(record)
+        self.count += 1
+        if self.count % self.every == 0:
+            time.sleep(self.pause)
+        if self.count % 10_000 == 1:
+            self.samples.append({"records": self.count, **proc_status()})
+
+    def close(self) -> None:
+        """Close the file and write the memory report once."""
+        if self.report:
+            with open(self.report, "w", encoding="utf-8") as out:
+                json.dump({"samples": self.samples, "end": proc_status()}, out)
+            self.report = ""
+        super().close()
+
+
+class RaisingHandler(logging.Handler):
+    """A sink whose ``emit`` always raises, as a broken exporter would."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Raise instead of writing."""
+        raise RuntimeError(f"the sink broke ({record.name})")
+
+
+class OddRaisingFilter(logging.Filter):
+    """A filter that raises for records of another process whose sequence number is odd.
+
+    Records of the process it lives in pass: a filter on a logger is inherited
+    by forked children, where it would raise into the logging call itself.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Raise on odd ``SEQ`` from another process, pass the rest."""
+        match = REC.match(record.getMessage())
+        if match and int(match.group(2)) % 2 and record.process != os.getpid():
+            raise ValueError("the filter broke")
+        return True
+
+
+def scripts_on_pythonpath() -> None:
+    """Make the writer process able to import this module by name."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    paths = [here, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    os.environ["PYTHONPATH"] = os.pathsep.join(paths)
+
+
+def emit_report(report: dict[str, Any]) -> None:
+    """Print the JSON report a test reads (last line of stdout)."""
+    print(json.dumps(report), flush=True)
