@@ -226,8 +226,8 @@ def valid_record_fields(message: str = "valid") -> list[Any]:
 
 # -- strategies -------------------------------------------------------------------------
 
-# Ints stay within 32 bits: an overflowing DROPPED count crashes the writer, a bug
-# the strict xfail test below demonstrates on a writer of its own.
+# Ints stay within 32 bits, so that the shared writer's counters stay meaningful;
+# huge DROPPED counts have a test of their own, on a writer of its own.
 small_ints = st.integers(min_value=-(2**31), max_value=2**31)
 leaves = (
     st.none()
@@ -382,17 +382,9 @@ def test_half_sent_frames_on_open_connections_do_not_block_others(writer_host: W
     writer_host.prove_alive()
 
 
-# -- known writer bugs (src/logfunnel/_writer.py, not this suite's to fix) -----------------
+# -- writer bugs this suite found (src/logfunnel/_writer.py): each wedged or killed it -----
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "_writer.Writer._answer (src/logfunnel/_writer.py) answers FLUSH with a blocking "
-        "sendall on the peer's socket: a peer that sends a FLUSH with a large request id (or "
-        "many FLUSHes) and never reads wedges the whole writer"
-    ),
-)
 def test_peer_that_never_reads_its_flush_answer_cannot_wedge_the_writer(
     own_writer_host: WriterHost,
 ) -> None:
@@ -413,14 +405,6 @@ def test_peer_that_never_reads_its_flush_answer_cannot_wedge_the_writer(
         greedy.close()  # unwedges the writer (EPIPE), so the host shuts down cleanly
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "_writer.Writer._handle_frame (src/logfunnel/_writer.py) adds any DROPPED count to "
-        "Stats.dropped_reported unchecked; once it passes 2**64 the STATS answer cannot be "
-        "packed and the OverflowError escapes Writer.run: the writer thread dies"
-    ),
-)
 def test_huge_dropped_counts_cannot_crash_the_writer(own_writer_host: WriterHost) -> None:
     """Two DROPPED frames with a count of 2**64 - 1 must leave the writer running."""
     own_writer_host.raw_send([frame([_wire.DROPPED, 2**64 - 1])] * 2)
@@ -430,15 +414,6 @@ def test_huge_dropped_counts_cannot_crash_the_writer(own_writer_host: WriterHost
     own_writer_host.prove_alive()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Writer.run (src/logfunnel/_writer.py) handles every event of one select() batch even "
-        "after a barrier run for an earlier event closed that peer: the stale event's recv on "
-        "the closed socket fails, _close_peer runs a second time, connections_open is "
-        "decremented twice and the peer's unread bytes are reported again as a cut frame"
-    ),
-)
 def test_a_peer_dropped_during_a_barrier_is_counted_once(own_writer_host: WriterHost) -> None:
     """A bad peer dropped by another peer's flush barrier counts one bad frame and no cut one."""
     host = own_writer_host

@@ -10,6 +10,7 @@ the one call that may have been in flight (SEQ + 1) may or may not be there.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -112,6 +113,7 @@ def test_sigkilled_workers_lose_no_returned_record_and_tear_no_line(
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(900)
 def test_soak_thousands_of_sigkilled_workers(tmp_path: Path) -> None:
     """3,000 workers SIGKILLed mid-loop: every returned record lands once, lines whole, cuts counted."""
     kills = 3000
@@ -168,8 +170,11 @@ def test_raising_sink_and_filters_cannot_stop_the_writer(tmp_path: Path) -> None
     }
     assert sieve.seqs["filtered"] == _evens(100)
     assert sieve.seqs["plain"] == _evens(100)
-    # 100 emits that raised, 50 logger-filter errors, 50 handler-filter errors.
-    assert report["stats"]["handler_errors"] == 200
+    # The raising sink does not keep the emit records from sieve.log after it.
+    assert sieve.seqs["emit"] == _evens(100)
+    # 100 emits that raised, 50 logger-filter errors, 100 handler-filter errors
+    # (sieve.log's filter raises on the odd records of "emit" and of "plain").
+    assert report["stats"]["handler_errors"] == 250
     assert report["stats"]["records"] == 300
     # Reported on the writer's stderr: the first 10, then one in a thousand.
     reports = [ln for ln in report["stderr"].splitlines() if ln.startswith("logfunnel writer:")]
@@ -177,15 +182,6 @@ def test_raising_sink_and_filters_cannot_stop_the_writer(tmp_path: Path) -> None
     assert "RuntimeError: the sink broke" in reports[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "_writer.Writer._dispatch wraps the whole logger.handle(record): an exception "
-        "escaping one handler (an emit that raises instead of calling handleError, or a "
-        "handler's filter that raises) ends Logger.callHandlers, so the handlers after it "
-        "(and on parent loggers) never get that record"
-    ),
-)
 def test_raising_sink_does_not_keep_a_record_from_the_other_sinks(tmp_path: Path) -> None:
     """A sink that raises on a record does not keep that record from the sinks after it."""
     (tmp_path / "last").mkdir()
@@ -230,11 +226,12 @@ def test_slow_sink_under_block_loses_nothing_and_memory_stays_flat(tmp_path: Pat
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(900)
 def test_soak_200k_records_through_a_slow_sink(tmp_path: Path) -> None:
     """200,000 records of 1 KB through a sink ~10x slower than the producers: nothing lost, memory flat."""
     workers, records, pad = 4, 50_000, 1000
     report = run_script(
-        "faults_slow.py", "block", tmp_path, workers, records, pad, 0.005, 20, timeout=900
+        "faults_slow.py", "block", tmp_path, workers, records, pad, 0.005, 10, timeout=900
     )
     report["pushed_bytes"] = workers * records * pad
     _check_block(tmp_path, report, workers, records)
@@ -283,22 +280,29 @@ def test_stuck_sink_under_drop_never_blocks_and_counts_every_drop(tmp_path: Path
     assert report["stats"]["records"] == sink.count()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "_handler.Connection keeps the drop count of on_full='drop' in memory and only sends "
-        "it ahead of the process's next record; a process that exits (or never logs again) "
-        "after its last drop never reports it, so 'delivered + dropped == logged' fails"
-    ),
+FALLBACK_DROPS = re.compile(
+    r"logfunnel: (\d+) records of process (\d+) were dropped \(on_full='drop'\), "
+    r"and the writer was still behind when it exited"
 )
+
+
 def test_drops_of_a_process_that_exits_while_the_sink_is_stuck_are_reported(tmp_path: Path) -> None:
-    """Workers that drop records and exit before the sink is unblocked still get their drops counted."""
+    """Workers that drop records and exit while the sink is stuck report every drop (sink or fallback)."""
     workers, records = 3, 40
     report = run_script("faults_slow.py", "drop-exit", tmp_path, workers, records, 20_000, 0.05)
     sink, dropped = _check_drop(tmp_path, report, workers)
+    # The writer was still stuck when they exited: the count went to their
+    # fallback (stderr here), which is the only place that could take it.
+    on_fallback: dict[int, int] = {}
+    for match in FALLBACK_DROPS.finditer(report["stderr"]):
+        pid = int(match.group(2))
+        assert pid not in on_fallback, f"process {pid} reported its drops twice"
+        on_fallback[pid] = int(match.group(1))
+    assert sum(on_fallback.values()) > 0
     for slot, worker in enumerate(report["workers"]):
         delivered = len(sink.seqs.get(f"w{slot}", []))
-        assert delivered + dropped.get(worker["pid"], 0) == worker["logged"] == records
+        reported = dropped.get(worker["pid"], 0) + on_fallback.get(worker["pid"], 0)
+        assert delivered + reported == worker["logged"] == records, (slot, delivered, reported)
 
 
 # -- item 4: a full disk ----------------------------------------------------------------------
@@ -333,15 +337,6 @@ def test_full_disk_under_one_sink_leaves_other_sinks_whole(
     assert "OSError: [Errno 27] File too large" in report["stderr"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a sink's write errors go to logging.Handler.handleError, which prints a 12-line "
-        "traceback to stderr for every failed record (~960 here) and counts nothing; the "
-        "writer should report the first error once, count the records that failed, and "
-        "report 'resumed after N failed records' when the sink writes again"
-    ),
-)
 def test_full_disk_is_reported_once_and_counted(disk_full_run: tuple[Path, dict[str, Any]]) -> None:
     """A full disk gives one clear error, and a count of the failed records when writing resumes."""
     logdir, report = disk_full_run
@@ -350,7 +345,14 @@ def test_full_disk_is_reported_once_and_counted(disk_full_run: tuple[Path, dict[
     full = read_sink(logdir / "full.log")
     notes = [re.search(r"resumed after (\d+) failed records", ln.message) for ln in full.own]
     failed = sum(int(m.group(1)) for m in notes if m)
-    assert failed + len(full.seqs["full"]) == 1000
+    kept = full.seqs["full"]
+    assert len([m for m in notes if m]) == 1
+    assert kept == list(range(len(kept)))
+    # Every record either failed or was written; a few did both: their write
+    # failed while their bytes stayed in the file's buffer, which reached the
+    # disk once space came back (a buffered stream retries its buffer).  At
+    # most a buffer's worth (8 KiB, lines of over 80 bytes) is counted twice.
+    assert 1000 <= failed + len(kept) <= 1000 + io.DEFAULT_BUFFER_SIZE // 80
 
 
 # -- item 5: shutdown races -------------------------------------------------------------------
@@ -394,15 +396,6 @@ def test_shutdown_while_workers_log_keeps_everything_logged_before(
         assert later[-1] == report["final"][slot]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Writer._serve_control(SHUTDOWN) runs one barrier, then _close_everything() closes "
-        "every connection: bytes a process sent after the barrier's FIONREAD and before the "
-        "close (its logging calls returned) are discarded with the socket, so they reach "
-        "neither the sink nor the fallback (hundreds per run here)"
-    ),
-)
 @pytest.mark.parametrize("host", ["thread", "process"])
 def test_records_logged_during_shutdown_reach_the_sink_or_the_fallback(
     tmp_path: Path, host: str
@@ -446,3 +439,32 @@ def test_terminated_pool_and_os_exit_children_lose_nothing(tmp_path: Path) -> No
     assert len(cuts) == report["stats"]["cut_frames"] <= 3
     assert len(sink.own) == len(cuts)
     assert report["stats"]["records"] == sink.count()
+
+
+_stuck_runs: dict[str, dict[str, Any]] = {}
+
+
+def _stuck(tmp_path_factory: pytest.TempPathFactory, host: str) -> dict[str, Any]:
+    if host not in _stuck_runs:
+        logdir = tmp_path_factory.mktemp(f"stuck-{host}")
+        _stuck_runs[host] = run_script("faults_shutdown.py", "stuck", logdir, host)
+    return _stuck_runs[host]
+
+
+@pytest.mark.parametrize("host", ["thread", "process"])
+def test_shutdown_with_a_hung_sink_returns_within_its_timeout(
+    tmp_path_factory: pytest.TempPathFactory, host: str
+) -> None:
+    """shutdown(timeout=2) while the writer hangs in a sink returns False after ~2 s, not after the hang."""
+    report = _stuck(tmp_path_factory, host)
+    assert report["exitcode"] == 0
+    assert report["drained"] is False
+    assert 2 <= report["shutdown_seconds"] < 2 + 1.5
+
+
+def test_shutdown_timeout_leaves_no_writer_process_behind(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """After shutdown() gave up on a hung writer process, no writer process of the funnel is left."""
+    report = _stuck(tmp_path_factory, "process")
+    assert report["writer_alive_after_shutdown"] is False

@@ -41,8 +41,10 @@ from logfunnel import _handler, _install, _stacks
 from logfunnel._options import apply_level_snapshot
 
 # How long a forked child waits for the writer to tell it the current levels;
-# past that it keeps the levels it inherited.
-_LEVELS_TIMEOUT: Final = 2.0
+# past that it keeps the levels it inherited.  A writer that is gone answers at
+# once (connection refused); one that is behind answers after its backlog, so
+# the bound is generous: 2 s was seen to expire on a loaded 2-core machine.
+_LEVELS_TIMEOUT: Final = 10.0
 
 # Handlers set aside in this process.  They are kept alive *forever*: their
 # streams may hold a parent thread's half-flushed buffer, and on 3.10-3.13 a

@@ -15,6 +15,7 @@ simply never touched again.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import itertools
 import logging
@@ -118,6 +119,7 @@ class Connection:
         self._retry_at = 0.0
         self._pending = b""  # the rest of a frame a bounded send had to leave
         self._requests = itertools.count(1)
+        self._exit_report_registered = False
 
     # -- the hot path -------------------------------------------------------------------
 
@@ -130,6 +132,8 @@ class Connection:
                     self.fallback.record(record)
                 else:
                     self.dropped += 1
+                    if not self._exit_report_registered:
+                        self._register_exit_report()
 
     def _send(self, frame: bytes) -> bool:
         """Write a frame; return False if it went nowhere (writer gone, or dropped)."""
@@ -197,6 +201,45 @@ class Connection:
                 continue
             view = view[sent:]
         return bytes(view)
+
+    def _register_exit_report(self) -> None:
+        """Make sure drops are reported even if this process never logs again."""
+        self._exit_report_registered = True
+        atexit.register(self.report_drops)
+        # Pool workers leave through os._exit(): atexit never runs there, so
+        # report from multiprocessing.util.Finalize, which Process._bootstrap runs.
+        mp_util = sys.modules.get("multiprocessing.util")
+        if mp_util is not None:
+            mp_util.Finalize(None, self.report_drops, exitpriority=100)
+
+    def report_drops(self) -> None:
+        """Send the count of dropped records now, waiting at most ``max(1 s, full_timeout)``."""
+        if self.pid != os.getpid() or not self.lock.acquire(timeout=1.0):
+            return
+        try:
+            sock = self._sock
+            if sock is None or not self.dropped:
+                return
+            deadline = time.monotonic() + max(1.0, self.options.full_timeout)
+            try:
+                if self._pending:
+                    self._pending = self._write_until(sock, self._pending, deadline)
+                if not self._pending:
+                    note = self.encoder.frame([_wire.DROPPED, self.dropped])
+                    rest = self._write_until(sock, note, deadline)
+                    if len(rest) < len(note):
+                        self.dropped = 0
+                        self._pending = self._write_until(sock, rest, deadline + 1.0)
+            except OSError:
+                pass
+            if self.dropped:  # the writer is still stuck: say it where it can be read
+                self.fallback.say(
+                    f"{self.dropped} records of process {self.pid} were dropped "
+                    f"(on_full='drop'), and the writer was still behind when it exited"
+                )
+                self.dropped = 0
+        finally:
+            self.lock.release()
 
     def _report_dropped(self, sock: socket.socket) -> None:
         sock.sendall(self.encoder.frame([_wire.DROPPED, self.dropped]), _SEND_FLAGS)

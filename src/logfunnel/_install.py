@@ -10,6 +10,7 @@ import logging
 import logging.config
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -177,7 +178,8 @@ class Funnel:
                 self._process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 drained = False
-                self._process.kill()
+                with contextlib.suppress(OSError):  # the supervisor and the writer it forked
+                    os.killpg(self._process.pid, signal.SIGKILL)
                 self._process.wait()
         if self._control is not None:
             self._control.close()
@@ -492,6 +494,11 @@ def _start_process_host(
             pass_fds=[sock.fileno() for sock in passed],
             env=env,
             stdin=subprocess.DEVNULL,
+            # Its own process group (a new session: Python 3.10 has no
+            # process_group=): the writer it forks is in it too, so a shutdown
+            # that times out can end both, and a terminal's Ctrl-C reaches
+            # neither: the writer drains and ends when this process goes.
+            start_new_session=True,
         )
     finally:
         # Only the writer may hold these: a listening socket left open here

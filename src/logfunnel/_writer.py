@@ -70,6 +70,10 @@ _RECV_SIZE: Final = 256 * 1024
 _CONTROL: Final = "control"
 _LISTENER: Final = "listener"
 _TCP_LISTENER: Final = "tcp listener"
+# Reads of one connection in the final drain before it is cut off (64 GiB).
+_MAX_DRAIN_READS: Final = 2**18
+# A DROPPED count above this is not a real count: refused as a bad frame.
+_MAX_DROPPED: Final = 2**40
 _OWN_LOGGER: Final = "logfunnel"
 
 
@@ -93,10 +97,11 @@ class Stats:
 class _Peer:
     """One connected process, as the writer sees it."""
 
-    __slots__ = ("answer", "deadline", "name", "nonce", "pid", "reader", "sock")
+    __slots__ = ("answer", "deadline", "fd", "name", "nonce", "pid", "reader", "sock")
 
     def __init__(self, sock: socket.socket, frame_limit: int) -> None:
         self.sock = sock
+        self.fd = sock.fileno()  # kept: fileno() is -1 once the socket is closed
         self.reader = _wire.FrameReader(frame_limit)
         self.pid: int | None = None
         self.name = "?"
@@ -118,6 +123,33 @@ def _queued_bytes(sock: socket.socket) -> int:
     except OSError:
         return 0
     return buf[0]
+
+
+class _SinkWatch:
+    """Report a handler's write errors once per episode instead of once per record.
+
+    ``logging.Handler.handleError`` prints a whole traceback for every record a
+    sink fails to write: a full disk under a busy funnel floods stderr.  The
+    writer replaces the handler's ``handleError`` (on that instance only)
+    with this: the first failure is reported in one line, the others are
+    counted, and the writer logs "resumed after N failed records" once the
+    handler writes again.
+    """
+
+    def __init__(self, handler: logging.Handler) -> None:
+        self.handler = handler
+        self.failed = 0
+        handler.handleError = self  # type: ignore[method-assign]
+
+    def __call__(self, record: logging.LogRecord) -> None:  # noqa: ARG002 - handleError's
+        self.failed += 1
+        if self.failed == 1 and logging.raiseExceptions:
+            exc = sys.exc_info()[1]
+            print(
+                f"logfunnel: {self.handler!r} cannot write ({type(exc).__name__}: {exc}); its "
+                f"records are counted, not written, until it can again",
+                file=sys.stderr,
+            )
 
 
 class Writer:
@@ -142,6 +174,7 @@ class Writer:
         self._selector = selectors.DefaultSelector()
         self._peers: dict[int, _Peer] = {}
         self._loggers: dict[str, logging.Logger] = {}
+        self._watches: dict[int, _SinkWatch] = {}
         self._running = False
         self._in_barrier = False
         self._late_flushes: list[tuple[socket.socket, int]] = []
@@ -174,7 +207,11 @@ class Writer:
                     elif key.data is _CONTROL:
                         self._serve_control()
                     else:
-                        self._read(key.data)
+                        peer: _Peer = key.data
+                        # A barrier run for an earlier event of this batch may
+                        # have closed this peer already: skip its stale event.
+                        if self._peers.get(peer.fd) is peer:
+                            self._read(peer)
                 if self._challenged:
                     self._expire_challenges()
         finally:
@@ -183,6 +220,8 @@ class Writer:
     def _accept_all(self, listener: socket.socket | None = None) -> None:
         remote = listener is not None
         listener = listener or self._listener
+        if listener.fileno() == -1:  # closed by the final drain
+            return
         while True:
             try:
                 sock, _ = listener.accept()
@@ -195,7 +234,7 @@ class Writer:
             peer = _Peer(sock, self._frame_limit)
             if remote and not self._challenge(peer):
                 continue
-            self._peers[sock.fileno()] = peer
+            self._peers[peer.fd] = peer
             self._selector.register(sock, selectors.EVENT_READ, peer)
             self.stats.processes += 1
             self.stats.connections_open += 1
@@ -307,7 +346,12 @@ class Writer:
                 peer.pid = fields[2]
             if isinstance(fields[3], str):
                 peer.name = fields[3][:200]
-        elif kind == _wire.DROPPED and len(fields) == 2 and isinstance(fields[1], int):
+        elif (
+            kind == _wire.DROPPED
+            and len(fields) == 2
+            and isinstance(fields[1], int)
+            and 0 < fields[1] <= _MAX_DROPPED
+        ):
             self.stats.dropped_reported += fields[1]
             self._report(
                 logging.WARNING,
@@ -322,27 +366,72 @@ class Writer:
             self.stats.bad_frames += 1
 
     def _dispatch(self, record: logging.LogRecord) -> None:
-        """Hand ``record`` to the logger tree as if it had been logged in this process."""
+        """Hand ``record`` to the logger tree as if it had been logged in this process.
+
+        This is ``Logger.handle`` and ``Logger.callHandlers`` with two
+        differences: an exception escaping one handler (or a filter) is
+        counted and reported, and the other handlers still get the record;
+        and a handler that fails to write (``handleError``) is reported once,
+        not once per record (see ``_SinkWatch``).
+        """
         self.stats.records += 1
         name = record.name
         logger = self._loggers.get(name)
         if logger is None:
             # getLogger("root") is the root logger, as in the process that sent it.
             logger = self._loggers[name] = logging.getLogger(name)
+        # Levels set in the installing process after a child started still
+        # apply: a child with a stale, lower level does not get through.
+        if logger.disabled or not logger.isEnabledFor(record.levelno):
+            return
         try:
-            # Levels set in the installing process after a child started still
-            # apply: a child with a stale, lower level does not get through.
-            if logger.isEnabledFor(record.levelno):
-                logger.handle(record)
+            passed = logger.filter(record)
         except Exception as exc:
-            self.stats.handler_errors += 1
-            if self.stats.handler_errors <= 10 or self.stats.handler_errors % 1000 == 0:
-                print(
-                    f"logfunnel writer: handling a record of {name!r} raised "
-                    f"{type(exc).__name__}: {exc}; the writer goes on "
-                    f"({self.stats.handler_errors} such errors so far)",
-                    file=sys.stderr,
-                )
+            self._handler_failed(name, exc)
+            return
+        if not passed:
+            return
+        if isinstance(passed, logging.LogRecord):  # Python 3.12+: a filter may replace it
+            record = passed
+        found = 0
+        current: logging.Logger | None = logger
+        while current is not None:
+            for handler in current.handlers:
+                found += 1
+                if record.levelno >= handler.level:
+                    self._call_handler(handler, record)
+            current = current.parent if current.propagate else None
+        if not found:
+            last = logging.lastResort
+            if last is not None and record.levelno >= last.level:
+                self._call_handler(last, record)
+
+    def _call_handler(self, handler: logging.Handler, record: logging.LogRecord) -> None:
+        watch = self._watches.get(id(handler))
+        if watch is None or watch.handler is not handler:
+            watch = self._watches[id(handler)] = _SinkWatch(handler)
+        failed = watch.failed
+        try:
+            handler.handle(record)
+        except Exception as exc:
+            self._handler_failed(record.name, exc)
+            return
+        if failed and watch.failed == failed:  # it wrote again
+            watch.failed = 0
+            self._report(
+                logging.WARNING,
+                f"{handler!r} writes again: resumed after {failed} failed records",
+            )
+
+    def _handler_failed(self, name: str, exc: Exception) -> None:
+        self.stats.handler_errors += 1
+        if self.stats.handler_errors <= 10 or self.stats.handler_errors % 1000 == 0:
+            print(
+                f"logfunnel writer: handling a record of {name!r} raised "
+                f"{type(exc).__name__}: {exc}; the other handlers got it, and the writer "
+                f"goes on ({self.stats.handler_errors} such errors so far)",
+                file=sys.stderr,
+            )
 
     def _report(self, level: int, message: str) -> None:
         """Put a record about the funnel itself into the sinks."""
@@ -352,10 +441,12 @@ class Writer:
         self.stats.records -= 1  # count only records that processes logged
 
     def _close_peer(self, peer: _Peer, *, cut_ok: bool = False) -> None:
+        if self._peers.get(peer.fd) is not peer:
+            return  # closed already
         sock = peer.sock
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(sock)
-        self._peers.pop(sock.fileno(), None)
+        del self._peers[peer.fd]
         self.stats.connections_open -= 1
         if peer.reader.pending and not cut_ok:
             self.stats.cut_frames += 1
@@ -424,6 +515,19 @@ class Writer:
 
     def _send_to(self, sock: socket.socket, fields: list[Any]) -> None:
         frame = self._encoder.frame(fields)
+        if sock is not self._control:
+            # A process that asks and never reads must not wedge the writer:
+            # an answer that does not fit its socket at once ends that peer.
+            try:
+                sent = sock.send(frame, socket.MSG_DONTWAIT)
+            except OSError:
+                sent = -1
+            if sent != len(frame):
+                peer = next((p for p in self._peers.values() if p.sock is sock), None)
+                if peer is not None:
+                    self._report(logging.WARNING, f"dropped {peer.describe()}: it does not read")
+                    self._close_peer(peer, cut_ok=True)
+            return
         try:
             sock.setblocking(True)
             sock.sendall(frame)
@@ -449,16 +553,14 @@ class Writer:
         except OSError:
             data = b""
         if not data:  # the owner is gone: finish what was sent, then stop
-            self.barrier()
-            self._running = False
+            self._final_drain()
             return
         for fields in self._control_reader.feed(data):
             kind = fields[0]
             if kind == _wire.FLUSH:
                 self._flush_request(self._control, fields[1])
             elif kind == _wire.SHUTDOWN:
-                self.barrier()
-                self._running = False
+                self._final_drain()
                 self._answer(self._control, fields[1] if len(fields) > 1 else 0)
             elif kind == _wire.LEVELS and len(fields) == 3 and isinstance(fields[2], dict):
                 self.levels = fields[2]
@@ -468,6 +570,45 @@ class Writer:
                     [_wire.STATS, fields[1], dataclasses.asdict(self.stats)]
                 )
                 self._control.sendall(frame)
+
+    def _final_drain(self) -> None:
+        """Stop taking records without losing one whose logging call returned.
+
+        The listeners are shut first, so a new connection is refused (those
+        already queued are accepted and drained like the others).  Then each
+        connection is shut for reading: from that instant a process's send
+        fails with EPIPE (its record goes to its fallback), while everything
+        already queued is still read, up to the end of the stream.  So every
+        record is either written here or handed to its sender's fallback.
+        """
+        for listener in (self._listener, self._tcp_listener):
+            if listener is None:
+                continue
+            remote = listener is self._tcp_listener
+            if remote:  # a TCP listener drops its backlog on shutdown: take it first
+                self._accept_all(listener)
+            # shutdown(), not just close(): a writer process's supervisor holds
+            # this listening socket too, and it must refuse connections for
+            # everyone.  Connections already queued can still be accepted.
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+            self._accept_all(listener if remote else None)
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(listener)
+            with contextlib.suppress(OSError):
+                listener.close()
+        for peer in list(self._peers.values()):
+            with contextlib.suppress(OSError):
+                peer.sock.shutdown(socket.SHUT_RD)
+        for peer in list(self._peers.values()):
+            for _ in range(_MAX_DRAIN_READS):  # reads end at the end of the stream
+                if self._peers.get(peer.fd) is not peer:
+                    break
+                self._read(peer, _RECV_SIZE)
+            else:
+                self._close_peer(peer)
+        self._flush_sinks()
+        self._running = False
 
     def _close_everything(self) -> None:
         for peer in list(self._peers.values()):
