@@ -75,6 +75,26 @@ class GateHandler(logging.Handler):
             self.gate.wait(60)
 
 
+class StuckHandler(logging.Handler):
+    """A sink that hangs for ``seconds`` on a record whose message starts with ``stuck``.
+
+    It creates the file ``entered`` first, so a test can wait for the hang to begin.
+    """
+
+    def __init__(self, entered: str, seconds: float) -> None:
+        """Remember where to say that the hang began, and how long it lasts."""
+        super().__init__()
+        self.entered = entered
+        self.seconds = seconds
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Hang on ``stuck`` records, like a write to a dead NFS server."""
+        if record.getMessage().startswith("stuck"):
+            with open(self.entered, "w", encoding="utf-8"):
+                pass
+            time.sleep(self.seconds)
+
+
 class SlowFileHandler(logging.FileHandler):
     """A file sink that sleeps ``delay`` seconds every ``every`` records and notes its memory.
 

@@ -22,12 +22,21 @@ import json
 import logging
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 import time
 from typing import Any
 
-from faults_common import FORMAT, emit_report, rec, wait_until
+from faults_common import (
+    FORMAT,
+    GateHandler,
+    emit_report,
+    proc_state,
+    rec,
+    scripts_on_pythonpath,
+    wait_until,
+)
 
 import logfunnel
 
@@ -161,9 +170,67 @@ def pool(logdir: str) -> None:
     )
 
 
+def stuck_child() -> None:
+    """Log the one record the sink hangs on."""
+    logging.getLogger("faults.stuck").info("stuck here")
+
+
+def stuck(logdir: str, host: str) -> None:
+    """Shut down while the writer hangs in a sink; report how long shutdown() took."""
+    entered = os.path.join(logdir, "entered")
+    if host == "thread":
+        root = logging.getLogger()
+        root.setLevel(logging.INFO)
+        gate = GateHandler()
+        root.addHandler(gate)
+        funnel = logfunnel.install()
+        gate.gate.clear()
+    else:
+        scripts_on_pythonpath()
+        config = {
+            "version": 1,
+            "handlers": {
+                "stuck": {"()": "faults_common.StuckHandler", "entered": entered, "seconds": 30}
+            },
+            "root": {"handlers": ["stuck"], "level": "INFO"},
+        }
+        funnel = logfunnel.install(config=config, host="process")
+    writer_pid = funnel.stats()["pid"]
+    child = CTX.Process(target=stuck_child)
+    child.start()
+    child.join(30)
+    if host == "thread":
+        wait_until(gate.entered.is_set, 30, "the writer to hang in the sink")
+    else:
+        wait_until(lambda: os.path.exists(entered), 30, "the writer to hang in the sink")
+    started = time.monotonic()
+    drained = funnel.shutdown(timeout=2)
+    shutdown_seconds = time.monotonic() - started
+    writer_alive = False
+    if host == "thread":
+        gate.gate.set()
+    elif writer_pid != os.getpid():
+        try:
+            writer_alive = proc_state(writer_pid) not in ("Z", "X")
+        except FileNotFoundError:
+            writer_alive = False
+        if writer_alive:  # clean up the orphan this test made
+            os.kill(writer_pid, signal.SIGKILL)
+    emit_report(
+        {
+            "exitcode": child.exitcode,
+            "drained": drained,
+            "shutdown_seconds": round(shutdown_seconds, 3),
+            "writer_alive_after_shutdown": writer_alive,
+        }
+    )
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "during":
         during(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    elif sys.argv[1] == "stuck":
+        stuck(sys.argv[2], sys.argv[3])
     elif sys.argv[1] == "atexit":
         atexit_run(sys.argv[2], int(sys.argv[3]))
     else:
