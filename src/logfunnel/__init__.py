@@ -5,11 +5,15 @@ Call ``install()`` once in the main process; every record from every process
 once, whole and in order, in sinks that a single writer owns.
 """
 
+import typing as _typing
+
 from logfunnel import _fork
 from logfunnel._bootstrap import worker_init
 from logfunnel._handler import FunnelHandler
-from logfunnel._install import Funnel, current, install
-from logfunnel._sinks import JsonFormatter, LineFormatter
+
+if _typing.TYPE_CHECKING:
+    from logfunnel._install import Funnel, current, install
+    from logfunnel._sinks import JsonFormatter, LineFormatter
 
 __all__ = [
     "Funnel",
@@ -22,5 +26,32 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+# Every interpreter that joins a funnel imports this package at start-up (the
+# .pth hook): the writer, install() and the sinks are imported on first use.
+_LAZY = {
+    "Funnel": "logfunnel._install",
+    "current": "logfunnel._install",
+    "install": "logfunnel._install",
+    "JsonFormatter": "logfunnel._sinks",
+    "LineFormatter": "logfunnel._sinks",
+}
+
+
+def __getattr__(name: str) -> _typing.Any:
+    module = _LAZY.get(name)
+    if module is None:
+        msg = f"module 'logfunnel' has no attribute {name!r}"
+        raise AttributeError(msg)
+    import importlib  # noqa: PLC0415
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 _fork.register()

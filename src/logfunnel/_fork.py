@@ -32,12 +32,12 @@ parent thread could have held (the locks it uses are created afresh first).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
-from typing import Final
+import sys
+from typing import Any, Final
 
-from logfunnel import _handler, _install, _stacks
+from logfunnel import _handler, _stacks
 from logfunnel._options import apply_level_snapshot
 
 # How long a forked child waits for the writer to tell it the current levels;
@@ -51,9 +51,19 @@ _LEVELS_TIMEOUT: Final = 10.0
 # BufferedWriter's internal lock is not re-created after fork, so finalising
 # one at exit could write a parent's bytes a second time, or hang on the lock.
 _set_aside: list[logging.Handler] = []
-_incref: Final = ctypes.pythonapi.Py_IncRef
-_incref.argtypes = [ctypes.py_object]
-_incref.restype = None
+_incref: Any = None
+
+
+def _keep_forever(obj: object) -> None:
+    """Add a reference the interpreter does not know of, so ``obj`` is never finalised."""
+    global _incref  # noqa: PLW0603 - ctypes is imported on first use only (start-up cost)
+    if _incref is None:
+        import ctypes  # noqa: PLC0415
+
+        _incref = ctypes.pythonapi.Py_IncRef
+        _incref.argtypes = [ctypes.py_object]
+        _incref.restype = None
+    _incref(obj)
 
 
 def _loggers() -> list[logging.Logger]:
@@ -104,7 +114,7 @@ def _set_aside_handler(handler: logging.Handler) -> None:
     # A module list is cleared during interpreter finalisation; an extra
     # reference the interpreter does not know of is not, so the object (and
     # its stream's buffer) is never finalised in this process.
-    _incref(handler)
+    _keep_forever(handler)
     stream = getattr(handler, "stream", None)
     if isinstance(handler, logging.FileHandler) and stream is not None:
         # Point the child's copy of a sink's file descriptor at /dev/null: a
@@ -117,7 +127,10 @@ def _set_aside_handler(handler: logging.Handler) -> None:
 
 def _after_fork_in_child() -> None:
     _handler.after_fork_in_child()
-    funnel = _install.current()
+    # Through sys.modules: a process that only joined a funnel never imports
+    # _install (it would cost every new interpreter its start-up time).
+    install_module = sys.modules.get("logfunnel._install")
+    funnel = install_module.current() if install_module is not None else None
     parent_installed = funnel is not None and funnel._owner_pid == os.getppid()
     if funnel is not None:
         funnel.after_fork_in_child()

@@ -18,14 +18,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import faulthandler
-import glob
-import linecache
 import logging
 import os
 import re
 import signal
 import sys
-import tempfile
 import threading
 import time
 from typing import IO, TYPE_CHECKING, Final
@@ -188,6 +185,8 @@ def _lock_wait(frame: str) -> str | None:
     where = _FRAME.search(frame)
     if where is None:
         return None
+    import linecache  # noqa: PLC0415 - the command's needs, kept off every start-up
+
     source = linecache.getline(where["path"], int(where["line"])).strip()
     if _LOCK_SOURCE.search(source):
         return f"at {source!r}"
@@ -214,6 +213,9 @@ def find_funnels(pid: int | None = None) -> list[str]:
     private directory, so those directories are where to look; this user can
     list only their own (they are 0700).
     """
+    import glob  # noqa: PLC0415 - the command's needs, kept off every start-up
+    import tempfile  # noqa: PLC0415
+
     found = []
     for base in sorted({tempfile.gettempdir(), "/tmp"}):  # noqa: S108 - long-TMPDIR fallback in _install
         for stacks in glob.glob(os.path.join(base, "logfunnel-*", "stacks")):

@@ -306,10 +306,7 @@ def exception_text(record: logging.LogRecord) -> str | None:
     except Exception as exc:  # a traceback that cannot be rendered still tells its type
         info = record.exc_info
         value = info[1] if isinstance(info, tuple) and len(info) == 3 else info
-        return (
-            f"<traceback could not be formatted: {type(exc).__name__}> "
-            f"{safe_repr(value, 2000)}"
-        )
+        return f"<traceback could not be formatted: {type(exc).__name__}> {safe_repr(value, 2000)}"
 
 
 def _text(value: object) -> str:

@@ -380,9 +380,11 @@ class Writer:
         if logger is None:
             # getLogger("root") is the root logger, as in the process that sent it.
             logger = self._loggers[name] = logging.getLogger(name)
-        # Levels set in the installing process after a child started still
-        # apply: a child with a stale, lower level does not get through.
-        if logger.disabled or not logger.isEnabledFor(record.levelno):
+        # Logger levels were applied where the record was made, when it was
+        # made: checking them again here would drop a record whose logging
+        # call returned, if the installing process raised a level between
+        # the call and this moment.  Handler levels apply here, as always.
+        if logger.disabled:
             return
         try:
             passed = logger.filter(record)
