@@ -591,10 +591,12 @@ class Writer:
                 self._accept_all(listener)
             # shutdown(), not just close(): a writer process's supervisor holds
             # this listening socket too, and it must refuse connections for
-            # everyone.  Connections already queued can still be accepted.
+            # everyone.  A Unix listener's queued connections can still be
+            # accepted after it (Linux); a TCP listener's cannot (EINVAL).
             with contextlib.suppress(OSError):
                 listener.shutdown(socket.SHUT_RDWR)
-            self._accept_all(listener if remote else None)
+            if not remote:
+                self._accept_all()
             with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(listener)
             with contextlib.suppress(OSError):
