@@ -181,6 +181,7 @@ class Funnel:
                 with contextlib.suppress(OSError):  # the supervisor and the writer it forked
                     os.killpg(self._process.pid, signal.SIGKILL)
                 self._process.wait()
+                _wait_for_group_to_die(self._process.pid, timeout=2.0)
         if self._control is not None:
             self._control.close()
             self._control = None
@@ -220,6 +221,28 @@ class Funnel:
         self._lock = threading.Lock()
         if not self._closed and _handler.attached_address() != self.address:
             _handler.attach(self.address, self.options)
+
+
+def _wait_for_group_to_die(group: int, timeout: float) -> None:
+    """Wait until no live process is left in process group ``group`` (SIGKILL is asynchronous)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = False
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            # fields[0] is the state, fields[2] the process group.
+            if int(fields[2]) == group and fields[0] not in ("Z", "X"):
+                alive = True
+                break
+        if not alive:
+            return
+        time.sleep(0.01)  # polling the kernel's view; bounded by timeout
 
 
 _installed: Funnel | None = None
