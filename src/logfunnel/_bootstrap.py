@@ -35,7 +35,7 @@ def join_from_environment() -> bool:
             apply_levels(os.environ.get(ENV_LEVELS))
         root = logging.getLogger()
         if not any(isinstance(h, _handler.FunnelHandler) for h in root.handlers):
-            root.addHandler(_handler.FunnelHandler())
+            root.addHandler(_handler.FunnelHandler(stand_in_for=root))
         _fork.register()
         _stacks.register(address)
     except Exception as exc:  # a start-up hook must never stop an interpreter

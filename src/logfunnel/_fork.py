@@ -22,7 +22,10 @@ touches anything the parent's threads may have been using:
   (``sanitize_handlers``).  The writer hands the child's records to the
   installing process's handlers -- the very objects the child inherited copies
   of -- so output is the same as if the child had logged in the parent, and the
-  child's copies of queues, streams and locks are never used.
+  child's copies of queues, streams and locks are never used.  A stand-in
+  stands for the inherited configuration only: if the child then adds a
+  handler of its own to that logger, the child's choice wins and the stand-in
+  stays silent, so no record is written twice.
 
 The hook runs in the child right after ``fork()`` returns there, before any of
 the child's own code, with only one thread alive: it takes no lock that a
@@ -93,7 +96,7 @@ def sanitize_handlers() -> int:
             if type(handler) is not _handler.FunnelHandler and id(handler) not in aside_ids:
                 _set_aside_handler(handler)
                 aside_ids.add(id(handler))
-        logger.handlers = [_handler.FunnelHandler(level)]
+        logger.handlers = [_handler.FunnelHandler(level, stand_in_for=logger)]
     # logging.shutdown() at exit flushes and closes every handler in
     # _handlerList (weak references to every handler ever created here).
     handler_list = vars(logging)["_handlerList"]  # private, so not in typeshed

@@ -448,7 +448,21 @@ class FunnelHandler(logging.Handler):
     meets on its way up the logger hierarchy (the fork sanitizer puts one on
     every logger that had handlers): the writer then walks the installing
     process's hierarchy for it.
+
+    ``stand_in_for`` is set on the handlers the fork sanitizer and the start-up
+    hook put in place: they stand in for configuration the process inherited.
+    Once the process adds a handler of its own to that logger (a pool
+    initializer that configures logging, as the article's second program
+    does), its own configuration wins and the stand-in stays silent, so a
+    record is not written twice.
     """
+
+    def __init__(
+        self, level: int | str = logging.NOTSET, *, stand_in_for: logging.Logger | None = None
+    ) -> None:
+        """Create a handler sending to this process's funnel."""
+        super().__init__(level)
+        self.stand_in_for = stand_in_for
 
     def handle(self, record: logging.LogRecord) -> bool:
         """Filter and send ``record``; the connection's own lock serialises threads.
@@ -466,6 +480,9 @@ class FunnelHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         """Encode ``record`` and write it to the writer before returning."""
         try:
+            stand_in_for = self.stand_in_for
+            if stand_in_for is not None and len(stand_in_for.handlers) > 1:
+                return  # the process configured this logger itself (see class doc)
             if getattr(_last_sent, "record", None) is record:
                 return
             _last_sent.record = record

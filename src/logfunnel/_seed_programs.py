@@ -83,8 +83,8 @@ if __name__ == '__main__':
     stacks = open("stacks.txt", "w")
     faulthandler.register(signal.SIGUSR1, file=stacks, all_threads=True)
     # added: Pool() forks on Linux up to 3.13; 3.14 made forkserver the
-    # default, so ask for fork by name.
-    multiprocessing.set_start_method("fork")
+    # default, so ask for the start method by name.
+    multiprocessing.set_start_method({method!r})
     listener, thread = setup_logging()
 {fix_install}
     # A pool in a loop, to raise the odds of the deadlock.
@@ -127,9 +127,10 @@ CHANGES: Final = (
 )
 
 
-def pool_program(cycles: int, *, fixed: bool) -> str:
+def pool_program(cycles: int, *, fixed: bool, method: str = "fork") -> str:
     """Return the article's pool program, bounded to ``cycles``; with the fix if ``fixed``."""
     return _POOL_PROGRAM_TEMPLATE.format(
+        method=method,
         cycles=cycles,
         fix_import=_FIX_IMPORT if fixed else "",
         fix_install=_FIX_INSTALL if fixed else "",
