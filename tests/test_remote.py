@@ -18,8 +18,9 @@ from conftest import child_env, read_lines, run_python
 SERVER = r"""
 import json, logging, sys
 import logfunnel
+tls = {"tls_cert": sys.argv[3]} if len(sys.argv) > 3 else {}
 funnel = logfunnel.install(file=sys.argv[1], level="INFO", host=sys.argv[2],
-    listen="tcp:127.0.0.1:0",
+    listen="tcp:127.0.0.1:0", **tls,
     fmt="%(process)d|%(processName)s|%(name)s|%(levelname)s|%(message)s")
 print(json.dumps({"unix": funnel.address, "tcp": funnel.remote_address, "token": funnel.token}), flush=True)
 sys.stdin.readline()
@@ -35,13 +36,14 @@ REMOTE = "import logging\nfor i in range(200): logging.warning('rec remote %d pc
 class Server:
     """A running installer with a TCP listener, driven through its stdin and stdout."""
 
-    def __init__(self, tmp_path: Path, host: str) -> None:
+    def __init__(self, tmp_path: Path, host: str, tls_cert: Path | None = None) -> None:
         """Start the server program and read its addresses."""
         program = tmp_path / "server.py"
         program.write_text(SERVER)
         self.log = tmp_path / "out.log"
+        extra = [str(tls_cert)] if tls_cert is not None else []
         self.proc = subprocess.Popen(
-            [sys.executable, str(program), str(self.log), host],
+            [sys.executable, str(program), str(self.log), host, *extra],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -105,8 +107,11 @@ def _raw_peer(address: str, payload: bytes) -> bytes:
         "with socket.create_connection((host, int(port)), timeout=10) as s:\n"
         "    s.sendall(bytes.fromhex(sys.argv[2]))\n"
         "    got = b''\n"
-        "    while chunk := s.recv(4096):\n"
-        "        got += chunk\n"
+        "    try:\n"
+        "        while chunk := s.recv(4096):\n"
+        "            got += chunk\n"
+        "    except ConnectionResetError:\n"  # closed with our bytes unread: RST
+        "        pass\n"
         "sys.stdout.write(got.hex())\n"
     )
     proc = run_python("-c", code, address, payload.hex())
@@ -183,3 +188,72 @@ def test_listen_option_is_checked(tmp_path: Path) -> None:
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("listen='udp:1.2.3.4:5': give tcp:HOST:PORT")
     assert lines[1].startswith("token= must be a string of at least 16 characters")
+
+
+@pytest.fixture
+def certificates(tmp_path: Path) -> tuple[Path, Path]:
+    """Make a CA and a certificate for 127.0.0.1 it signed (key included), as PEM files."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    ca_path, cert_path = tmp_path / "ca.pem", tmp_path / "server.pem"
+    ca.cert_pem.write_to_path(str(ca_path))
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(cert_path))
+    return ca_path, cert_path
+
+
+@pytest.mark.parametrize("host", ["thread", "process"])
+def test_tls_peer_that_trusts_the_ca_is_served(
+    tmp_path: Path, host: str, certificates: tuple[Path, Path]
+) -> None:
+    """With tls_cert=, a peer that verifies the writer and knows the token logs over TLS."""
+    ca_path, cert_path = certificates
+    server = Server(tmp_path, host, cert_path)
+    try:
+        assert server.addresses["tcp"].startswith("tls:127.0.0.1:")
+        env = child_env(
+            LOGFUNNEL_ADDRESS=server.addresses["tcp"],
+            LOGFUNNEL_TOKEN=server.addresses["token"],
+            LOGFUNNEL_TLS_CA=str(ca_path),
+        )
+        run_python("-c", REMOTE, env=env)
+    finally:
+        stats = server.finish()
+    messages = [line.message for line in read_lines(server.log)]
+    assert messages == [f"rec remote {i} pc={i}" for i in range(200)]
+    assert stats["refused"] == 0
+
+
+def test_tls_peer_that_cannot_verify_the_writer_sends_nothing(
+    tmp_path: Path, certificates: tuple[Path, Path]
+) -> None:
+    """A peer without the CA refuses the writer's certificate and keeps its records on stderr."""
+    _, cert_path = certificates
+    server = Server(tmp_path, "thread", cert_path)
+    try:
+        env = child_env(
+            LOGFUNNEL_ADDRESS=server.addresses["tcp"], LOGFUNNEL_TOKEN=server.addresses["token"]
+        )
+        peer = run_python("-c", REMOTE, env=env)
+    finally:
+        stats = server.finish()
+    assert "CERTIFICATE_VERIFY_FAILED" in peer.stderr
+    assert "rec remote 199 pc=199" in peer.stderr
+    assert stats["records"] == 0
+    assert "rec remote" not in server.log.read_text()
+
+
+def test_plaintext_peer_on_the_tls_port_is_refused(
+    tmp_path: Path, certificates: tuple[Path, Path]
+) -> None:
+    """Plain bytes sent to the TLS listener fail the handshake and are never decoded."""
+    _, cert_path = certificates
+    server = Server(tmp_path, "thread", cert_path)
+    try:
+        address = server.addresses["tcp"].replace("tls:", "tcp:", 1)
+        got = _raw_peer(address, (2**31).to_bytes(4, "big") + os.urandom(1000))
+    finally:
+        stats = server.finish()
+    assert len(got) < 32  # no challenge: at most a TLS alert
+    assert stats["refused"] == 1
+    assert stats["bad_frames"] == 0
+    assert "TLS handshake failed" in server.log.read_text()

@@ -28,7 +28,7 @@ import time
 from typing import IO, Any, Final
 
 from logfunnel import _wire
-from logfunnel._options import ENV_TOKEN, Options
+from logfunnel._options import ENV_TLS_CA, ENV_TOKEN, Options
 
 _SEND_FLAGS: Final = getattr(socket, "MSG_NOSIGNAL", 0)
 _RETRY_SECONDS: Final = 1.0
@@ -44,26 +44,36 @@ def connect(address: str, timeout: float = _CONNECT_TIMEOUT) -> socket.socket:
     if kind == "unix":
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         target: Any = where
-    elif kind == "tcp":
+    elif kind in ("tcp", "tls"):
         host, _, port = where.rpartition(":")
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         target = (host.strip("[]"), int(port))
     else:
-        msg = f"unknown logfunnel address {address!r}: expected unix:PATH or tcp:HOST:PORT"
+        msg = f"unknown logfunnel address {address!r}: expected unix:PATH, tcp: or tls:HOST:PORT"
         raise ValueError(msg)
     try:
         sock.settimeout(timeout)
         sock.connect(target)
-        if kind == "tcp":
+        if kind != "unix":
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            from logfunnel._auth import answer_challenge  # noqa: PLC0415 - TCP only
+            from logfunnel._auth import answer_challenge  # noqa: PLC0415 - remote peers only
 
+            if kind == "tls":
+                import ssl  # noqa: PLC0415 - remote peers only
+
+                context = ssl.create_default_context(cafile=os.environ.get(ENV_TLS_CA) or None)
+                sock = context.wrap_socket(sock, server_hostname=target[0])
             answer_challenge(sock, os.environ.get(ENV_TOKEN, ""))
         sock.settimeout(None)
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+def _send_flags(sock: socket.socket) -> int:
+    """Return the flags for sendall on ``sock``: TLS sockets take none."""
+    return 0 if hasattr(sock, "cipher") else _SEND_FLAGS
 
 
 class Fallback:
@@ -120,6 +130,7 @@ class Connection:
         self._pending = b""  # the rest of a frame a bounded send had to leave
         self._requests = itertools.count(1)
         self._exit_report_registered = False
+        self._flags = _SEND_FLAGS  # 0 on a TLS socket (see _send_flags)
 
     # -- the hot path -------------------------------------------------------------------
 
@@ -147,7 +158,7 @@ class Connection:
                 if self.options.on_full == "block" and not self._pending:
                     if self.dropped:
                         self._report_dropped(sock)
-                    sock.sendall(frame, _SEND_FLAGS)
+                    sock.sendall(frame, self._flags)
                     return True
                 return self._send_bounded(sock, frame)
             except OSError as exc:
@@ -186,6 +197,20 @@ class Connection:
     @staticmethod
     def _write_until(sock: socket.socket, data: bytes, deadline: float) -> bytes:
         view = memoryview(data)
+        if hasattr(sock, "cipher"):  # TLS takes no MSG_DONTWAIT: bound each send by a timeout
+            try:
+                while view:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    sock.settimeout(remaining)
+                    try:
+                        view = view[sock.send(view) :]
+                    except TimeoutError:
+                        break
+            finally:
+                sock.settimeout(None)
+            return bytes(view)
         poller = None
         while view:
             try:
@@ -242,7 +267,7 @@ class Connection:
             self.lock.release()
 
     def _report_dropped(self, sock: socket.socket) -> None:
-        sock.sendall(self.encoder.frame([_wire.DROPPED, self.dropped]), _SEND_FLAGS)
+        sock.sendall(self.encoder.frame([_wire.DROPPED, self.dropped]), self._flags)
         self.dropped = 0
 
     # -- connection state ---------------------------------------------------------------
@@ -253,9 +278,8 @@ class Connection:
             return None
         try:
             sock = connect(self.address)
-            sock.sendall(
-                self.encoder.frame(_wire.hello_fields(self.pid, _process_name())), _SEND_FLAGS
-            )
+            flags = _send_flags(sock)
+            sock.sendall(self.encoder.frame(_wire.hello_fields(self.pid, _process_name())), flags)
         except (OSError, ValueError) as exc:
             self._retry_at = now + _RETRY_SECONDS
             if self._down_since is None:
@@ -275,6 +299,7 @@ class Connection:
             self._down_since = None
             self.fallback.count = 0
         self._sock = sock
+        self._flags = flags
         return sock
 
     def _lost(self, exc: OSError) -> None:
@@ -315,9 +340,9 @@ class Connection:
             request = next(self._requests)
             try:
                 if self._pending:
-                    sock.sendall(self._pending, _SEND_FLAGS)
+                    sock.sendall(self._pending, self._flags)
                     self._pending = b""
-                sock.sendall(self.encoder.frame([_wire.FLUSH, request]), _SEND_FLAGS)
+                sock.sendall(self.encoder.frame([_wire.FLUSH, request]), self._flags)
                 return read_reply(sock, _wire.FLUSHED, request, deadline) is not None
             except OSError as exc:
                 self._lost(exc)
@@ -335,7 +360,7 @@ def request_levels(connection: Connection, timeout: float) -> dict[str, Any] | N
             return None
         request = next(connection._requests)
         try:
-            sock.sendall(connection.encoder.frame([_wire.LEVELS, request]), _SEND_FLAGS)
+            sock.sendall(connection.encoder.frame([_wire.LEVELS, request]), _send_flags(sock))
             reply = read_reply(sock, _wire.LEVELS, request, deadline)
         except OSError:
             return None

@@ -272,6 +272,8 @@ def install(
     frame_limit: int = _wire.DEFAULT_FRAME_LIMIT,
     listen: str | None = None,
     token: str | None = None,
+    tls_cert: str | os.PathLike[str] | None = None,
+    tls_key: str | os.PathLike[str] | None = None,
 ) -> Funnel:
     """Start a writer and make every process of this program log through it.
 
@@ -296,7 +298,10 @@ def install(
     picks a free one: see ``Funnel.remote_address``).  They set
     ``LOGFUNNEL_ADDRESS`` to that address and ``LOGFUNNEL_TOKEN`` to
     ``Funnel.token`` (``token=``, or a random one), and must prove they know
-    it before anything they send is decoded.
+    it before anything they send is decoded.  With ``tls_cert=`` (a PEM
+    certificate chain, and ``tls_key=`` unless the key is in it) the listener
+    speaks TLS: the address is ``tls:HOST:PORT``, and peers verify the writer
+    against ``LOGFUNNEL_TLS_CA`` (or the system's CAs) before answering.
 
     Calling it again while a funnel runs in this process raises
     ``RuntimeError``.  Called in a ``multiprocessing`` child of a funnel (for
@@ -343,8 +348,18 @@ def install(
         if token is not None and (not isinstance(token, str) or len(token) < 16):
             msg = "token= must be a string of at least 16 characters (or None for a random one)"
             raise ValueError(msg)
+        if tls_cert is not None and tcp_where is None:
+            msg = "tls_cert= needs listen='tcp:HOST:PORT': TLS is for the TCP listener"
+            raise ValueError(msg)
         if tcp_where is not None:
             spec["token"] = token = token or _auth.new_token()
+            spec["tls_cert"] = os.fspath(tls_cert) if tls_cert is not None else None
+            spec["tls_key"] = os.fspath(tls_key) if tls_key is not None else None
+            try:  # fail here, not in the writer, if the certificate cannot be used
+                _writer.tls_context(spec["tls_cert"], spec["tls_key"])
+            except (OSError, ValueError) as exc:
+                msg = f"tls_cert={spec['tls_cert']!r}, tls_key={spec['tls_key']!r}: {exc}"
+                raise ValueError(msg) from None
         root_level = parse_level(level) if level is not None else None
         has_sinks = bool(file or json or console or fmt or config is not None)
         host = host or "thread"
@@ -420,9 +435,10 @@ def _listen_tcp(where: tuple[str, int]) -> socket.socket:
     return listener
 
 
-def _tcp_address(listener: socket.socket) -> str:
+def _tcp_address(listener: socket.socket, spec: dict[str, Any]) -> str:
     host, port = listener.getsockname()[:2]
-    return f"tcp:[{host}]:{port}" if ":" in host else f"tcp:{host}:{port}"
+    kind = "tls" if spec.get("tls_cert") else "tcp"
+    return f"{kind}:[{host}]:{port}" if ":" in host else f"{kind}:{host}:{port}"
 
 
 def _listen() -> tuple[socket.socket, str, str]:
@@ -468,9 +484,14 @@ def _start_thread_host(
     listener, private_dir, address = _listen()
     control, far_end = socket.socketpair()
     if tcp_listener is not None:
-        spec["remote_address"] = _tcp_address(tcp_listener)
+        spec["remote_address"] = _tcp_address(tcp_listener, spec)
     writer = _writer.Writer(
-        listener, far_end, options.frame_limit, tcp_listener=tcp_listener, token=spec.get("token")
+        listener,
+        far_end,
+        options.frame_limit,
+        tcp_listener=tcp_listener,
+        token=spec.get("token"),
+        tls=_writer.tls_context(spec.get("tls_cert"), spec.get("tls_key")),
     )
     funnel = Funnel(address, "thread", options, owner=True)
     funnel._writer = writer
@@ -486,7 +507,7 @@ def _start_process_host(
     spec: dict[str, Any], options: Options, tcp_listener: socket.socket | None
 ) -> Funnel:
     if tcp_listener is not None:
-        spec["remote_address"] = _tcp_address(tcp_listener)
+        spec["remote_address"] = _tcp_address(tcp_listener, spec)
     try:
         config_frame = _wire.Encoder().frame([_wire.CONFIG, spec])
     except (TypeError, ValueError) as exc:

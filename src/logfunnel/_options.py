@@ -20,6 +20,9 @@ ENV_OPTIONS: Final = "LOGFUNNEL_OPTIONS"
 #: JSON: ``{"levels": {logger name: level}, "disable": level}`` of the installing
 #: process, refreshed whenever a level changes there.
 ENV_LEVELS: Final = "LOGFUNNEL_LEVELS"
+#: For ``tls:`` addresses: the CA certificate(s) to verify the writer with
+#: (default: the system's trusted CAs).
+ENV_TLS_CA: Final = "LOGFUNNEL_TLS_CA"
 #: The shared secret a TCP peer must prove it knows.
 ENV_TOKEN: Final = "LOGFUNNEL_TOKEN"  # noqa: S105 - the variable's name, not a secret
 

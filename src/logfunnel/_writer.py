@@ -97,7 +97,18 @@ class Stats:
 class _Peer:
     """One connected process, as the writer sees it."""
 
-    __slots__ = ("answer", "deadline", "fd", "name", "nonce", "pid", "reader", "sock")
+    __slots__ = (
+        "answer",
+        "deadline",
+        "fd",
+        "handshaking",
+        "name",
+        "nonce",
+        "pid",
+        "reader",
+        "sock",
+        "tls",
+    )
 
     def __init__(self, sock: socket.socket, frame_limit: int) -> None:
         self.sock = sock
@@ -109,10 +120,21 @@ class _Peer:
         self.nonce: bytes | None = None
         self.answer = b""
         self.deadline = 0.0
+        #: TLS: the socket is an SSLSocket; its handshake may still be under way.
+        self.tls = False
+        self.handshaking = False
 
     def describe(self) -> str:
         """Name the process for a report line."""
         return f"process {self.pid if self.pid is not None else '?'} ({self.name})"
+
+
+def _would_block(exc: OSError) -> bool:
+    """Return True for "try again later" from a plain or a TLS socket."""
+    if isinstance(exc, (BlockingIOError, InterruptedError)):
+        return True
+    # ssl.SSLWantReadError / SSLWantWriteError, without importing ssl for everyone.
+    return type(exc).__name__ in ("SSLWantReadError", "SSLWantWriteError")
 
 
 def _queued_bytes(sock: socket.socket) -> int:
@@ -163,8 +185,10 @@ class Writer:
         *,
         tcp_listener: socket.socket | None = None,
         token: str | None = None,
+        tls: Any = None,
     ) -> None:
         self._tcp_listener = tcp_listener
+        self._tls = tls  # an ssl.SSLContext for the TCP listener, or None
         self._token = token or ""
         self._listener = listener
         self._control = control
@@ -231,6 +255,14 @@ class Writer:
                 self._report(logging.ERROR, f"cannot accept a connection: {exc}")
                 return
             sock.setblocking(False)
+            if remote and self._tls is not None:
+                try:
+                    sock = self._tls.wrap_socket(
+                        sock, server_side=True, do_handshake_on_connect=False
+                    )
+                except OSError:
+                    sock.close()
+                    continue
             peer = _Peer(sock, self._frame_limit)
             if remote and not self._challenge(peer):
                 continue
@@ -246,14 +278,21 @@ class Writer:
         return any(peer.nonce is not None for peer in self._peers.values())
 
     def _challenge(self, peer: _Peer) -> bool:
-        """Send a new TCP peer its nonce; False if it could not even be sent."""
+        """Send a new TCP peer its nonce; False if it could not even be sent.
+
+        Over TLS the nonce goes once the handshake is done (see ``_handshake``);
+        the handshake and the answer share one deadline.
+        """
         peer.nonce = _auth.new_nonce()
         peer.deadline = time.monotonic() + _auth.ANSWER_TIMEOUT
-        try:
-            peer.sock.send(peer.nonce)  # 32 bytes into an empty buffer: never partial
-        except OSError:
-            peer.sock.close()
-            return False
+        if hasattr(peer.sock, "do_handshake"):
+            peer.tls = peer.handshaking = True
+        else:
+            try:
+                peer.sock.send(peer.nonce)  # 32 bytes into an empty buffer: never partial
+            except OSError:
+                peer.sock.close()
+                return False
         with contextlib.suppress(OSError):
             peer.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return True
@@ -294,15 +333,31 @@ class Writer:
 
     # -- reading ------------------------------------------------------------------------
 
+    def _handshake(self, peer: _Peer) -> bool:
+        """Advance a TLS handshake; True once it is done and the nonce is sent."""
+        try:
+            peer.sock.do_handshake()  # type: ignore[attr-defined]
+            peer.handshaking = False
+            assert peer.nonce is not None
+            peer.sock.send(peer.nonce)
+        except OSError as exc:
+            if _would_block(exc):
+                return False
+            self._refuse(peer, f"TLS handshake failed: {exc}")
+            return False
+        return True
+
     def _read(self, peer: _Peer, budget: int | None = None) -> None:
         """Read what ``peer`` sent (at least ``budget`` bytes if given) and handle it."""
+        if peer.handshaking and not self._handshake(peer):
+            return
         while True:
             try:
                 data = peer.sock.recv(_RECV_SIZE if budget is None else max(budget, 1))
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:  # ECONNRESET: the peer is gone; what was read is handled
-                data = b""
+            except OSError as exc:
+                if _would_block(exc):
+                    return
+                data = b""  # ECONNRESET: the peer is gone; what was read is handled
             if not data:
                 if peer.nonce is not None:
                     self._refuse(peer, "closed before answering the challenge")
@@ -324,6 +379,9 @@ class Writer:
             for fields in frames:
                 self._handle_frame(peer, fields)
             if budget is None:
+                # TLS may hold decrypted bytes that select() will not report.
+                if peer.tls and self._peers.get(peer.fd) is peer and peer.sock.pending():  # type: ignore[attr-defined]
+                    continue
                 return
             budget -= len(data)
             if budget <= 0:
@@ -471,7 +529,8 @@ class Writer:
             for peer in list(self._peers.values()):
                 queued = _queued_bytes(peer.sock) if peer.nonce is None else 0
                 if queued:
-                    self._read(peer, queued)
+                    # TLS: FIONREAD counts encrypted bytes; read all there is.
+                    self._read(peer, _RECV_SIZE * 64 if peer.tls else queued)
         finally:
             self._in_barrier = False
         self._flush_sinks()
@@ -519,9 +578,10 @@ class Writer:
         frame = self._encoder.frame(fields)
         if sock is not self._control:
             # A process that asks and never reads must not wedge the writer:
-            # an answer that does not fit its socket at once ends that peer.
+            # an answer that does not fit its (non-blocking) socket at once
+            # ends that peer.
             try:
-                sent = sock.send(frame, socket.MSG_DONTWAIT)
+                sent = sock.send(frame)
             except OSError:
                 sent = -1
             if sent != len(frame):
@@ -729,6 +789,7 @@ def _serve(
         int(config.get("frame_limit", _wire.DEFAULT_FRAME_LIMIT)),
         tcp_listener=tcp_listener,
         token=config.get("token"),
+        tls=tls_context(config.get("tls_cert"), config.get("tls_key")),
     )
     writer.levels_file = os.path.join(os.path.dirname(str(listener.getsockname())), "levels.json")
     writer.load_levels()
@@ -737,6 +798,17 @@ def _serve(
     finally:
         logging.shutdown()
     return 0
+
+
+def tls_context(cert: str | None, key: str | None) -> Any:
+    """Return a server ``ssl.SSLContext`` for ``cert`` (and ``key``), or None without one."""
+    if not cert:
+        return None
+    import ssl  # noqa: PLC0415 - only funnels that listen with TLS need it
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key or None)
+    return context
 
 
 def start_thread(writer: Writer) -> threading.Thread:
