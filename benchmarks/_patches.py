@@ -1,0 +1,131 @@
+"""What-if patches: candidate src/ changes, applied at run time to measure them end to end.
+
+Nothing here is part of logfunnel.  ``_one.py --patch NAME[,NAME]`` applies these in
+the parent of a ``logfunnel-thread`` run after ``install()`` (forked workers inherit
+them), so the gain of a proposed change can be measured before anyone edits src/.
+Each patch mirrors a recommendation in the benchmark report:
+
+* ``batchflush``: the file sink writes without flushing per record; the writer
+  flushes once after each read batch (``Writer._read``) and at every barrier.
+* ``asctime``: the sink's formatter caches ``formatTime`` per second of ``created``.
+* ``sndbuf``: each worker's socket gets a 4 MiB send buffer (``SO_SNDBUF``).
+* ``decode``: ``decode_record`` checks a common record's field types in one
+  comparison and fills the record with one ``dict.update``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import socket
+import time
+from typing import Any
+
+from logfunnel import _handler, _wire, _writer
+
+
+class _BatchFileHandler(logging.FileHandler):
+    """A FileHandler whose emit leaves flushing to the writer loop."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if self.stream is None:
+                self.stream = self._open()
+            self.stream.write(self.format(record) + self.terminator)
+        except Exception:
+            self.handleError(record)
+
+
+def _file_handlers() -> list[logging.FileHandler]:
+    return [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+
+
+def batchflush() -> None:
+    handlers = _file_handlers()
+    for h in handlers:
+        h.__class__ = _BatchFileHandler
+    original = _writer.Writer._read
+
+    def read_then_flush(self: _writer.Writer, peer: Any, budget: int | None = None) -> None:
+        original(self, peer, budget)
+        for h in handlers:
+            h.flush()
+
+    _writer.Writer._read = read_then_flush  # type: ignore[method-assign]
+
+
+def asctime() -> None:
+    for h in _file_handlers():
+        fmt = h.formatter
+        if fmt is None:
+            continue
+        cache: dict[int, str] = {}
+        original = fmt.formatTime
+
+        def format_time(record: logging.LogRecord, datefmt: str | None = None,
+                        fmt: logging.Formatter = fmt, cache: dict[int, str] = cache,
+                        original: Any = original) -> str:
+            if datefmt:
+                return str(original(record, datefmt))
+            second = int(record.created)
+            text = cache.get(second)
+            if text is None:
+                cache.clear()  # one entry: records arrive roughly in time order
+                text = cache[second] = time.strftime(fmt.default_time_format,
+                                                     fmt.converter(record.created))
+            return (fmt.default_msec_format or "%s,%03d") % (text, record.msecs)
+
+        fmt.formatTime = format_time  # type: ignore[method-assign]
+
+
+def sndbuf() -> None:
+    original = _handler.connect
+
+    def connect(address: str, timeout: float = 5.0) -> socket.socket:
+        sock = original(address, timeout)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        return sock
+
+    _handler.connect = connect
+
+
+_COMMON_TYPES = (
+    str, int, str, str, str, str, str, int, str, float, float, float, int, str, int, str,
+    type(None), type(None), type(None), type(None),
+)
+_PLAIN_NAMES = _wire.RECORD_FIELDS[:18]
+# The same bounds the full decode_record applies (a created no formatter can render).
+_CREATED_MIN = getattr(_wire, "_CREATED_MIN", float("-inf"))
+_CREATED_MAX = getattr(_wire, "_CREATED_MAX", float("inf"))
+
+
+def decode() -> None:
+    original = _wire.decode_record
+    record_new = logging.LogRecord.__new__
+
+    def decode_record(fields: list[Any]) -> logging.LogRecord:
+        # The common record (no traceback, stack, task or extras) in one type comparison;
+        # anything else takes the full path.
+        if (
+            len(fields) != 21  # the kind and 20 fields
+            or tuple(map(type, fields[1:])) != _COMMON_TYPES
+            or not (_CREATED_MIN <= fields[10] <= _CREATED_MAX)
+            or not (math.isfinite(fields[11]) and math.isfinite(fields[12]))
+        ):
+            return original(fields)
+        record: logging.LogRecord = record_new(logging.LogRecord)
+        attrs = record.__dict__
+        attrs.update(zip(_PLAIN_NAMES, fields[1:19], strict=True))
+        attrs["args"] = None
+        attrs["exc_info"] = None
+        return record
+
+    _wire.decode_record = decode_record  # the writer looks it up on the module per frame
+
+
+PATCHES = {"batchflush": batchflush, "asctime": asctime, "sndbuf": sndbuf, "decode": decode}
+
+
+def apply(names: str) -> None:
+    for name in filter(None, names.split(",")):
+        PATCHES[name]()
