@@ -7,11 +7,20 @@ import json
 import logging
 import logging.config
 import logging.handlers
+import math
 import os
+import time
 from typing import Any, Final
 
+from logfunnel import _wire
 from logfunnel._options import parse_level
 from logfunnel._wire import STANDARD_ATTRS
+
+# Longest text a sink writes for one record: the codec's per-field limit at
+# the default frame size, so a record is cut the same way in every process.
+_TEXT_LIMIT: Final = _wire.DEFAULT_FRAME_LIMIT // 16
+# Room for the codec's "... [logfunnel: N of M characters cut]" marker.
+_MARKER_ROOM: Final = 200
 
 #: The line format of file sinks when ``fmt`` is not given.
 DEFAULT_FORMAT: Final = (
@@ -29,10 +38,44 @@ class LineFormatter(logging.Formatter):
     """
 
     continuation: Final = "\n  | "
+    # (second, its text): one tuple, so threads never see a torn pair.
+    _time_cache: tuple[int, str] = (-1, "")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        """Format the time as ``Formatter`` does, rendering each second once."""
+        if datefmt or self.converter is not time.localtime or not self.default_msec_format:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        cached_second, text = self._time_cache
+        if second != cached_second:
+            text = time.strftime(self.default_time_format, time.localtime(record.created))
+            self._time_cache = (second, text)
+        return self.default_msec_format % (text, record.msecs)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - stdlib name
+        """Format the line, the message cut as the codec cuts it (once)."""
+        record.message = _cut_once(record.message)
+        return super().formatMessage(record)
 
     def format(self, record: logging.LogRecord) -> str:
-        """Format ``record``; indent every line after the first."""
-        text = super().format(record)
+        """Format ``record``; indent every line after the first.
+
+        A record that cannot be formatted (a ``%`` mismatch, a ``__str__`` that
+        raises) still gives a line, with the message degraded as the codec
+        does it (``_wire.get_message``); text longer than the codec's field
+        limit is cut with the same marker.
+        """
+        try:
+            text = super().format(record)
+        except Exception:
+            saved = record.msg, record.args
+            record.msg, record.args = _wire.get_message(record), None
+            try:
+                text = super().format(record)
+            except Exception:
+                text = f"{record.levelname} {record.name}: {record.msg}"
+            finally:
+                record.msg, record.args = saved
         if "\n" in text or "\r" in text:
             text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", self.continuation)
         return text
@@ -55,7 +98,7 @@ class JsonFormatter(logging.Formatter):
             "time": created.isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": _cut_once(_wire.get_message(record)),
             "process": record.process,
             "process_name": record.processName,
             "thread_name": record.threadName,
@@ -76,7 +119,124 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key not in STANDARD_ATTRS and key not in out:
                 out[key] = value
-        return json.dumps(out, ensure_ascii=False, default=repr)
+        try:
+            text = json.dumps(out, ensure_ascii=False, allow_nan=False, default=_wire.safe_repr)
+        except (ValueError, TypeError, RecursionError):
+            # Circular or deep extras, NaN and infinities (strict JSON has none):
+            # extras as the codec sends them, non-finite floats as strings.
+            out = {k: _finite(_wire.plain(v)) for k, v in out.items()}
+            text = json.dumps(out, ensure_ascii=False, allow_nan=False, default=_wire.safe_repr)
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                # Lone surrogates: written as escaped text ("\\udcff"), as the
+                # codec sends them, not as JSON escapes a reader would decode back.
+                out = _wire.sanitize(out)
+                text = json.dumps(out, ensure_ascii=False, default=_wire.safe_repr)
+        return text
+
+
+def _cut_once(text: str) -> str:
+    """Cut text longer than the codec's limit; text the codec already cut stays as it is."""
+    if len(text) <= _TEXT_LIMIT + _MARKER_ROOM:
+        return text
+    return _wire.cut(text, _TEXT_LIMIT)
+
+
+def _finite(value: Any) -> Any:
+    """Replace NaN and infinities, which strict JSON cannot hold, by their names."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
+
+
+class FileSink(logging.FileHandler):
+    """A ``FileHandler`` that the writer may flush once per batch of records.
+
+    ``StreamHandler.emit`` flushes after every record: one ``write()`` system
+    call each.  In a writer process, where the writer loop is this sink's only
+    user, ``batched`` is set and the loop flushes after each batch it handled
+    (and at every barrier and at shutdown), so a burst of records costs one
+    system call.  Elsewhere it behaves exactly like ``FileHandler``.
+    """
+
+    batched = False
+    _emitting = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write ``record``; with ``batched``, leave the flush to the writer."""
+        self._emitting = True
+        try:
+            super().emit(record)
+        finally:
+            self._emitting = False
+
+    def flush(self) -> None:
+        """Flush, unless called by ``emit`` itself on a batched sink."""
+        if not (self.batched and self._emitting):
+            super().flush()
+
+
+class RotatingFileSink(logging.handlers.RotatingFileHandler):
+    """A ``RotatingFileHandler`` that knows its file's size instead of asking for it.
+
+    The stdlib's ``shouldRollover`` checks the path twice (two ``stat`` calls),
+    formats the record a second time and seeks to the end, for every record.
+    The writer is the file's only writer, so the size is counted as lines are
+    written (and read once from the file when it is opened).  Batched flushing
+    as in ``FileSink``.
+    """
+
+    batched = False
+    _emitting = False
+    _size = -1
+
+    def shouldRollover(self, record: logging.LogRecord) -> int:  # noqa: N802, ARG002 - stdlib
+        """Return 1 if writing ``record`` would take the file past ``maxBytes``."""
+        if self.maxBytes <= 0:
+            return 0
+        if self.stream is None:  # delay=True, or just rotated
+            self.stream = self._open()
+        if self._size < 0:
+            self._size = os.path.getsize(self.baseFilename)
+        return int(self._size > 0 and self._size + self._pending_size >= self.maxBytes)
+
+    def doRollover(self) -> None:  # noqa: N802 - stdlib name
+        """Rotate, and start counting the new file from zero."""
+        super().doRollover()
+        self._size = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Format once, rotate if needed, write; with ``batched``, leave the flush to the writer."""
+        try:
+            message = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return
+        self._pending_size = len(message) if message.isascii() else len(message.encode())
+        self._emitting = True
+        try:
+            if self.shouldRollover(record):
+                self.doRollover()
+            if self.stream is None:
+                self.stream = self._open()
+            self.stream.write(message)
+            self._size += self._pending_size
+            if not self.batched:
+                self.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+        finally:
+            self._emitting = False
+
+    _pending_size = 0
 
 
 def build_handlers(spec: dict[str, Any]) -> list[logging.Handler]:
@@ -108,11 +268,15 @@ def build_handlers(spec: dict[str, Any]) -> list[logging.Handler]:
         backups = int(spec.get("backups") or 0)
         file_handler: logging.Handler
         if max_bytes:
-            file_handler = logging.handlers.RotatingFileHandler(
-                path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+            file_handler = RotatingFileSink(
+                path,
+                maxBytes=max_bytes,
+                backupCount=backups,
+                encoding="utf-8",
+                errors="backslashreplace",  # lone surrogates stay visible, never raise
             )
         else:
-            file_handler = logging.FileHandler(path, encoding="utf-8")
+            file_handler = FileSink(path, encoding="utf-8", errors="backslashreplace")
         handlers.append(file_handler)
     if spec.get("console") or not path:
         handlers.append(logging.StreamHandler())
@@ -154,4 +318,8 @@ def configure_writer_process(spec: dict[str, Any]) -> None:
         logging.config.dictConfig(spec["config"])
     else:
         for handler in build_handlers(spec):
+            # The writer loop is this process's only user of its sinks: it
+            # flushes them once per batch (Writer.flush_batched).
+            if isinstance(handler, (FileSink, RotatingFileSink)):
+                handler.batched = True
             root.addHandler(handler)

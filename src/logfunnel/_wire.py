@@ -56,6 +56,7 @@ so a peer cannot make the sinks' formatting raise.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import struct
@@ -332,14 +333,14 @@ def _extras(record: logging.LogRecord) -> dict[str, Any] | None:
     return extra or None
 
 
-def _sanitize(value: Any) -> Any:
+def sanitize(value: Any) -> Any:
     """Re-encode every string so that msgpack's strict UTF-8 encoder accepts it."""
     if isinstance(value, str):
         return value.encode("utf-8", "backslashreplace").decode("utf-8")
     if isinstance(value, list):
-        return [_sanitize(v) for v in value]
+        return [sanitize(v) for v in value]
     if isinstance(value, dict):
-        return {_sanitize(k): _sanitize(v) for k, v in value.items()}
+        return {sanitize(k): sanitize(v) for k, v in value.items()}
     return value
 
 
@@ -434,7 +435,7 @@ class Encoder:
             payload: bytes = self._packer.pack(fields)
         except UnicodeEncodeError:
             self._packer.reset()
-            payload = self._packer.pack(_sanitize(fields))
+            payload = self._packer.pack(sanitize(fields))
         return HEADER.pack(len(payload)) + payload
 
     def record(self, record: logging.LogRecord) -> bytes:
@@ -480,7 +481,7 @@ class Encoder:
         except (UnicodeEncodeError, TypeError, ValueError, OverflowError):
             # Lone surrogates, or an int outside 64 bits: convert, re-encode and retry.
             self._packer.reset()
-            fields = _sanitize(_coerce_fields(fields, record))
+            fields = sanitize(_coerce_fields(fields, record))
             payload = self._packer.pack(fields)
         if len(payload) > self._frame_limit:
             payload = self._shrink(fields)
@@ -655,6 +656,10 @@ def _plain_value(value: Any, depth: int = 0) -> bool:
 _RESERVED: Final = STANDARD_ATTRS | frozenset(dir(logging.LogRecord))
 
 
+# Every valid combination of field types of a RECORD frame (2,048 of them).
+_RECORD_SHAPES: Final = frozenset(itertools.product((int,), *_FIELD_TYPES))
+
+
 def decode_record(fields: list[Any]) -> logging.LogRecord:
     """Rebuild a ``LogRecord`` from a RECORD frame's fields, checking every field's type.
 
@@ -667,13 +672,16 @@ def decode_record(fields: list[Any]) -> logging.LogRecord:
     finite (or a ``created`` no formatter can render), or an extra that is
     not a plain value.
     """
-    if len(fields) != len(RECORD_FIELDS) + 1:
-        msg = f"record frame has {len(fields) - 1} fields, expected {len(RECORD_FIELDS)}"
-        raise FrameError(msg)
-    for value, types, name in zip(fields[1:], _FIELD_TYPES, RECORD_FIELDS, strict=True):
-        if type(value) not in types:
-            msg = f"record field {name} has type {type(value).__name__}"
+    # One set lookup checks every field's type (the hot path); the loop below
+    # only runs to say which field is wrong.
+    if tuple(map(type, fields)) not in _RECORD_SHAPES:
+        if len(fields) != len(RECORD_FIELDS) + 1:
+            msg = f"record frame has {len(fields) - 1} fields, expected {len(RECORD_FIELDS)}"
             raise FrameError(msg)
+        for value, types, name in zip(fields[1:], _FIELD_TYPES, RECORD_FIELDS, strict=True):
+            if type(value) not in types:
+                msg = f"record field {name} has type {type(value).__name__}"
+                raise FrameError(msg)
     if not (
         _CREATED_MIN <= fields[10] <= _CREATED_MAX
         and math.isfinite(fields[11])

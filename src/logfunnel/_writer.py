@@ -199,6 +199,10 @@ class Writer:
         self._peers: dict[int, _Peer] = {}
         self._loggers: dict[str, logging.Logger] = {}
         self._watches: dict[int, _SinkWatch] = {}
+        #: Sinks that leave flushing to this loop (see _sinks.FileSink).
+        self._batched = [
+            h for h in logging.getLogger().handlers if getattr(h, "batched", False) is True
+        ]
         self._running = False
         self._in_barrier = False
         self._late_flushes: list[tuple[socket.socket, int]] = []
@@ -238,6 +242,8 @@ class Writer:
                             self._read(peer)
                 if self._challenged:
                     self._expire_challenges()
+                if self._batched:
+                    self._flush_batched()
         finally:
             self._close_everything()
 
@@ -599,6 +605,13 @@ class Writer:
             with contextlib.suppress(OSError):
                 if sock is not self._control:
                     sock.setblocking(False)
+
+    def _flush_batched(self) -> None:
+        for handler in self._batched:
+            try:
+                handler.flush()
+            except Exception:
+                self.stats.handler_errors += 1
 
     def _flush_sinks(self) -> None:
         for logger in [logging.root, *logging.root.manager.loggerDict.values()]:
