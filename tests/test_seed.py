@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SCRIPTS, run_python
+from conftest import run_python
 from logfunnel import _seed_programs
 
 # Cycles per start method: the suite's bounded version.  Spawn and forkserver
@@ -50,9 +50,9 @@ def test_article_queue_listener_program_with_install_logs_each_child_record_once
     tmp_path: Path, method: str, cycles: int
 ) -> None:
     """The article's listener-process remedy with install() added logs each child's record once."""
-    proc = run_python(
-        str(SCRIPTS / "seed_queue_listener.py"), method, str(cycles), cwd=tmp_path, timeout=100
-    )
+    program = tmp_path / "recipe.py"
+    program.write_text(_seed_programs.queue_recipe_program(cycles, method=method))
+    proc = run_python(str(program), cwd=tmp_path, timeout=100)
     assert proc.stdout.rstrip().endswith("done")
     counts = _count(tmp_path / "out.log", r"hello, I did something: \S+ \(cycle (\d+)\)")
     assert counts == collections.Counter(range(cycles)), "child records lost or duplicated"

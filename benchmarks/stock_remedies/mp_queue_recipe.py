@@ -41,96 +41,22 @@ from pathlib import Path
 
 from _harness import Run, header, run_program
 
-# The article's recipe, as printed (its indentation restored), with the one
-# import it forgot.  Variants below are made from it by replacing whole lines.
-RECIPE = """\
-import logging
-import multiprocessing
-from logging.handlers import QueueListener
-from threading import Thread  # added: the article uses Thread without importing it
-from time import sleep
-
-
-def listener_configurer():
-    root = logging.getLogger()
-    h = logging.handlers.RotatingFileHandler('out.log', 'a', 300, 10)
-    f = logging.Formatter('%(asctime)s %(processName)-10s %(name)s %(levelname)-8s %(message)s')
-    h.setFormatter(f)
-    root.addHandler(h)
-
-
-# Take records from the queue and write them
-def listener_process(queue, configurer):
-    configurer()
-    while False:
-        try:
-            record = queue.get()
-            if record is None:
-                break
-            logger = logging.getLogger(record.name)
-            logger.handle(record)
-        except Exception:
-            import sys, traceback
-            print('Whoops! Problem:', file=sys.stderr)
-            traceback.print_exc(file=sys.stderr)
-
-
-# Worker processes' logging configuration: a QueueHandler puts records into the queue
-def worker_configurer(queue):
-    h = logging.handlers.QueueHandler(queue)
-    root = logging.getLogger()
-    root.addHandler(h)
-    root.setLevel(logging.DEBUG)
-
-
-def runs_in_subprocess(queue, configurer):
-    configurer(queue)
-    print("About to log...")
-    logging.debug("hello, I did something: %s", multiprocessing.current_process().name)
-    print("...logged, %s",queue.qsize())
-
-
-if __name__ == '__main__':
-    queue = multiprocessing.Queue(-1)
-    listener = multiprocessing.Process(target=listener_process, args=(queue, listener_configurer))
-    listener.start()
-    # The parent process logs all the time too
-    worker_configurer(queue)
-    def write_logs():
-        while True:
-            logging.debug("in main process, I just did something")
-    Thread(target=write_logs).start()
-    while True:
-        multiprocessing.Process(target=runs_in_subprocess, args=(queue, worker_configurer)).start()
-        sleep(2)
-"""
-
-_MAIN_LOOP = """\
-    while True:
-        multiprocessing.Process(target=runs_in_subprocess, args=(queue, worker_configurer)).start()
-        sleep(2)
-"""
-_FIXED_LOOP = ("    while False:\n", "    while True:  # changed: was `while False:`\n")
-_PLAIN_FILE = (
-    "    h = logging.handlers.RotatingFileHandler('out.log', 'a', 300, 10)\n",
-    "    h = logging.FileHandler('out.log')  # changed: 300 bytes x 10 files keep ~30 records\n",
+from logfunnel._seed_programs import (
+    QUEUE_RECIPE as RECIPE,
 )
-# The parent's logging thread must be stoppable for a clean count at the end.
-_STOPPABLE_THREAD = (
-    """    def write_logs():
-        while True:
-""",
-    """    import threading, os, json, random, signal, time  # added: the measurement
-    stop = threading.Event()
-    def write_logs():
-        while not stop.is_set():  # changed: was `while True`
-""",
+from logfunnel._seed_programs import (
+    RECIPE_FIXED_LOOP as _FIXED_LOOP,
 )
-
-
-def _replace(text: str, old: str, new: str) -> str:
-    assert old in text, old
-    return text.replace(old, new)
+from logfunnel._seed_programs import (
+    RECIPE_MAIN_LOOP as _MAIN_LOOP,
+)
+from logfunnel._seed_programs import (
+    RECIPE_PLAIN_FILE as _PLAIN_FILE,
+)
+from logfunnel._seed_programs import (
+    RECIPE_STOPPABLE_THREAD as _STOPPABLE_THREAD,
+)
+from logfunnel._seed_programs import replace_line as _replace
 
 
 def printed_program(*, fixed_loop: bool) -> str:

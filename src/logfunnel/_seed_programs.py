@@ -136,3 +136,170 @@ def pool_program(cycles: int, *, fixed: bool, method: str = "fork") -> str:
         fix_install=_FIX_INSTALL if fixed else "",
         fix_flush=_FIX_FLUSH if fixed else "",
     )
+
+
+# -- the article's second program: its remedy, a multiprocessing.Queue and a listener --
+
+# The article's recipe, as printed (its indentation restored), with the one
+# import it forgot.  Variants below are made from it by replacing whole lines.
+QUEUE_RECIPE: Final = """\
+import logging
+import multiprocessing
+from logging.handlers import QueueListener
+from threading import Thread  # added: the article uses Thread without importing it
+from time import sleep
+
+
+def listener_configurer():
+    root = logging.getLogger()
+    h = logging.handlers.RotatingFileHandler('out.log', 'a', 300, 10)
+    f = logging.Formatter('%(asctime)s %(processName)-10s %(name)s %(levelname)-8s %(message)s')
+    h.setFormatter(f)
+    root.addHandler(h)
+
+
+# Take records from the queue and write them
+def listener_process(queue, configurer):
+    configurer()
+    while False:
+        try:
+            record = queue.get()
+            if record is None:
+                break
+            logger = logging.getLogger(record.name)
+            logger.handle(record)
+        except Exception:
+            import sys, traceback
+            print('Whoops! Problem:', file=sys.stderr)
+            traceback.print_exc(file=sys.stderr)
+
+
+# Worker processes' logging configuration: a QueueHandler puts records into the queue
+def worker_configurer(queue):
+    h = logging.handlers.QueueHandler(queue)
+    root = logging.getLogger()
+    root.addHandler(h)
+    root.setLevel(logging.DEBUG)
+
+
+def runs_in_subprocess(queue, configurer):
+    configurer(queue)
+    print("About to log...")
+    logging.debug("hello, I did something: %s", multiprocessing.current_process().name)
+    print("...logged, %s",queue.qsize())
+
+
+if __name__ == '__main__':
+    queue = multiprocessing.Queue(-1)
+    listener = multiprocessing.Process(target=listener_process, args=(queue, listener_configurer))
+    listener.start()
+    # The parent process logs all the time too
+    worker_configurer(queue)
+    def write_logs():
+        while True:
+            logging.debug("in main process, I just did something")
+    Thread(target=write_logs).start()
+    while True:
+        multiprocessing.Process(target=runs_in_subprocess, args=(queue, worker_configurer)).start()
+        sleep(2)
+"""
+
+RECIPE_MAIN_LOOP: Final = """\
+    while True:
+        multiprocessing.Process(target=runs_in_subprocess, args=(queue, worker_configurer)).start()
+        sleep(2)
+"""
+RECIPE_FIXED_LOOP: Final = (
+    "    while False:\n",
+    "    while True:  # changed: was `while False:`\n",
+)
+RECIPE_PLAIN_FILE: Final = (
+    "    h = logging.handlers.RotatingFileHandler('out.log', 'a', 300, 10)\n",
+    "    h = logging.FileHandler('out.log')  # changed: 300 bytes x 10 files keep ~30 records\n",
+)
+# The parent's logging thread must be stoppable for a clean count at the end.
+RECIPE_STOPPABLE_THREAD: Final = (
+    """    def write_logs():
+        while True:
+""",
+    """    import threading, os, json, random, signal, time  # added: the measurement
+    stop = threading.Event()
+    def write_logs():
+        while not stop.is_set():  # changed: was `while True`
+""",
+)
+
+
+def replace_line(text: str, old: str, new: str) -> str:
+    """Replace ``old`` (which must be there) by ``new`` in a program's text."""
+    if old not in text:
+        msg = f"the program has no {old!r}"
+        raise ValueError(msg)
+    return text.replace(old, new)
+
+
+_MAIN: Final = "if __name__ == '__main__':\n"
+# (line of the recipe, what queue_recipe_program puts instead)
+_RECIPE_FIXES: Final = (
+    (
+        "    h = logging.handlers.RotatingFileHandler('out.log', 'a', 300, 10)\n",
+        (
+            "    h = logging.handlers.RotatingFileHandler('out.log', 'a', 10_000_000, 10)"
+            "  # changed: 300 bytes x 10 files keep ~30 records\n"
+        ),
+    ),
+    ("import logging\n", "import logging\nimport logfunnel  # the fix, line 1 of 2\n"),
+    (
+        "def runs_in_subprocess(queue, configurer):\n",
+        "def runs_in_subprocess(queue, configurer, cycle):  # changed: takes the cycle\n",
+    ),
+    (
+        (
+            '    logging.debug("hello, I did something: %s",'
+            " multiprocessing.current_process().name)\n"
+        ),
+        (
+            '    logging.debug("hello, I did something: %s (cycle %d)",'
+            " multiprocessing.current_process().name, cycle)  # changed: the cycle\n"
+        ),
+    ),
+    ('    print("...logged, %s",queue.qsize())\n', '    print("...logged")\n'),
+    (
+        "    worker_configurer(queue)\n",
+        "    worker_configurer(queue)\n    funnel = logfunnel.install()  # the fix, line 2 of 2\n",
+    ),
+    (
+        "    Thread(target=write_logs).start()\n",
+        "    thread = Thread(target=write_logs)  # changed: kept, to join it\n    thread.start()\n",
+    ),
+)
+
+
+def queue_recipe_program(cycles: int, *, method: str) -> str:
+    """Return the article's remedy with the listener loop fixed and ``logfunnel.install()`` added.
+
+    Bounded to ``cycles`` children, each with its cycle number in its record,
+    under the start method ``method``; every change is marked in the text.
+    """
+    text = replace_line(QUEUE_RECIPE, *RECIPE_FIXED_LOOP)
+    text = replace_line(text, *RECIPE_STOPPABLE_THREAD)
+    start = f"    multiprocessing.set_start_method({method!r})  # added\n"
+    for old, new in (*_RECIPE_FIXES, ("if __name__ == '__main__':\n", f"{_MAIN}{start}")):
+        text = replace_line(text, old, new)
+    return replace_line(
+        text,
+        RECIPE_MAIN_LOOP,
+        f"""    for cycle in range({cycles}):  # changed: was `while True` with sleep(2)
+        p = multiprocessing.Process(
+            target=runs_in_subprocess, args=(queue, worker_configurer, cycle))
+        p.start()
+        p.join()  # added: a bounded run waits for each child
+    stop.set()  # added: a clean end, so out.log can be counted
+    thread.join()
+    funnel.flush()  # added: every child record reaches the queue before the listener stops
+    queue.put(None)
+    listener.join()
+    funnel.shutdown()
+    print("done")
+""",
+    )
