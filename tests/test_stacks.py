@@ -99,3 +99,21 @@ def test_stacks_without_a_funnel_says_so() -> None:
     proc = run_python("-m", "logfunnel", "stacks", str(2**22 + 1), check=False)
     assert proc.returncode == 2
     assert "no funnel found" in proc.stderr
+
+
+def test_a_directory_left_by_a_killed_installer_is_not_a_funnel(tmp_path: Path) -> None:
+    """A stale funnel directory with a stack file of a live pid (pid reuse) is not reported."""
+    import os  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    from logfunnel._stacks import find_funnels  # noqa: PLC0415
+
+    stale = Path(tempfile.mkdtemp(prefix="logfunnel-", dir="/tmp"))
+    try:
+        (stale / "stacks").mkdir()
+        (stale / "stacks" / f"{os.getpid()}.txt").touch()  # no writer.sock listens there
+        assert not any(str(stale) in address for address in find_funnels(os.getpid()))
+    finally:
+        (stale / "stacks" / f"{os.getpid()}.txt").unlink()
+        (stale / "stacks").rmdir()
+        stale.rmdir()

@@ -279,7 +279,12 @@ class Connection:
         try:
             sock = connect(self.address)
             flags = _send_flags(sock)
-            sock.sendall(self.encoder.frame(_wire.hello_fields(self.pid, _process_name())), flags)
+            try:
+                hello = self.encoder.frame(_wire.hello_fields(self.pid, _process_name()))
+                sock.sendall(hello, flags)
+            except BaseException:
+                sock.close()
+                raise
         except (OSError, ValueError) as exc:
             self._retry_at = now + _RETRY_SECONDS
             if self._down_since is None:

@@ -139,6 +139,19 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _listening(path: str) -> bool:
+    """Return True if a writer listens on the Unix socket ``path``."""
+    import socket  # noqa: PLC0415 - the command's needs, kept off every start-up
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except OSError:
+            return False
+    return True
+
+
 def _process_name(pid: int) -> str:
     with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as stream:
         return stream.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()[:120]
@@ -225,7 +238,10 @@ def find_funnels(pid: int | None = None) -> list[str]:
                 attached = any(
                     name[:-4].isdigit() and _alive(int(name[:-4])) for name in os.listdir(stacks)
                 )
-            if attached:
+            # A pid number can be reused, and an installer killed with SIGKILL
+            # leaves its directory behind: only a funnel that answers counts.
+            socket_path = os.path.join(os.path.dirname(stacks), "writer.sock")
+            if attached and _listening(socket_path):
                 found.append("unix:" + os.path.join(os.path.dirname(stacks), "writer.sock"))
     return found
 
