@@ -375,9 +375,11 @@ class Logfunnel(System):
             self.funnel = logfunnel.install(
                 file=self.path, fmt=FMT, level="INFO", host=self.host
             )
-        # Reaching into the Funnel for the writer's pid / thread: a benchmark's business only.
+        # The writer loop's pid comes from stats(): a writer process is a
+        # supervisor that forks the loop, so Funnel's own child is not it.
+        # (The thread host's thread: reaching into the Funnel, a benchmark's business.)
         if self.host == "process":
-            self.writer_pid = self.funnel._process.pid  # type: ignore[union-attr]
+            self.writer_pid = self.funnel.stats()["pid"]
             self._stat = f"/proc/{self.writer_pid}/stat"
         else:
             self.writer_pid = os.getpid()
