@@ -638,6 +638,10 @@ def write_report(args: argparse.Namespace, data: dict[str, Any], command: str,
                   "buffers and then block. Drain = from releasing the writer until "
                   "`Funnel.shutdown()` returns with every record in the file."), ""]
     lines += ["## Plot", "", f"![benchmarks]({Path(args.plot).name})", ""]
+    # The hand-written account of what changed the numbers, kept across runs.
+    notes = Path(__file__).with_name("what-moved.md")
+    if notes.exists():
+        lines += ["", notes.read_text(encoding="utf-8").rstrip(), ""]
     return "\n".join(lines)
 
 
