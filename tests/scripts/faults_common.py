@@ -31,6 +31,33 @@ def rec(log: logging.Logger, tag: str, seq: int, pad: int = 0) -> None:
     log.info("rec %s %d pad=%d %s", tag, seq, pad, "x" * pad)
 
 
+def log_timed(log: logging.Logger, tag: str, records: int, pad: int) -> float:
+    """Log ``records`` records as fast as possible; return the longest call in seconds."""
+    longest = 0.0
+    for seq in range(records):
+        start = time.perf_counter()
+        rec(log, tag, seq, pad)
+        longest = max(longest, time.perf_counter() - start)
+    return longest
+
+
+def finish(
+    funnel: Any, root: logging.Logger, handlers: list[logging.Handler], timeout: float
+) -> tuple[bool, dict[str, int], bool]:
+    """Flush and shut the funnel down, then detach and close ``handlers``.
+
+    Returns (flushed, the writer's stats, drained).
+    """
+    flushed = funnel.flush(timeout)
+    stats = funnel.stats()
+    drained = funnel.shutdown()
+    for handler in handlers:
+        root.removeHandler(handler)
+    for handler in handlers:
+        handler.close()
+    return flushed, stats, drained
+
+
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
     """Wait for ``condition`` with a deadline, checking often; raise if it never holds."""
     deadline = time.monotonic() + timeout

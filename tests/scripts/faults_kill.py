@@ -25,7 +25,7 @@ import sys
 import time
 from typing import Any
 
-from faults_common import FORMAT, GateHandler, emit_report, proc_state, rec, wait_until
+from faults_common import FORMAT, GateHandler, emit_report, finish, proc_state, rec, wait_until
 
 import logfunnel
 
@@ -134,12 +134,7 @@ def cut(path: str) -> None:
     after = CTX.Process(target=small_worker, args=(last,))
     after.start()
     after.join(30)
-    flushed = funnel.flush(30)
-    stats = funnel.stats()
-    drained = funnel.shutdown()
-    root.removeHandler(sink)
-    root.removeHandler(gate)
-    sink.close()
+    flushed, stats, drained = finish(funnel, root, [sink, gate], 30)
     emit_report(
         {
             "last": list(last),

@@ -30,6 +30,8 @@ from faults_common import (
     FORMAT,
     GateHandler,
     emit_report,
+    finish,
+    log_timed,
     proc_status,
     rec,
     scripts_on_pythonpath,
@@ -44,11 +46,7 @@ CTX: Any = multiprocessing.get_context("fork")
 def block_worker(slot: int, records: int, pad: int, out: Any) -> None:
     """Log as fast as possible; report the longest call and peak memory (KiB)."""
     log = logging.getLogger("faults.slow")
-    longest = 0.0
-    for seq in range(records):
-        start = time.perf_counter()
-        rec(log, f"w{slot}", seq, pad)
-        longest = max(longest, time.perf_counter() - start)
+    longest = log_timed(log, f"w{slot}", records, pad)
     out.send({"longest": longest, **proc_status()})
     out.close()
 
@@ -106,11 +104,7 @@ def drop_worker(
 ) -> None:
     """Log RECORDS records (the sink is stuck), then, once it flows, one more if ``again``."""
     log = logging.getLogger("faults.drop")
-    longest = 0.0
-    for seq in range(records):
-        start = time.perf_counter()
-        rec(log, f"w{slot}", seq, pad)
-        longest = max(longest, time.perf_counter() - start)
+    longest = log_timed(log, f"w{slot}", records, pad)
     done.release()
     logged = records
     if again:
@@ -167,12 +161,7 @@ def drop(logdir: str, workers: int, records: int, pad: int, timeout: float, agai
     for proc in procs:
         proc.join(30)
     wait_until(lambda: all(p.exitcode is not None for p in procs), 30, "workers to exit")
-    flushed = funnel.flush(60)
-    stats = funnel.stats()
-    drained = funnel.shutdown()
-    root.removeHandler(sink)
-    root.removeHandler(gate)
-    sink.close()
+    flushed, stats, drained = finish(funnel, root, [sink, gate], 60)
     emit_report(
         {
             "workers": results,
