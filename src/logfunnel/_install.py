@@ -9,9 +9,12 @@ import json
 import logging
 import logging.config
 import os
+import random
+import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -40,9 +43,18 @@ from logfunnel._options import (
 Host = Literal["thread", "process"]
 
 _WRITER_START_TIMEOUT = 30.0
-_SOCKET_NAME = "writer.sock"
 # sockaddr_un.sun_path holds 108 bytes on Linux, including the final NUL.
 _MAX_SOCKET_PATH = 107
+# Leftover funnel directories (see _remove_leftovers): only a directory untouched
+# for this long can be one (a funnel being set up right now is younger), and one
+# install() examines at most this many of them, picked at random among at most
+# _LEFTOVER_SCAN names, so a crowd of directories it must keep cannot starve the rest.
+_LEFTOVER_GRACE = 60.0
+_LEFTOVER_LIMIT = 100
+_LEFTOVER_SCAN = 1000
+# The names tempfile.mkdtemp(prefix="logfunnel-") makes: 8 characters of
+# tempfile._RandomNameSequence; "logfunnel-repro-..." and the like never match.
+_FUNNEL_DIR_NAME = re.compile(re.escape(_stacks.FUNNEL_DIR_PREFIX) + r"[a-z0-9_]{8}\Z")
 
 
 class Funnel:
@@ -443,14 +455,15 @@ def _tcp_address(listener: socket.socket, spec: dict[str, Any]) -> str:
 
 def _listen() -> tuple[socket.socket, str, str]:
     """Create the private directory and the listening socket in it."""
+    _remove_leftovers()
     # mkdtemp makes the directory 0700: only this user can reach the socket in it.
-    private_dir = tempfile.mkdtemp(prefix="logfunnel-")
-    path = os.path.join(private_dir, _SOCKET_NAME)
+    private_dir = tempfile.mkdtemp(prefix=_stacks.FUNNEL_DIR_PREFIX)
+    path = os.path.join(private_dir, _stacks.SOCKET_NAME)
     if len(os.fsencode(path)) > _MAX_SOCKET_PATH:  # a long TMPDIR: use /tmp instead
         os.rmdir(private_dir)
-        private_dir = tempfile.mkdtemp(prefix="logfunnel-", dir="/tmp")
-        path = os.path.join(private_dir, _SOCKET_NAME)
-    os.mkdir(os.path.join(private_dir, "stacks"), 0o700)  # see _stacks
+        private_dir = tempfile.mkdtemp(prefix=_stacks.FUNNEL_DIR_PREFIX, dir=_stacks.FALLBACK_BASE)
+        path = os.path.join(private_dir, _stacks.SOCKET_NAME)
+    os.mkdir(os.path.join(private_dir, _stacks.STACKS_NAME), 0o700)  # see _stacks
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         listener.bind(path)
@@ -460,6 +473,71 @@ def _listen() -> tuple[socket.socket, str, str]:
         shutil.rmtree(private_dir, ignore_errors=True)
         raise
     return listener, private_dir, f"unix:{path}"
+
+
+def _remove_leftovers() -> list[str]:
+    """Remove this user's funnel directories whose installer is certainly dead; return them.
+
+    ``shutdown()`` removes a funnel's directory, but an installer killed with
+    SIGKILL never runs it.  A directory is removed only if it is one
+    ``install()`` made (named like ``mkdtemp`` names it, directly in one of
+    ``_stacks.funnel_bases()``; a real directory, not a symlink, of this user,
+    mode 0700, holding nothing but the socket and the stack files), has not
+    changed for ``_LEFTOVER_GRACE`` seconds, no live process has a stack file
+    in it, and nothing listens on its socket (refused, or no socket at all).
+    Never raises: another process cleaning up at the same time is normal.
+    """
+    removed: list[str] = []
+    try:
+        uid, now, budget = os.geteuid(), time.time(), _LEFTOVER_LIMIT
+        for base in _stacks.funnel_bases():
+            try:
+                with os.scandir(base) as entries:
+                    matching = (e.name for e in entries if _FUNNEL_DIR_NAME.match(e.name))
+                    names = list(itertools.islice(matching, _LEFTOVER_SCAN))
+            except OSError:
+                continue
+            # A random pick (not a secret) spreads the work over installs.
+            for name in random.sample(names, min(len(names), budget)):
+                budget -= 1
+                path = os.path.join(base, name)
+                if _is_leftover(path, uid, now):
+                    shutil.rmtree(path, ignore_errors=True)  # symlink-safe; races are fine
+                    removed.append(path)
+            if budget <= 0:
+                break
+    except Exception:  # noqa: S110 - a cleanup must never make install() fail
+        pass
+    return removed
+
+
+def _is_leftover(path: str, uid: int, now: float) -> bool:
+    """Tell whether ``path`` is a funnel directory whose installer is certainly dead."""
+    try:
+        info = os.lstat(path)  # never follows a symlink
+        if (
+            not stat.S_ISDIR(info.st_mode)
+            or info.st_uid != uid
+            or stat.S_IMODE(info.st_mode) != 0o700
+        ):
+            return False
+        if now - info.st_mtime <= _LEFTOVER_GRACE:
+            return False  # maybe a funnel being set up right now
+        entries = set(os.listdir(path))
+        if not entries <= {_stacks.SOCKET_NAME, _stacks.STACKS_NAME}:
+            return False  # something else lives there: not ours to judge
+        if _stacks.STACKS_NAME in entries:
+            stacks = os.path.join(path, _stacks.STACKS_NAME)
+            if not stat.S_ISDIR(os.lstat(stacks).st_mode) or _stacks.has_live_process(stacks):
+                return False  # a live funnel's processes (checked first: no probe for them)
+        if _stacks.SOCKET_NAME not in entries:
+            return True  # the installer died before it could listen
+        sock = os.path.join(path, _stacks.SOCKET_NAME)
+        if not stat.S_ISSOCK(os.lstat(sock).st_mode):
+            return False
+        return _stacks.listening(sock, timeout=0.0) is False
+    except OSError:  # gone meanwhile (another cleaner), unreadable: leave it
+        return False
 
 
 def _start_thread_host(

@@ -139,19 +139,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _listening(path: str) -> bool:
-    """Return True if a writer listens on the Unix socket ``path``."""
-    import socket  # noqa: PLC0415 - the command's needs, kept off every start-up
-
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(1.0)
-        try:
-            probe.connect(path)
-        except OSError:
-            return False
-    return True
-
-
 def _process_name(pid: int) -> str:
     with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as stream:
         return stream.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()[:120]
@@ -219,6 +206,54 @@ def report(dumps: dict[int, str]) -> str:
     return "\n".join([*parts, summary])
 
 
+# -- funnel directories: what find_funnels and install()'s cleanup both know -----------
+
+#: ``install()`` makes each funnel's private directory with
+#: ``tempfile.mkdtemp(prefix=FUNNEL_DIR_PREFIX)``, in ``FALLBACK_BASE`` instead when
+#: ``TMPDIR`` is too long for a Unix socket path; the writer's socket is ``SOCKET_NAME``
+#: in it, next to the ``STACKS_NAME`` directory of stack files.
+FUNNEL_DIR_PREFIX: Final = "logfunnel-"
+FALLBACK_BASE: Final = "/tmp"  # noqa: S108 - a private mkdtemp directory, never a fixed name
+SOCKET_NAME: Final = "writer.sock"
+STACKS_NAME: Final = "stacks"
+
+
+def funnel_bases() -> list[str]:
+    """Return the directories ``install()`` makes funnel directories in, TMPDIR's first."""
+    import tempfile  # noqa: PLC0415 - the command's needs, kept off every start-up
+
+    return list(dict.fromkeys([tempfile.gettempdir(), FALLBACK_BASE]))
+
+
+def has_live_process(stacks: str) -> bool:
+    """Return True if a live process has a stack file in ``stacks`` (a pid can be reused)."""
+    return any(
+        name.endswith(".txt") and name[:-4].isdigit() and _alive(int(name[:-4]))
+        for name in os.listdir(stacks)
+    )
+
+
+def listening(path: str, timeout: float = 1.0) -> bool | None:
+    """Say whether a writer accepts connections on the Unix socket ``path``.
+
+    True if a connection was made (and closed at once); False if certainly
+    nobody listens: the connection was refused (a socket file left by a dead
+    process) or there is no such file; None if it cannot be told (a full
+    backlog, with ``timeout=0``: never waits; a timeout; no permission).
+    """
+    import socket  # noqa: PLC0415 - the command's needs, kept off every start-up
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(timeout)
+        try:
+            probe.connect(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            return False
+        except OSError:
+            return None
+    return True
+
+
 def find_funnels(pid: int | None = None) -> list[str]:
     """Return the addresses of this user's funnels (with PID attached, if given).
 
@@ -227,22 +262,20 @@ def find_funnels(pid: int | None = None) -> list[str]:
     list only their own (they are 0700).
     """
     import glob  # noqa: PLC0415 - the command's needs, kept off every start-up
-    import tempfile  # noqa: PLC0415
 
     found = []
-    for base in sorted({tempfile.gettempdir(), "/tmp"}):  # noqa: S108 - long-TMPDIR fallback in _install
-        for stacks in glob.glob(os.path.join(base, "logfunnel-*", "stacks")):
+    for base in funnel_bases():
+        pattern = os.path.join(base, f"{FUNNEL_DIR_PREFIX}*", STACKS_NAME)
+        for stacks in glob.glob(pattern):
             if pid is not None:
                 attached = os.path.exists(os.path.join(stacks, f"{pid}.txt"))
             else:  # a directory a killed installer left behind has no live process
-                attached = any(
-                    name[:-4].isdigit() and _alive(int(name[:-4])) for name in os.listdir(stacks)
-                )
+                attached = has_live_process(stacks)
             # A pid number can be reused, and an installer killed with SIGKILL
             # leaves its directory behind: only a funnel that answers counts.
-            socket_path = os.path.join(os.path.dirname(stacks), "writer.sock")
-            if attached and _listening(socket_path):
-                found.append("unix:" + os.path.join(os.path.dirname(stacks), "writer.sock"))
+            socket_path = os.path.join(os.path.dirname(stacks), SOCKET_NAME)
+            if attached and listening(socket_path) is True:
+                found.append("unix:" + socket_path)
     return found
 
 
