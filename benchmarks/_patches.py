@@ -9,19 +9,21 @@ Each patch mirrors a recommendation in the benchmark report:
   flushes once after each read batch (``Writer._read``) and at every barrier.
 * ``asctime``: the sink's formatter caches ``formatTime`` per second of ``created``.
 * ``sndbuf``: each worker's socket gets a 4 MiB send buffer (``SO_SNDBUF``).
-* ``decode``: ``decode_record`` checks a common record's field types in one
-  comparison and fills the record with one ``dict.update``.
+
+(A ``decode`` patch, a fast path of ``decode_record`` for a common record, is
+gone: since protocol 2 the real ``decode_record`` checks the types with one set
+lookup and copies the site and thread fields with ``dict.update``, and it is
+faster than that fast path adapted to the new layout.)
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import socket
 import time
 from typing import Any
 
-from logfunnel import _handler, _wire, _writer
+from logfunnel import _handler, _writer
 
 
 class _BatchFileHandler(logging.FileHandler):
@@ -89,41 +91,7 @@ def sndbuf() -> None:
     _handler.connect = connect
 
 
-_COMMON_TYPES = (
-    str, int, str, str, str, str, str, int, str, float, float, float, int, str, int, str,
-    type(None), type(None), type(None), type(None),
-)
-_PLAIN_NAMES = _wire.RECORD_FIELDS[:18]
-# The same bounds the full decode_record applies (a created no formatter can render).
-_CREATED_MIN = getattr(_wire, "_CREATED_MIN", float("-inf"))
-_CREATED_MAX = getattr(_wire, "_CREATED_MAX", float("inf"))
-
-
-def decode() -> None:
-    original = _wire.decode_record
-    record_new = logging.LogRecord.__new__
-
-    def decode_record(fields: list[Any]) -> logging.LogRecord:
-        # The common record (no traceback, stack, task or extras) in one type comparison;
-        # anything else takes the full path.
-        if (
-            len(fields) != 21  # the kind and 20 fields
-            or tuple(map(type, fields[1:])) != _COMMON_TYPES
-            or not (_CREATED_MIN <= fields[10] <= _CREATED_MAX)
-            or not (math.isfinite(fields[11]) and math.isfinite(fields[12]))
-        ):
-            return original(fields)
-        record: logging.LogRecord = record_new(logging.LogRecord)
-        attrs = record.__dict__
-        attrs.update(zip(_PLAIN_NAMES, fields[1:19], strict=True))
-        attrs["args"] = None
-        attrs["exc_info"] = None
-        return record
-
-    _wire.decode_record = decode_record  # the writer looks it up on the module per frame
-
-
-PATCHES = {"batchflush": batchflush, "asctime": asctime, "sndbuf": sndbuf, "decode": decode}
+PATCHES = {"batchflush": batchflush, "asctime": asctime, "sndbuf": sndbuf}
 
 
 def apply(names: str) -> None:

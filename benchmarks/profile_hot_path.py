@@ -3,13 +3,17 @@
 Usage::
 
     python benchmarks/profile_hot_path.py            # ~1 minute; prints a table
-    PYTHONPATH=/tmp/lf-head/src python benchmarks/profile_hot_path.py   # a pinned logfunnel
+    PYTHONPATH=/tmp/lf-head/src python benchmarks/profile_hot_path.py   # pinned, protocol 2+
 
 Worker side: ``Logger.info -> FunnelHandler.emit -> Encoder.record -> sendall``.
 Writer side: ``recv -> FrameReader.feed -> decode_record -> Logger.handle ->
 FileHandler (format, write, flush)``.  Each line is the best of 5 timings, in µs of
 CPU per record; "what if" lines time a change that is *not* in logfunnel, built
 here from public pieces, so its gain can be weighed before anyone edits src/.
+Records come from one call site in one thread: after the first, a connection
+sends RECORD frames only (their site and thread were defined once, protocol 2),
+which is what the per-record lines time; one line times a record that must
+define its site and thread (the first on a new connection).
 For whole-run profiles use py-spy (``py-spy record -f raw --subprocesses --
 python benchmarks/_one.py --system logfunnel-process --procs 2 --n 100000 --dir /tmp``).
 """
@@ -104,22 +108,19 @@ def worker_side(tmp: str) -> None:
 
     record = make_record(logger)
     enc = _wire.Encoder()
-    frame = enc.record(record)
-    row(f"Encoder.record(record) ({len(frame)}-byte frame)", best_us(lambda: enc.record(record),
-                                                                   50_000))
-    # What if: constant per-process fields (pathname, filename, module, process, processName,
-    # threadName, thread) went once in HELLO and each record carried only what varies.
-    packer = msgpack.Packer(use_bin_type=True, autoreset=True)
-    header = _wire.HEADER
+    first = enc.record(record)  # with the SITE and THREAD frames defining its ids
+    frame = enc.record(record)  # what every later record from that site and thread costs
+    row(f"Encoder.record(record) ({len(frame)}-byte RECORD frame)",
+        best_us(lambda: enc.record(record), 50_000))
 
-    def lean() -> bytes:
-        msg = record.getMessage()
-        payload = packer.pack([1, record.name, record.levelno, msg, record.lineno,
-                               record.funcName, record.created, record.msecs])
-        return header.pack(len(payload)) + payload
+    def define_and_record() -> bytes:
+        enc.reset()
+        return enc.record(record)
 
-    row(f"  what if: lean frame, varying fields only ({len(lean())} bytes)",
-        best_us(lean, 50_000))
+    row(f"  ... on a new connection (+ SITE and THREAD: {len(first)} bytes)",
+        best_us(define_and_record, 50_000))
+    enc.reset()
+    enc.record(record)  # defined again: what send_record below sends is the lean frame
 
     parent, child = socket.socketpair()
     proc = multiprocessing.get_context("fork").Process(
@@ -133,6 +134,7 @@ def worker_side(tmp: str) -> None:
 
     conn = _handler.Connection("unix:/nonexistent", Options())
     conn._sock = parent  # a connected socket: send_record takes the hot path
+    conn.send_record(record)  # defines the site and thread, as a first record does
     row("Connection.send_record(record) (lock + encode + sendall)",
         best_us(lambda: conn.send_record(record), 50_000))
     fhandler = _handler.FunnelHandler()
@@ -147,15 +149,26 @@ def worker_side(tmp: str) -> None:
 
 
 def frames_for(n: int) -> tuple[bytes, list[bytes]]:
+    """Return what one connection sends for ``n`` records, and each frame on its own.
+
+    The first record brings the SITE and THREAD frames that define its ids.
+    """
     logger = logging.getLogger("bench")
     enc = _wire.Encoder()
-    frames = []
+    sent = []
     for j in range(n):
         rec = logger.makeRecord("bench", logging.INFO, __file__, 1, "task %d step %d value=%s",
                                 (3, j, PAYLOAD), None, "f")
         rec.processName = "w3"
-        frames.append(enc.record(rec))
-    return b"".join(frames), frames
+        sent.append(enc.record(rec))
+    blob = b"".join(sent)
+    frames = []
+    offset = 0
+    while offset < len(blob):
+        (size,) = _wire.HEADER.unpack_from(blob, offset)
+        frames.append(blob[offset : offset + _wire.HEADER_SIZE + size])
+        offset += _wire.HEADER_SIZE + size
+    return blob, frames
 
 
 def writer_side(tmp: str) -> None:
@@ -174,7 +187,7 @@ def writer_side(tmp: str) -> None:
 
     row("FrameReader.feed (64 KB chunks; header + msgpack.unpackb per frame)",
         best_us(feed_all, 1) / n)
-    payloads = [f[4:] for f in frames]
+    payloads = [f[_wire.HEADER_SIZE :] for f in frames]
 
     def unpackb_all() -> None:
         for p in payloads:
@@ -193,14 +206,14 @@ def writer_side(tmp: str) -> None:
 
     row("  what if: a streaming msgpack.Unpacker per connection", best_us(unpacker_all, 1) / n)
     fields = feed_all()
-    row("decode_record(fields) (type checks + LogRecord)",
-        best_us(lambda: [_wire.decode_record(f) for f in fields], 1) / n)
-    records = [_wire.decode_record(f) for f in fields]
-    original_decode = _wire.decode_record
-    _patches.decode()  # what if: one type comparison and one dict.update for a common record
-    row("  what if: decode_record fast path (_patches.decode)",
-        best_us(lambda: [_wire.decode_record(f) for f in fields], 1) / n)
-    _wire.decode_record = original_decode
+    tables = _wire.Tables()  # the writer's per-connection definitions
+    for f in fields:
+        if f[0] in (_wire.SITE, _wire.THREAD):
+            tables.define(f)
+    fields = [f for f in fields if f[0] == _wire.RECORD]
+    row("decode_record(fields, tables) (type checks + id lookups + LogRecord)",
+        best_us(lambda: [_wire.decode_record(f, tables) for f in fields], 1) / n)
+    records = [_wire.decode_record(f, tables) for f in fields]
 
     root = logging.getLogger()
     root.setLevel(logging.INFO)
@@ -256,7 +269,7 @@ def writer_side(tmp: str) -> None:
 
     # recv: a 256 KB buffer per call, as Writer._read does, vs recv_into a reused buffer.
     a, b = socket.socketpair()
-    frame = frames[0]
+    frame = frames[-1]  # a RECORD frame (frames[0] and [1] define its site and thread)
 
     def recv_fresh() -> None:
         a.sendall(frame)

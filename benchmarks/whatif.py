@@ -18,7 +18,7 @@ from typing import Any
 
 from run import fmt_num, run_jobs, summarize
 
-VARIANTS = ("", "batchflush", "asctime", "decode", "sndbuf", "batchflush,asctime,decode,sndbuf")
+VARIANTS = ("", "batchflush", "asctime", "sndbuf", "batchflush,asctime,sndbuf")
 
 
 def main(argv: list[str] | None = None) -> int:

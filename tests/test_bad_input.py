@@ -355,8 +355,11 @@ def test_json_sink_writes_strict_json_for_non_finite_extras() -> None:
 
     record = logging.LogRecord("bad.input", logging.INFO, __file__, 1, "non-finite", None, None)
     record.__dict__.update(x_nan=math.nan, x_inf=math.inf, x_list=[-math.inf])
-    (fields,) = _wire.FrameReader().feed(_wire.Encoder().record(record))
-    line = JsonFormatter().format(_wire.decode_record(fields))
+    tables = _wire.Tables()
+    *definitions, fields = _wire.FrameReader().feed(_wire.Encoder().record(record))
+    for definition in definitions:  # the record's SITE and THREAD frames
+        tables.define(definition)
+    line = JsonFormatter().format(_wire.decode_record(fields, tables))
     assert "\n" not in line
     obj = _strict_json(line)
     assert obj["message"] == "non-finite"

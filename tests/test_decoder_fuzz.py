@@ -218,10 +218,26 @@ def frame(fields: Any) -> bytes:
     return struct.pack(">I", len(payload)) + payload
 
 
-def valid_record_fields(message: str = "valid") -> list[Any]:
-    """Return the fields of a well-formed RECORD frame."""
+def valid_record_bytes(message: str = "valid") -> bytes:
+    """Return what a new connection sends for one record: its SITE, THREAD and RECORD frames."""
     record = logging.LogRecord("fuzz.valid", logging.INFO, __file__, 1, message, None, None)
-    return list(_wire.FrameReader().feed(_wire.Encoder().record(record))[0])
+    return _wire.Encoder().record(record)
+
+
+def valid_frames(message: str = "valid") -> list[list[Any]]:
+    """Return the arrays of ``valid_record_bytes``: a SITE, a THREAD and a RECORD."""
+    frames = [list(fields) for fields in _wire.FrameReader().feed(valid_record_bytes(message))]
+    assert [fields[0] for fields in frames] == [_wire.SITE, _wire.THREAD, _wire.RECORD]
+    return frames
+
+
+def valid_record_fields(message: str = "valid") -> list[Any]:
+    """Return the fields of a well-formed RECORD frame naming site 0 and thread 0."""
+    return valid_frames(message)[-1]
+
+
+#: The SITE and THREAD frames that define site 0 and thread 0 on a connection.
+DEFINITIONS = b"".join(frame(fields) for fields in valid_frames()[:2])
 
 
 # -- strategies -------------------------------------------------------------------------
@@ -243,20 +259,47 @@ values = st.recursive(
     | st.dictionaries(st.text(max_size=8) | st.binary(max_size=4) | small_ints, children, max_size=4),
     max_leaves=12,
 )
-kinds = st.integers(min_value=-3, max_value=12)
+kinds = st.integers(min_value=-3, max_value=14)
+# Site and thread ids: the ones a connection can define, and a few just outside.
+ids = st.integers(min_value=-2, max_value=_wire.TABLE_SIZE + 1)
 
 
 @st.composite
 def record_with_one_wrong_field(draw: st.DrawFn) -> bytes:
-    """Draw a valid RECORD frame with one field replaced by an arbitrary value."""
+    """Draw a valid RECORD frame with one field replaced, after its definitions or not."""
     fields = valid_record_fields()
     fields[draw(st.integers(min_value=0, max_value=len(fields) - 1))] = draw(values)
+    return (DEFINITIONS if draw(st.booleans()) else b"") + frame(fields)
+
+
+@st.composite
+def record_naming_any_ids(draw: st.DrawFn) -> bytes:
+    """Draw a valid RECORD frame naming site and thread ids that may never have been defined."""
+    fields = valid_record_fields()
+    fields[8] = draw(ids)  # site
+    fields[9] = draw(ids)  # thread
+    return (DEFINITIONS if draw(st.booleans()) else b"") + frame(fields)
+
+
+@st.composite
+def definition_with_one_wrong_field(draw: st.DrawFn) -> bytes:
+    """Draw a valid SITE or THREAD frame with its id or one field replaced, or cut, or extended."""
+    fields = valid_frames()[draw(st.integers(min_value=0, max_value=1))]
+    change = draw(st.sampled_from(["id", "field", "shorter", "longer"]))
+    if change == "id":
+        fields[1] = draw(ids | values)
+    elif change == "field":
+        fields[draw(st.integers(min_value=2, max_value=len(fields) - 1))] = draw(values)
+    elif change == "shorter":
+        fields.pop()
+    else:
+        fields.append(draw(values))
     return frame(fields)
 
 
 @st.composite
 def truncated_record(draw: st.DrawFn) -> bytes:
-    """Draw a valid RECORD frame cut short (a peer that died mid-send)."""
+    """Draw a valid record with its definitions cut short (a peer that died mid-send)."""
     whole = _wire.Encoder().record(
         logging.LogRecord("fuzz.cut", logging.INFO, __file__, 1, draw(st.text()), None, None)
     )
@@ -266,14 +309,21 @@ def truncated_record(draw: st.DrawFn) -> bytes:
 pieces = st.one_of(
     st.binary(min_size=1, max_size=2000),
     st.tuples(kinds, st.lists(values, max_size=24)).map(lambda t: frame([t[0], *t[1]])),
-    st.lists(values, min_size=20, max_size=20).map(lambda v: frame([_wire.RECORD, *v])),
+    st.lists(values, min_size=13, max_size=13).map(lambda v: frame([_wire.RECORD, *v])),
+    st.tuples(st.sampled_from([_wire.SITE, _wire.THREAD]), ids, st.lists(values, max_size=6)).map(
+        lambda t: frame([t[0], t[1], *t[2]])
+    ),
     record_with_one_wrong_field(),
+    record_naming_any_ids(),
+    definition_with_one_wrong_field(),
     values.map(frame),
     st.integers(min_value=LIMIT + 1, max_value=2**32 - 1).map(lambda n: struct.pack(">I", n)),
     truncated_record(),
     st.just(frame([_wire.RECORD, msgpack.ExtType(3, b"ext")])),
     st.just(frame([_wire.HELLO, _wire.PROTOCOL_VERSION, 2**40, "x" * 1000])),
-    st.just(frame(valid_record_fields("[fuzz-valid-in-attack]"))),
+    st.just(frame([_wire.HELLO, 1, 7, "protocol 1"])),  # refused: the rest is not read
+    st.just(DEFINITIONS),
+    st.just(valid_record_bytes("[fuzz-valid-in-attack]")),
 )
 
 
@@ -325,7 +375,9 @@ def test_each_kind_of_bad_frame_is_counted_and_reported(writer_host: WriterHost)
     writer_host.raw_send([struct.pack(">I", 2**32 - 1)])  # bad 1: oversized prefix
     writer_host.raw_send([b"\x00\x00\x00\x02\xc1\xc1"])  # bad 2: not msgpack
     writer_host.raw_send([frame({"not": "an array"})])  # bad 3: not an array
-    writer_host.raw_send([frame(bad_record), frame(valid_record_fields("[after-bad-record]"))])
+    writer_host.raw_send(
+        [DEFINITIONS, frame(bad_record), frame(valid_record_fields("[after-bad-record]"))]
+    )
     writer_host.raw_send([frame([99, "unknown kind"])])  # bad 5
     whole = frame(valid_record_fields("[never-whole]"))
     writer_host.raw_send([whole[: len(whole) // 2]])  # cut 1
@@ -339,6 +391,35 @@ def test_each_kind_of_bad_frame_is_counted_and_reported(writer_host: WriterHost)
     assert "record field levelno has type str" in text
     assert "[after-bad-record]" in text  # a bad record does not end its connection
     assert "[never-whole]" not in text
+
+
+def test_bad_definitions_and_undefined_ids_are_counted_and_reported(
+    writer_host: WriterHost,
+) -> None:
+    """A malformed SITE or THREAD frame, or a record naming an undefined id, is counted and reported.
+
+    None of them ends the connection: a record sent after them on it lands.
+    """
+    writer_host.prove_alive()
+    before = writer_host.stats()
+    site, thread, _ = valid_frames()
+    site[1] = _wire.TABLE_SIZE  # id out of range
+    thread[3] = 5  # threadName an int
+    undefined = valid_record_fields("[undefined-site]")
+    undefined[8] = 7  # site 7: never defined on this connection
+    writer_host.raw_send(
+        [frame(site), frame(thread), frame(undefined), valid_record_bytes("[after-bad-definitions]")]
+    )
+    text = writer_host.wait_for_log("[after-bad-definitions]")
+    after = writer_host.stats()
+    assert after["bad_frames"] - before["bad_frames"] == 3
+    assert text.count("discarded a malformed frame") == 2
+    assert f"definition id {_wire.TABLE_SIZE} outside 0..{_wire.TABLE_SIZE - 1}" in text
+    assert f"malformed definition frame of kind {_wire.THREAD}" in text
+    assert "discarded a malformed record" in text
+    assert "undefined site (7)" in text
+    assert "[undefined-site]" not in text
+    assert "dropped the connection" not in text
 
 
 def test_oversized_frames_are_refused_without_allocating(writer_host: WriterHost) -> None:
@@ -368,7 +449,7 @@ def test_oversized_frames_are_refused_without_allocating(writer_host: WriterHost
 
 def test_half_sent_frames_on_open_connections_do_not_block_others(writer_host: WriterHost) -> None:
     """Peers that stop mid-frame and stay connected delay no one; the barrier still answers."""
-    whole = frame(valid_record_fields("[stalled]"))
+    whole = valid_record_bytes("[stalled]")  # cut in its definitions or in its record
     stalled = [
         writer_host.raw_send([whole[:cut]], keep_open=True) for cut in (1, 3, 4, 5, len(whole) - 1)
     ]

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import msgpack
 import pytest
 
 from conftest import child_env, read_lines, run_python
+from logfunnel import _wire
 
 # The installing program: listens on TCP too, prints its addresses, then waits
 # (bounded) for the test to say "done" on stdin; then reports its stats.
@@ -116,6 +120,49 @@ def _raw_peer(address: str, payload: bytes) -> bytes:
     )
     proc = run_python("-c", code, address, payload.hex())
     return bytes.fromhex(proc.stdout)
+
+
+def _frame(fields: object) -> bytes:
+    """Return a frame of ``fields`` (header and msgpack payload)."""
+    payload = msgpack.packb(fields)
+    return len(payload).to_bytes(4, "big") + payload
+
+
+@pytest.mark.parametrize("host", ["thread", "process"])
+def test_peer_speaking_another_protocol_version_is_refused(tmp_path: Path, host: str) -> None:
+    """A peer whose HELLO says protocol 1 (or 3) is refused with an ERROR naming both versions; others log on."""
+    server = Server(tmp_path, host)
+    try:
+        path = server.addresses["unix"].removeprefix("unix:")
+        for version in (1, 3):
+            # A protocol 1 record (every field inline) follows the HELLO in the same write.
+            old_record = [
+                _wire.RECORD, "old", 20, "INFO", f"[protocol-{version} record]", "p", "f", "m",
+                1, "fn", 1.0, 0.0, 0.0, 1, "t", 4242, "old", None, None, None, None,
+            ]  # fmt: skip
+            hello = [_wire.HELLO, version, 4242 + version, f"old-peer-{version}"]
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(30)
+                sock.connect(path)
+                sock.sendall(_frame(hello) + _frame(old_record))
+                # The writer answers nothing and closes the connection (RST: our record unread).
+                with contextlib.suppress(ConnectionResetError):
+                    assert sock.recv(4096) == b""
+        run_python("-c", REMOTE, env=child_env(LOGFUNNEL_ADDRESS=server.addresses["unix"]))
+    finally:
+        stats = server.finish()
+    lines = read_lines(server.log)
+    refusals = [line for line in lines if line.level == "ERROR"]
+    assert [(line.process, line.logger) for line in refusals] == [("logfunnel-writer", "logfunnel")] * 2
+    for line, version in zip(refusals, (1, 3), strict=True):
+        assert line.message.startswith(f"refused process {4242 + version} (old-peer-{version}): ")
+        assert f"it speaks logfunnel protocol [{version}]" in line.message
+        assert f"this writer [{_wire.PROTOCOL_VERSION}]" in line.message
+    assert "discarded" not in server.log.read_text()  # nothing after a refused HELLO is read
+    messages = [line.message for line in lines if line.logger == "root"]
+    assert messages == [f"rec remote {i} pc={i}" for i in range(200)]
+    assert stats["bad_frames"] == 2
+    assert stats["records"] == 200
 
 
 def test_garbage_and_huge_frames_are_refused_before_decoding(tmp_path: Path) -> None:

@@ -51,16 +51,52 @@ def make_record(
     return record
 
 
-def roundtrip(record: logging.LogRecord, frame_limit: int = _wire.DEFAULT_FRAME_LIMIT) -> Any:
-    """Encode, frame, read back and decode one record; return the rebuilt record."""
-    frame = _wire.Encoder(frame_limit).record(record)
-    assert len(frame) - _wire.HEADER_SIZE <= frame_limit
+def table_text_limit(frame_limit: int = _wire.DEFAULT_FRAME_LIMIT) -> int:
+    """Return how many characters of a site's or thread's text travel under ``frame_limit``."""
+    return max(16, min(_wire.TABLE_TEXT_LIMIT, frame_limit // 32))
+
+
+def split_frames(data: bytes, frame_limit: int = _wire.DEFAULT_FRAME_LIMIT) -> list[list[Any]]:
+    """Split the bytes of one or more frames into their arrays, each payload within the limit."""
+    offset = 0
+    while offset < len(data):
+        (size,) = _wire.HEADER.unpack_from(data, offset)
+        assert size <= frame_limit, f"a frame of {size} bytes exceeds the limit {frame_limit}"
+        offset += _wire.HEADER_SIZE + size
+    assert offset == len(data), "the bytes end in the middle of a frame"
     reader = _wire.FrameReader(frame_limit)
-    frames = reader.feed(frame)
-    assert len(frames) == 1
+    frames = reader.feed(data)
     assert reader.pending == 0
-    assert frames[0][0] == _wire.RECORD
-    return _wire.decode_record(frames[0])
+    return frames
+
+
+def decode_frames(frames: list[list[Any]], tables: _wire.Tables) -> list[logging.LogRecord]:
+    """Handle frames as the writer does: definitions into ``tables``, RECORDs decoded."""
+    records = []
+    for fields in frames:
+        if fields[0] in (_wire.SITE, _wire.THREAD):
+            tables.define(fields)
+        else:
+            assert fields[0] == _wire.RECORD, fields
+            records.append(_wire.decode_record(fields, tables))
+    return records
+
+
+def kinds_of(data: bytes) -> list[int]:
+    """Return the kind of every frame in ``data``."""
+    return [fields[0] for fields in split_frames(data)]
+
+
+def roundtrip(record: logging.LogRecord, frame_limit: int = _wire.DEFAULT_FRAME_LIMIT) -> Any:
+    """Encode, frame, read back and decode one record; return the rebuilt record.
+
+    A new encoder's first record comes as a SITE, a THREAD and a RECORD frame,
+    each within the frame limit.
+    """
+    frames = split_frames(_wire.Encoder(frame_limit).record(record), frame_limit)
+    assert [fields[0] for fields in frames] == [_wire.SITE, _wire.THREAD, _wire.RECORD]
+    (decoded,) = decode_frames(frames, _wire.Tables())
+    return decoded
 
 
 def backslashed(text: str) -> str:
@@ -96,7 +132,7 @@ def format_both(record: logging.LogRecord) -> tuple[str, str]:
 
 
 def test_every_allow_listed_field_round_trips() -> None:
-    """Every field in RECORD_FIELDS arrives with the value the sender's record had."""
+    """Every field in LOGRECORD_FIELDS, and every extra, arrives with the sender's value."""
     try:
         raise ValueError("boom")  # noqa: TRY301 - an exception with a real traceback
     except ValueError:
@@ -108,11 +144,11 @@ def test_every_allow_listed_field_round_trips() -> None:
     expected = dict(record.__dict__)
     expected["msg"] = record.getMessage()
     expected["exc_text"] = logging.Formatter().formatException(exc_info)
-    for name in _wire.RECORD_FIELDS:
-        if name == "extra":
-            assert decoded.__dict__["custom"] == record.__dict__["custom"]
-        else:
-            assert getattr(decoded, name) == expected[name], name
+    assert len(set(_wire.LOGRECORD_FIELDS)) == len(_wire.LOGRECORD_FIELDS)
+    assert set(_wire.LOGRECORD_FIELDS) <= set(record.__dict__)
+    for name in _wire.LOGRECORD_FIELDS:
+        assert getattr(decoded, name) == expected[name], name
+    assert decoded.__dict__["custom"] == record.__dict__["custom"]
     assert decoded.args is None
     assert decoded.exc_info is None
     assert "ValueError: boom" in decoded.exc_text
@@ -378,13 +414,20 @@ def test_record_too_large_even_when_cut_becomes_a_minimal_record() -> None:
     assert cut.msg == "hello world"
     assert CUT_MARKER.match(cut.name) is not None
     assert cut.name.startswith("n" * 64 + "... [logfunnel: ")
+    # funcName travels in the SITE frame, cut to the table text limit (128 characters here).
+    assert cut.funcName.startswith("f" * table_text_limit(4096) + "... [logfunnel: ")
     format_both(cut)
+    for key in ("msg", "exc_text", "stack_info", "taskName", "extra_text"):
+        record.__dict__[key] = "t" * 100_000  # the texts of the RECORD frame itself
     for key in ("pathname", "filename", "module", "threadName", "processName"):
-        record.__dict__[key] = "z" * 100_000
+        record.__dict__[key] = "z" * 100_000  # in SITE and THREAD frames
+    record.args = None
     minimal = roundtrip(record, frame_limit=600)
     assert minimal.msg == _wire.TOO_LARGE_MESSAGE
     assert minimal.name.startswith("n" * 100)
     assert minimal.levelno == logging.INFO
+    for key in ("pathname", "filename", "module", "threadName", "processName"):
+        assert getattr(minimal, key).startswith("z" * table_text_limit(600) + "... [logfunnel: ")
     format_both(minimal)
 
 
@@ -533,8 +576,8 @@ def test_any_record_round_trips_or_degrades_to_a_documented_form(
             check_degraded(original, received, limit)
     if func is None:
         assert decoded.funcName is None
-    else:
-        check_degraded(func, decoded.funcName, 10**9)
+    else:  # in the SITE frame, cut to the table text limit
+        check_degraded(func, decoded.funcName, table_text_limit(frame_limit))
     cut_extras = "logfunnel_extra_cut" in decoded.__dict__
     for key, value in extra.items():
         if cut_extras:
@@ -658,15 +701,16 @@ def test_split_at_every_byte_boundary_yields_the_same_frames(arrays: list[list[A
 
 
 def test_records_split_at_every_byte_boundary() -> None:
-    """Three real RECORD frames split at every boundary decode to the same three records."""
+    """Three real records (with their definitions) split at every boundary decode the same."""
     encoder = _wire.Encoder()
     stream = b"".join(
         encoder.record(make_record(f"record {i} %s", ("ü\n",), extra={"i": i})) for i in range(3)
     )
+    assert kinds_of(stream) == [_wire.SITE, _wire.THREAD, *[_wire.RECORD] * 3]
     for split in range(len(stream) + 1):
         reader = _wire.FrameReader()
         frames = reader.feed(stream[:split]) + reader.feed(stream[split:])
-        assert [_wire.decode_record(f).getMessage() for f in frames] == [
+        assert [r.getMessage() for r in decode_frames(frames, _wire.Tables())] == [
             f"record {i} ü\n" for i in range(3)
         ]
 
@@ -776,7 +820,7 @@ def test_garbage_payloads_raise_frame_error_only(payload: bytes) -> None:
         return
     assert len(frames) == 1
     with pytest.raises(_wire.FrameError):
-        _wire.decode_record(frames[0])
+        _wire.decode_record(frames[0], _wire.Tables())
 
 
 @PROPERTY
@@ -789,18 +833,31 @@ def test_garbage_never_raises_anything_but_frame_error(data: bytes, limit: int) 
     except _wire.FrameError:
         return
     assert reader.pending <= max(len(data), 0)
+    tables = _wire.Tables()
     for fields in frames:
         assert type(fields) is list
         assert type(fields[0]) is int
-        _decode_and_format(fields)
+        _handle_and_format(fields, tables)
 
 
-def _decode_and_format(fields: list[Any]) -> None:
-    """Decode a RECORD frame; if it decodes, both stock formatters must render it."""
+def _handle_and_format(fields: list[Any], tables: _wire.Tables) -> None:
+    """Handle a frame as the writer does; a record that decodes must render in both sinks.
+
+    A SITE or THREAD frame either defines its id (below ``TABLE_SIZE``) or
+    raises ``FrameError``; a RECORD either decodes or raises ``FrameError``.
+    """
     try:
-        record = _wire.decode_record(fields)
+        if fields[0] in (_wire.SITE, _wire.THREAD):
+            tables.define(fields)
+            assert 0 <= fields[1] < _wire.TABLE_SIZE
+            return
+        if fields[0] != _wire.RECORD:
+            return
+        record = _wire.decode_record(fields, tables)
     except _wire.FrameError:
         return
+    assert fields[8] in tables.sites
+    assert fields[9] in tables.threads
     format_both(record)
 
 
@@ -813,17 +870,50 @@ field_values = st.one_of(
 )
 
 
+def defined_tables() -> _wire.Tables:
+    """Return the tables of a connection that defined site 0 and thread 0."""
+    tables = _wire.Tables()
+    tables.define([_wire.SITE, 0, "p", "f", "mod", 1, "fn"])
+    tables.define([_wire.THREAD, 0, 1, "t", 2, "proc"])
+    return tables
+
+
+def record_fields(**values: Any) -> list[Any]:
+    """Return a well-formed RECORD frame naming site 0 and thread 0, with ``values`` changed."""
+    fields = dict(
+        zip(
+            _wire.RECORD_FIELDS,
+            ("n", 20, "INFO", "m", 1.0, 0.0, 0.0, 0, 0, None, None, None, None),
+            strict=True,
+        )
+    )
+    fields.update(values)
+    return [_wire.RECORD, *fields.values()]
+
+
+def pack_and_read(fields: list[Any]) -> list[Any]:
+    """Pack ``fields`` as any peer could (even invalid UTF-8) and read them back as the writer."""
+    payload = msgpack.Packer(use_bin_type=True, unicode_errors="surrogatepass").pack(fields)
+    (read,) = _wire.FrameReader().feed(struct.pack(">I", len(payload)) + payload)
+    return list(read)
+
+
+ids = st.integers(min_value=-2, max_value=3) | field_values
+
+
 @PROPERTY
 @given(
-    values=st.lists(field_values, min_size=19, max_size=22),
+    values=st.lists(field_values, min_size=10, max_size=13),
+    site=ids,
+    thread=ids,
     extra=st.none() | st.dictionaries(st.text(max_size=12), plain_values, max_size=4),
     ext=st.booleans(),
 )
 def test_valid_looking_records_with_wrong_types_raise_frame_error_or_format(
-    values: list[Any], extra: dict[str, Any] | None, ext: bool
+    values: list[Any], site: Any, thread: Any, extra: dict[str, Any] | None, ext: bool
 ) -> None:
     """A RECORD frame with arbitrary field values decodes only if every sink can format it."""
-    fields = [_wire.RECORD, *values[:19], extra, *values[19:]]
+    fields = [_wire.RECORD, *values[:7], site, thread, *values[7:10], extra, *values[10:]]
     packer = msgpack.Packer(use_bin_type=True, unicode_errors="surrogatepass")
     payload = packer.pack(fields)
     if ext:
@@ -832,56 +922,431 @@ def test_valid_looking_records_with_wrong_types_raise_frame_error_or_format(
         frames = _wire.FrameReader().feed(struct.pack(">I", len(payload)) + payload)
     except _wire.FrameError:
         return
+    tables = defined_tables()
+    tables.define([_wire.SITE, 1, "", "", "", 0, None])
+    tables.define([_wire.THREAD, 2, None, None, None, None])
     for decoded in frames:
-        _decode_and_format(decoded)
+        _handle_and_format(decoded, tables)
 
 
-def test_well_formed_record_frame_with_every_type_right_decodes() -> None:
-    """A hand-built RECORD frame with exactly the declared types decodes and formats."""
-    fields = [
-        _wire.RECORD, "n", 20, "INFO", "m", "p", "f", "mod", 1, None, 1.0, 0.0, 0.0,
-        None, None, None, None, None, None, None, {"k": [b"v", {"x": None}]},
+# The types each field of a SITE or THREAD frame must have (ints within 64 bits).
+_DEFINITION_TYPES: dict[str, tuple[type, ...]] = {
+    "pathname": (str,),
+    "filename": (str,),
+    "module": (str,),
+    "lineno": (int,),
+    "funcName": (str, type(None)),
+    "thread": (int, type(None)),
+    "threadName": (str, type(None)),
+    "process": (int, type(None)),
+    "processName": (str, type(None)),
+}
+_int64s = st.integers(min_value=-(2**63), max_value=2**64 - 1)
+_definition_values = {
+    "pathname": st.text(),
+    "filename": st.text(),
+    "module": st.text(),
+    "lineno": _int64s,
+    "funcName": st.none() | st.text(),
+    "thread": st.none() | _int64s,
+    "threadName": st.none() | st.text(),
+    "process": st.none() | _int64s,
+    "processName": st.none() | st.text(),
+}
+
+
+@st.composite
+def definition_frames(draw: st.DrawFn) -> list[Any]:
+    """Draw a SITE or THREAD frame: well-formed, or with one thing wrong (type, id, length)."""
+    kind = draw(st.sampled_from([_wire.SITE, _wire.THREAD]))
+    names = _wire.SITE_FIELDS if kind == _wire.SITE else _wire.THREAD_FIELDS
+    values = [draw(_definition_values[name]) for name in names]
+    ident: Any = draw(st.integers(min_value=-2, max_value=_wire.TABLE_SIZE + 1))
+    flaw = draw(st.sampled_from(["none", "value", "id", "length"]))
+    if flaw == "value":
+        values[draw(st.integers(0, len(values) - 1))] = draw(field_values)
+    elif flaw == "id":
+        ident = draw(field_values)
+    elif flaw == "length":
+        if draw(st.booleans()):
+            values.pop()
+        else:
+            values.append(draw(field_values))
+    return [kind, ident, *values]
+
+
+@PROPERTY
+@given(fields=definition_frames())
+def test_definition_frames_define_exactly_when_well_formed(fields: list[Any]) -> None:
+    """A SITE or THREAD frame defines its entry iff its types, length and id are right.
+
+    A refused one raises FrameError and leaves the tables as they were; a
+    defined one is what a record naming it arrives with, and both sinks format it.
+    """
+    fields = pack_and_read(fields)
+    kind, ident, values = fields[0], fields[1], fields[2:]
+    names = _wire.SITE_FIELDS if kind == _wire.SITE else _wire.THREAD_FIELDS
+    well_formed = (
+        type(ident) is int
+        and 0 <= ident < _wire.TABLE_SIZE
+        and len(values) == len(names)
+        and all(type(v) in _DEFINITION_TYPES[n] for n, v in zip(names, values, strict=False))
+    )
+    tables = defined_tables()
+    before = (dict(tables.sites), dict(tables.threads))
+    if not well_formed:
+        with pytest.raises(_wire.FrameError):
+            tables.define(fields)
+        assert (tables.sites, tables.threads) == before
+        return
+    tables.define(fields)
+    site, thread = (ident, 0) if kind == _wire.SITE else (0, ident)
+    record = _wire.decode_record(record_fields(site=site, thread=thread), tables)
+    for name, value in zip(names, values, strict=True):
+        assert getattr(record, name) == value, name
+    format_both(record)
+
+
+def test_well_formed_frames_with_every_type_right_decode() -> None:
+    """Hand-built SITE, THREAD and RECORD frames with exactly the declared types decode and format."""
+    last = _wire.TABLE_SIZE - 1
+    arrays = [
+        [_wire.SITE, 0, "p", "f", "mod", 1, None],
+        [_wire.THREAD, last, None, None, None, None],
+        [
+            _wire.RECORD, "n", 20, "INFO", "m", 1.0, 0.0, 0.0, 0, last,
+            None, None, None, {"k": [b"v", {"x": None}]},
+        ],
     ]  # fmt: skip
-    payload = msgpack.packb(fields)
-    (decoded,) = _wire.FrameReader().feed(struct.pack(">I", len(payload)) + payload)
-    record = _wire.decode_record(decoded)
+    stream = b"".join(struct.pack(">I", len(p)) + p for p in map(msgpack.packb, arrays))
+    (record,) = decode_frames(_wire.FrameReader().feed(stream), _wire.Tables())
     assert record.__dict__["k"] == [b"v", {"x": None}]
+    assert [getattr(record, name) for name in _wire.SITE_FIELDS] == ["p", "f", "mod", 1, None]
+    assert [getattr(record, name) for name in _wire.THREAD_FIELDS] == [None] * 4
     format_both(record)
 
 
 @pytest.mark.parametrize(
-    ("index", "value"),
+    ("name", "value"),
     [
-        (10, math.nan),  # created
-        (10, 1e300),
-        (11, math.inf),  # msecs
-        (12, -math.inf),  # relativeCreated
-        (2, "20"),  # levelno
-        (4, None),  # msg
-        (20, [1, 2]),  # extra not a dict
+        ("created", math.nan),
+        ("created", 1e300),
+        ("msecs", math.inf),
+        ("relativeCreated", -math.inf),
+        ("levelno", "20"),
+        ("msg", None),
+        ("extra", [1, 2]),  # not a dict
+        ("site", "0"),  # ids are ints the encoder made
+        ("site", 0.0),
+        ("site", True),
+        ("thread", None),
+        ("thread", [0]),
     ],
 )
-def test_record_fields_out_of_type_or_range_raise_frame_error(index: int, value: Any) -> None:
+def test_record_fields_out_of_type_or_range_raise_frame_error(name: str, value: Any) -> None:
     """A RECORD frame with a wrong type or a time no formatter renders is refused."""
-    fields: list[Any] = [
+    tables = defined_tables()
+    _wire.decode_record(record_fields(), tables)  # the frame itself is fine
+    with pytest.raises(_wire.FrameError):
+        _wire.decode_record(record_fields(**{name: value}), tables)
+
+
+def test_record_frames_of_the_wrong_length_raise_frame_error() -> None:
+    """A RECORD with a field too many or too few, or a protocol 1 record, is refused."""
+    tables = defined_tables()
+    fields = record_fields()
+    protocol_1 = [
         _wire.RECORD, "n", 20, "INFO", "m", "p", "f", "mod", 1, "fn", 1.0, 0.0, 0.0,
         None, None, None, None, None, None, None, None,
     ]  # fmt: skip
-    fields[index] = value
-    with pytest.raises(_wire.FrameError):
-        _wire.decode_record(fields)
+    for bad in (fields[:-1], [*fields, None], protocol_1):
+        with pytest.raises(_wire.FrameError, match="fields, expected 13"):
+            _wire.decode_record(bad, tables)
 
 
 def test_extras_cannot_replace_standard_attributes_or_methods() -> None:
-    """Extras named msg, levelno or getMessage do not replace the record's own."""
-    fields: list[Any] = [
-        _wire.RECORD, "n", 20, "INFO", "the message", "p", "f", "mod", 1, "fn", 1.0, 0.0, 0.0,
-        None, None, None, None, None, None, None,
-        {"msg": "forged", "levelno": 50, "getMessage": 1, "__class__": "x", "ok": 2},
-    ]  # fmt: skip
-    record = _wire.decode_record(fields)
+    """Extras named msg, levelno, getMessage or a site or thread field do not replace the record's own."""
+    extra = {
+        "msg": "forged", "levelno": 50, "getMessage": 1, "__class__": "x", "ok": 2,
+        "pathname": "forged", "lineno": 99, "thread": 7, "processName": "forged",
+    }  # fmt: skip
+    record = _wire.decode_record(record_fields(msg="the message", extra=extra), defined_tables())
     assert record.getMessage() == "the message"
     assert record.levelno == 20
+    assert (record.pathname, record.lineno, record.thread, record.processName) == (
+        "p", 1, 1, "proc",
+    )  # fmt: skip
     assert type(record) is logging.LogRecord
     assert record.__dict__["ok"] == 2
     format_both(record)
+
+
+# -- sites and threads: defined once per connection -------------------------------------
+
+
+def test_more_sites_and_threads_than_a_table_holds_all_decode_right() -> None:
+    """Records from 2.5 x TABLE_SIZE call sites and threads, revisited, all decode right via one Tables."""
+    encoder = _wire.Encoder()
+    tables = _wire.Tables()
+    count = _wire.TABLE_SIZE * 5 // 2
+    order = [*range(count), *range(0, count, 7), *range(count - 1, -1, -13)]
+    sent: list[list[Any]] = []
+    for step, i in enumerate(order):
+        pathname = f"/src/pkg/mod{i % 10}.py"
+        record = logging.LogRecord("sites", logging.INFO, pathname, i, f"r{step}", None, None, "f")
+        record.thread = 10_000 + (i * 3) % (count + 1)
+        record.threadName = f"thread-{record.thread}"
+        frames = split_frames(encoder.record(record))
+        sent += frames
+        (decoded,) = decode_frames(frames, tables)
+        assert (decoded.msg, decoded.pathname, decoded.filename, decoded.lineno) == (
+            f"r{step}", pathname, f"mod{i % 10}.py", i,
+        )  # fmt: skip
+        assert (decoded.thread, decoded.threadName) == (record.thread, record.threadName)
+        assert decoded.process == record.process
+        assert len(tables.sites) <= _wire.TABLE_SIZE
+        assert len(tables.threads) <= _wire.TABLE_SIZE
+    sites = [fields for fields in sent if fields[0] == _wire.SITE]
+    threads = [fields for fields in sent if fields[0] == _wire.THREAD]
+    # Ids were reused; revisits of sites still in the encoder's table were not redefined.
+    assert count < len(sites) < len(order)
+    assert count < len(threads) < len(order)
+    assert {fields[1] for fields in sites + threads} == set(range(_wire.TABLE_SIZE))
+
+
+def test_a_site_and_a_thread_are_defined_once_per_connection() -> None:
+    """Thirty records from three call sites in two threads send three SITE and two THREAD frames."""
+    made: list[logging.LogRecord] = []
+
+    def log_from_sites() -> None:
+        for i in range(15):
+            record = make_record(f"r{i}", None)
+            record.lineno = 100 + i % 3
+            made.append(record)
+
+    log_from_sites()
+    other = threading.Thread(target=log_from_sites, name="second")
+    other.start()
+    other.join()
+    encoder = _wire.Encoder()
+    data = b"".join(encoder.record(record) for record in made)
+    kinds = kinds_of(data)
+    assert (kinds.count(_wire.SITE), kinds.count(_wire.THREAD)) == (3, 2)
+    assert kinds.count(_wire.RECORD) == 30
+    assert kinds[:3] == [_wire.SITE, _wire.THREAD, _wire.RECORD]  # a definition comes first
+    decoded = decode_frames(split_frames(data), _wire.Tables())
+    assert [(r.msg, r.lineno, r.threadName) for r in decoded] == [
+        (r.msg, r.lineno, r.threadName) for r in made
+    ]
+    assert {r.threadName for r in decoded} == {threading.current_thread().name, "second"}
+
+
+def test_after_reset_the_next_record_defines_its_site_and_thread_again() -> None:
+    """After reset() (a new connection) the next record comes with its definitions, ids from 0."""
+    encoder = _wire.Encoder()
+    first, other = make_record("first", None), make_record("other", None)
+    other.lineno = 43
+    assert kinds_of(encoder.record(first)) == [_wire.SITE, _wire.THREAD, _wire.RECORD]
+    assert kinds_of(encoder.record(other)) == [_wire.SITE, _wire.RECORD]
+    assert kinds_of(encoder.record(first)) == [_wire.RECORD]
+    encoder.reset()
+    again = split_frames(encoder.record(other))
+    assert [(fields[0], fields[1]) for fields in again[:2]] == [(_wire.SITE, 0), (_wire.THREAD, 0)]
+    (decoded,) = decode_frames(again, _wire.Tables())  # the new connection's writer knows nothing
+    assert (decoded.msg, decoded.lineno) == ("other", 43)
+
+
+def test_definitions_belong_to_their_connection() -> None:
+    """A record naming ids another connection defined is refused on this one."""
+    data = _wire.Encoder().record(make_record())
+    frames = split_frames(data)
+    decode_frames(frames, _wire.Tables())
+    with pytest.raises(_wire.FrameError, match="undefined"):
+        _wire.decode_record(frames[-1], _wire.Tables())
+
+
+def test_a_record_naming_an_undefined_id_raises_frame_error() -> None:
+    """A RECORD whose site or thread id was never defined (or only in the other table) is refused."""
+    tables = _wire.Tables()
+    with pytest.raises(_wire.FrameError, match=r"undefined site \(0\) or thread \(0\)"):
+        _wire.decode_record(record_fields(), tables)
+    tables.define([_wire.SITE, 0, "p", "f", "mod", 1, "fn"])
+    with pytest.raises(_wire.FrameError, match="undefined"):
+        _wire.decode_record(record_fields(), tables)  # the thread is still undefined
+    tables.define([_wire.THREAD, 5, 1, "t", 2, "proc"])
+    with pytest.raises(_wire.FrameError, match="undefined"):
+        _wire.decode_record(record_fields(site=5, thread=5), tables)  # 5 is a thread, not a site
+    for site, thread in ((1, 5), (0, 0), (-1, 5), (_wire.TABLE_SIZE, 5), (2**64 - 1, 5)):
+        with pytest.raises(_wire.FrameError, match="undefined"):
+            _wire.decode_record(record_fields(site=site, thread=thread), tables)
+    assert _wire.decode_record(record_fields(site=0, thread=5), tables).threadName == "t"
+
+
+_GOOD_SITE: list[Any] = [_wire.SITE, 0, "p", "f", "mod", 1, "fn"]
+_GOOD_THREAD: list[Any] = [_wire.THREAD, 0, 1, "t", 2, "proc"]
+
+
+def _changed(fields: list[Any], index: int, value: Any) -> list[Any]:
+    changed = list(fields)
+    changed[index] = value
+    return changed
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        pytest.param(_changed(_GOOD_SITE, 1, -1), id="site-id-minus-1"),
+        pytest.param(_changed(_GOOD_SITE, 1, _wire.TABLE_SIZE), id="site-id-table-size"),
+        pytest.param(_changed(_GOOD_SITE, 1, 2**64 - 1), id="site-id-huge"),
+        pytest.param(_changed(_GOOD_SITE, 1, "0"), id="site-id-str"),
+        pytest.param(_changed(_GOOD_SITE, 1, 0.0), id="site-id-float"),
+        pytest.param(_changed(_GOOD_SITE, 1, None), id="site-id-none"),
+        pytest.param(_changed(_GOOD_SITE, 2, None), id="pathname-none"),
+        pytest.param(_changed(_GOOD_SITE, 2, b"p"), id="pathname-bytes"),
+        pytest.param(_changed(_GOOD_SITE, 4, 3), id="module-int"),
+        pytest.param(_changed(_GOOD_SITE, 5, "1"), id="lineno-str"),
+        pytest.param(_changed(_GOOD_SITE, 5, 1.0), id="lineno-float"),
+        pytest.param(_changed(_GOOD_SITE, 5, True), id="lineno-bool"),
+        pytest.param(_changed(_GOOD_SITE, 5, None), id="lineno-none"),
+        pytest.param(_changed(_GOOD_SITE, 6, ["fn"]), id="funcname-list"),
+        pytest.param(_GOOD_SITE[:-1], id="site-too-short"),
+        pytest.param([*_GOOD_SITE, None], id="site-too-long"),
+        pytest.param([_wire.SITE], id="site-alone"),
+        pytest.param([_wire.SITE, *_GOOD_THREAD[1:]], id="site-with-thread-fields"),
+        pytest.param(_changed(_GOOD_THREAD, 1, -1), id="thread-id-minus-1"),
+        pytest.param(_changed(_GOOD_THREAD, 1, _wire.TABLE_SIZE), id="thread-id-table-size"),
+        pytest.param(_changed(_GOOD_THREAD, 1, [0]), id="thread-id-list"),
+        pytest.param(_changed(_GOOD_THREAD, 2, "1"), id="thread-str"),
+        pytest.param(_changed(_GOOD_THREAD, 3, 1), id="threadname-int"),
+        pytest.param(_changed(_GOOD_THREAD, 4, 2.0), id="process-float"),
+        pytest.param(_changed(_GOOD_THREAD, 5, {"p": 1}), id="processname-dict"),
+        pytest.param(_GOOD_THREAD[:-1], id="thread-too-short"),
+        pytest.param([*_GOOD_THREAD, None], id="thread-too-long"),
+        pytest.param([_wire.THREAD, *_GOOD_SITE[1:]], id="thread-with-site-fields"),
+        pytest.param(_changed(_GOOD_SITE, 0, _wire.RECORD), id="not-a-definition"),
+    ],
+)
+def test_malformed_definition_frames_raise_frame_error(fields: list[Any]) -> None:
+    """A SITE or THREAD frame with a wrong type, length or an id outside 0..TABLE_SIZE-1 is refused."""
+    tables = _wire.Tables()
+    with pytest.raises(_wire.FrameError):
+        tables.define(fields)
+    assert (tables.sites, tables.threads) == ({}, {})
+    for good in (_GOOD_SITE, _GOOD_THREAD, _changed(_GOOD_SITE, 1, _wire.TABLE_SIZE - 1)):
+        tables.define(good)  # the same table still takes well-formed ones
+
+
+@pytest.mark.parametrize("frame_limit", [4096, _wire.DEFAULT_FRAME_LIMIT])
+@pytest.mark.parametrize("char", ["p", "\U0001f600", "\udcff"])
+def test_a_five_thousand_character_pathname_is_cut_and_decodes(frame_limit: int, char: str) -> None:
+    """A 5,000-character pathname (so filename and module too) arrives cut with a marker."""
+    pathname = char * 5000
+    record = logging.LogRecord("long", logging.INFO, pathname, 7, "long path", None, None, "f")
+    decoded = roundtrip(record, frame_limit)  # asserts each frame fits the limit
+    limit = table_text_limit(frame_limit)
+    # Escaped first (a lone surrogate becomes 6 characters), then cut: the writer
+    # takes no definition text longer than the limit and its marker.
+    for name in ("pathname", "filename", "module"):
+        assert getattr(decoded, name) == _wire.cut(backslashed(pathname), limit), name
+        assert len(getattr(decoded, name)) <= _wire.TABLE_TEXT_LIMIT + 100
+    match = CUT_MARKER.match(decoded.pathname)
+    assert match is not None
+    assert match.group(2) == f"{len(backslashed(pathname)) - limit:,}"
+    assert (decoded.msg, decoded.lineno, decoded.funcName) == ("long path", 7, "f")
+    format_both(decoded)
+
+
+def test_site_and_thread_texts_at_the_smallest_frame_limit_fit_it() -> None:
+    """At the smallest frame_limit install() takes, SITE and THREAD frames of the worst texts fit it."""
+    worst = "\udcff" * 100_000  # 6 characters each once backslash-escaped
+    record = logging.LogRecord("n", logging.INFO, worst, 1, "m", None, None, worst)
+    record.module = record.threadName = record.processName = worst
+    decoded = roundtrip(record, frame_limit=4096)  # asserts each frame fits the limit
+    assert decoded.module == _wire.cut(backslashed(worst), table_text_limit(4096))
+
+
+class _OddSiteFilter(logging.Filter):
+    """A filter that leaves standard site fields with values of the wrong type."""
+
+    def __init__(self, changes: dict[str, Any]) -> None:
+        super().__init__()
+        self.changes = changes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.__dict__.update(self.changes)
+        return True
+
+
+class _EncodingHandler(logging.Handler):
+    """A handler that encodes every record it gets with one encoder, as a connection does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = _wire.Encoder()
+        self.data = b""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.data += self.encoder.record(record)
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"lineno": [1]}, {"lineno": 0}),  # unhashable, and no int: 0
+        ({"pathname": None}, {"pathname": ""}),
+        ({"lineno": [1], "pathname": None, "funcName": {}}, {"lineno": 0, "pathname": ""}),
+        ({"thread": [7], "threadName": ["t"]}, {"thread": 0, "threadName": "['t']"}),
+    ],
+)
+def test_a_filter_that_sets_odd_site_values_still_encodes_and_decodes(
+    changes: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    """A filter setting an unhashable lineno or a None pathname gives coerced values, defined once."""
+    handler = _EncodingHandler()
+    handler.addFilter(_OddSiteFilter(changes))
+    logger = logging.getLogger("test.wire.odd_site")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        for i in (1, 2):  # one call site
+            logger.warning("odd %d", i)
+    finally:
+        logger.removeHandler(handler)
+    kinds = kinds_of(handler.data)
+    assert (kinds.count(_wire.SITE), kinds.count(_wire.THREAD), kinds.count(_wire.RECORD)) == (
+        1, 1, 2,
+    )  # fmt: skip
+    decoded = decode_frames(split_frames(handler.data), _wire.Tables())
+    assert [r.msg for r in decoded] == ["odd 1", "odd 2"]
+    for record in decoded:
+        for name, value in expected.items():
+            assert getattr(record, name) == value, name
+        format_both(record)
+
+
+def test_a_definition_with_an_over_long_text_is_refused() -> None:
+    """A SITE text longer than TABLE_TEXT_LIMIT and a cut marker is refused, so a peer cannot make the writer keep it."""
+    tables = _wire.Tables()
+    text = "p" * (_wire.TABLE_TEXT_LIMIT + 101)
+    with pytest.raises(_wire.FrameError, match="longer than"):
+        tables.define([_wire.SITE, 0, text, "f", "m", 1, "fn"])
+    with pytest.raises(_wire.FrameError, match="longer than"):
+        tables.define([_wire.THREAD, 0, 1, text, 2, "p"])
+    assert (tables.sites, tables.threads) == ({}, {})
+
+
+class _HashRaises:
+    """A value whose hash raises something other than TypeError, and whose int() is 5."""
+
+    def __hash__(self) -> int:
+        raise RuntimeError("no hash")
+
+    def __int__(self) -> int:
+        return 5
+
+
+def test_a_site_value_whose_hash_raises_is_converted() -> None:
+    """A lineno that cannot be hashed (its __hash__ raises RuntimeError) is converted, not lost."""
+    record = logging.LogRecord("n", logging.INFO, "p.py", 1, "m", None, None, "f")
+    record.lineno = _HashRaises()  # type: ignore[assignment]
+    assert roundtrip(record).lineno == 5

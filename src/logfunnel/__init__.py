@@ -12,8 +12,8 @@ from logfunnel._bootstrap import worker_init
 from logfunnel._handler import FunnelHandler
 
 if _typing.TYPE_CHECKING:
+    from logfunnel._formatters import JsonFormatter, LineFormatter
     from logfunnel._install import Funnel, current, install
-    from logfunnel._sinks import JsonFormatter, LineFormatter
 
 __all__ = [
     "Funnel",
@@ -33,8 +33,8 @@ _LAZY = {
     "Funnel": "logfunnel._install",
     "current": "logfunnel._install",
     "install": "logfunnel._install",
-    "JsonFormatter": "logfunnel._sinks",
-    "LineFormatter": "logfunnel._sinks",
+    "JsonFormatter": "logfunnel._formatters",
+    "LineFormatter": "logfunnel._formatters",
 }
 
 

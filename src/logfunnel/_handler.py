@@ -131,14 +131,34 @@ class Connection:
         self._requests = itertools.count(1)
         self._exit_report_registered = False
         self._flags = _SEND_FLAGS  # 0 on a TLS socket (see _send_flags)
+        self._block = options.on_full == "block"
+        self._render = _renderer(options.render)
+        # A rendered line longer than a record's message may be goes as a
+        # record, so it is cut exactly as it would have been.
+        self._line_limit = max(256, options.frame_limit // 16)
 
     # -- the hot path -------------------------------------------------------------------
 
     def send_record(self, record: logging.LogRecord) -> None:
         """Send one record, or hand it to the fallback; never raises for transport reasons."""
         with self.lock:
-            frame = self.encoder.record(record)
-            if not self._send(frame):
+            sock = self._sock
+            if sock is not None and self._block and not self._pending and not self.dropped:
+                # The common case, kept short: one encode, one sendall.
+                try:
+                    sock.sendall(self._frames(record), self._flags)
+                except OSError:
+                    # The writer went away (a writer process is restarted by
+                    # its supervisor).  A frame whose sendall failed never
+                    # reached it whole, so it was not written: encoding and
+                    # sending it again on a new connection cannot duplicate it.
+                    self.close()
+                    attempts: tuple[int, ...] = (2,)  # that was the first
+                else:
+                    return
+            else:
+                attempts = (1, 2)
+            if not self._send(record, attempts):
                 if self._sock is None:
                     self.fallback.record(record)
                 else:
@@ -146,30 +166,69 @@ class Connection:
                     if not self._exit_report_registered:
                         self._register_exit_report()
 
-    def _send(self, frame: bytes) -> bool:
-        """Write a frame; return False if it went nowhere (writer gone, or dropped)."""
-        for attempt in (1, 2):
+    def _frames(self, record: logging.LogRecord) -> bytes:
+        """Return what to send for ``record``: its rendered line, or the record itself.
+
+        With ``Options.render`` set, the writer's sinks are install()'s own,
+        with a formatter this process can build too: a plain record (no
+        traceback, stack or extras) is rendered here and travels as text, so
+        the writer only writes it.  Anything else travels as a record, and
+        the writer formats it, as always.
+        """
+        render = self._render
+        attrs = record.__dict__
+        if (
+            render is not None
+            and attrs.get("exc_info") is None
+            and attrs.get("exc_text") is None
+            and attrs.get("stack_info") is None
+            # More attributes than a fresh record's: a formatter's `message` and
+            # `asctime`, or extras.
+            and (
+                len(attrs) - ("message" in attrs) - ("asctime" in attrs) <= _BASE_LEN
+                or _wire.has_no_extras(record)
+            )
+        ):
+            try:
+                text = render.format(record)
+            except Exception:  # the formatters degrade rather than raise; just in case
+                return self.encoder.record(record)
+            if len(text) <= self._line_limit:
+                return self.encoder.line(text)
+        return self.encoder.record(record)
+
+    def _send(self, record: logging.LogRecord, attempts: tuple[int, ...]) -> bool:
+        """Encode and write a record; return False if it went nowhere (writer gone, or dropped).
+
+        The second attempt is on a new connection, and the last.
+        """
+        for attempt in attempts:
             sock = self._sock
             if sock is None:
                 sock = self._reconnect()
                 if sock is None:
                     return False
+            # Encoded per attempt: a new connection starts with no sites or
+            # threads defined, so the frames differ.
+            frame = self._frames(record)
             try:
-                if self.options.on_full == "block" and not self._pending:
+                if self._block and not self._pending:
                     if self.dropped:
                         self._report_dropped(sock)
                     sock.sendall(frame, self._flags)
                     return True
-                return self._send_bounded(sock, frame)
+                sent = self._send_bounded(sock, frame)
             except OSError as exc:
-                # The writer went away (a writer process is restarted by its
-                # supervisor).  A frame whose sendall failed never reached it
-                # whole, so it was not written: sending it again on a new
-                # connection cannot duplicate it.
                 self.close()
                 self._pending = b""
                 if attempt == 2:
                     self._lost(exc)
+            else:
+                if not sent:
+                    # Not a byte of it went out: the sites or threads it
+                    # defined must be defined again with the next record.
+                    self.encoder.reset()
+                return sent
         return False
 
     def _send_bounded(self, sock: socket.socket, frame: bytes) -> bool:
@@ -305,6 +364,7 @@ class Connection:
             self.fallback.count = 0
         self._sock = sock
         self._flags = flags
+        self.encoder.reset()  # a new connection knows no sites or threads yet
         return sock
 
     def _lost(self, exc: OSError) -> None:
@@ -354,6 +414,28 @@ class Connection:
                 return False
         finally:
             self.lock.release()
+
+
+# Attributes every LogRecord has: more in __dict__ may mean `extra=` (or a formatter's
+# `message` and `asctime`).
+_BASE_LEN: Final = len(logging.makeLogRecord({}).__dict__)
+
+
+def _renderer(spec: Any) -> logging.Formatter | None:
+    """Build the formatter ``Options.render`` names, or None if there is none (or it is odd)."""
+    if not isinstance(spec, dict):
+        return None
+    from logfunnel import _formatters  # noqa: PLC0415 - only processes that render lines
+
+    try:
+        if spec.get("json") is True:
+            return _formatters.JsonFormatter()
+        fmt, datefmt = spec.get("fmt"), spec.get("datefmt")
+        if isinstance(fmt, str) and (datefmt is None or isinstance(datefmt, str)):
+            return _formatters.LineFormatter(fmt, datefmt)
+    except ValueError:
+        pass
+    return None
 
 
 def request_levels(connection: Connection, timeout: float) -> dict[str, Any] | None:
@@ -500,7 +582,7 @@ class FunnelHandler(logging.Handler):
         Unlike ``Handler.handle`` this does not take the handler lock: the only
         shared state is the connection, which has a lock of its own.
         """
-        rv = self.filter(record)
+        rv = self.filter(record) if self.filters else True
         if rv:
             if isinstance(rv, logging.LogRecord):  # Python 3.12+: a filter may replace it
                 record = rv

@@ -385,6 +385,13 @@ def install(
                 "writes, or use host='thread'"
             )
             raise ValueError(msg)
+        if host == "process" and config is None:
+            # The writer's sinks are install()'s own, so every process can
+            # render a plain record's line exactly as the writer would: the
+            # writer then only writes the text (see _handler.Connection).
+            options = options._replace(
+                render={"fmt": fmt or _sinks.DEFAULT_FORMAT, "datefmt": datefmt, "json": bool(json)}
+            )
         tcp_listener = _listen_tcp(tcp_where) if tcp_where is not None else None
         if host == "thread":
             funnel = _start_thread_host(spec, options, tcp_listener, has_sinks=has_sinks)

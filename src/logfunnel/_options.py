@@ -42,6 +42,11 @@ class Options(NamedTuple):
     #: Where records go while the writer cannot be reached: ``None`` for
     #: standard error, or the path of a file to append to.
     fallback: str | None = None
+    #: Set by ``install(host="process")`` with its own sinks (``file=``,
+    #: ``json=``, ``console=``): the sinks' format, ``{"fmt": ..., "datefmt":
+    #: ..., "json": bool}``.  Each process then renders the lines of its plain
+    #: records itself and sends the text (see ``_handler.Connection``).
+    render: dict[str, Any] | None = None
 
     def to_env(self) -> str:
         """Return these options as the JSON kept in ``LOGFUNNEL_OPTIONS``."""

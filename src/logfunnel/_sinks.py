@@ -1,185 +1,61 @@
-"""Sinks: the handlers ``install()`` builds from its options, and the JSON lines formatter."""
+"""Sinks: the handlers ``install()`` builds from its options, and how lines reach them."""
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import logging
 import logging.config
 import logging.handlers
-import math
 import os
-import time
+import threading
 from typing import Any, Final
 
-from logfunnel import _wire
+from logfunnel._formatters import DEFAULT_FORMAT, JsonFormatter, LineFormatter
 from logfunnel._options import parse_level
-from logfunnel._wire import STANDARD_ATTRS
 
-# Longest text a sink writes for one record: the codec's per-field limit at
-# the default frame size, so a record is cut the same way in every process.
-_TEXT_LIMIT: Final = _wire.DEFAULT_FRAME_LIMIT // 16
-# Room for the codec's "... [logfunnel: N of M characters cut]" marker.
-_MARKER_ROOM: Final = 200
-
-#: The line format of file sinks when ``fmt`` is not given.
-DEFAULT_FORMAT: Final = (
-    "%(asctime)s %(processName)s[%(process)d] %(levelname)s %(name)s: %(message)s"
-)
-
-
-class LineFormatter(logging.Formatter):
-    """A ``logging.Formatter`` that keeps every record on lines of its own.
-
-    A message, traceback or stack with newlines in it is written with each
-    continuation line indented by ``"  | "``, so a reader can always tell
-    where one record ends and the next begins: a line that does not start
-    with that prefix starts a record.
-    """
-
-    continuation: Final = "\n  | "
-    # (second, its text): one tuple, so threads never see a torn pair.
-    _time_cache: tuple[int, str] = (-1, "")
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
-        """Format the time as ``Formatter`` does, rendering each second once."""
-        if datefmt or self.converter is not time.localtime or not self.default_msec_format:
-            return super().formatTime(record, datefmt)
-        second = int(record.created)
-        cached_second, text = self._time_cache
-        if second != cached_second:
-            text = time.strftime(self.default_time_format, time.localtime(record.created))
-            self._time_cache = (second, text)
-        return self.default_msec_format % (text, record.msecs)
-
-    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - stdlib name
-        """Format the line, the message cut as the codec cuts it (once)."""
-        record.message = _cut_once(record.message)
-        return super().formatMessage(record)
-
-    def format(self, record: logging.LogRecord) -> str:
-        """Format ``record``; indent every line after the first.
-
-        A record that cannot be formatted (a ``%`` mismatch, a ``__str__`` that
-        raises) still gives a line, with the message degraded as the codec
-        does it (``_wire.get_message``); text longer than the codec's field
-        limit is cut with the same marker.
-        """
-        try:
-            text = super().format(record)
-        except Exception:
-            saved = record.msg, record.args
-            record.msg, record.args = _wire.get_message(record), None
-            try:
-                text = super().format(record)
-            except Exception:
-                text = f"{record.levelname} {record.name}: {record.msg}"
-            finally:
-                record.msg, record.args = saved
-        if "\n" in text or "\r" in text:
-            text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", self.continuation)
-        return text
-
-
-class JsonFormatter(logging.Formatter):
-    """Format each record as one JSON object on one line (JSON lines).
-
-    Keys: ``time`` (ISO 8601, UTC), ``level``, ``logger``, ``message``,
-    ``process``, ``process_name``, ``thread_name``, ``module``, ``line``,
-    ``function``; ``exc_text`` and ``stack_info`` when present; then every
-    ``extra=`` attribute.  Newlines and control characters are escaped by
-    JSON itself, so a record is always exactly one line.
-    """
-
-    def format(self, record: logging.LogRecord) -> str:
-        """Return ``record`` as one line of JSON."""
-        created = dt.datetime.fromtimestamp(record.created, tz=dt.timezone.utc)
-        out: dict[str, Any] = {
-            "time": created.isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": _cut_once(_wire.get_message(record)),
-            "process": record.process,
-            "process_name": record.processName,
-            "thread_name": record.threadName,
-            "module": record.module,
-            "line": record.lineno,
-            "function": record.funcName,
-        }
-        exc_text = record.exc_text
-        if record.exc_info and not exc_text:
-            exc_text = self.formatException(record.exc_info)
-        if exc_text:
-            out["exc_text"] = exc_text
-        if record.stack_info:
-            out["stack_info"] = record.stack_info
-        task = getattr(record, "taskName", None)
-        if task:
-            out["task_name"] = task
-        for key, value in record.__dict__.items():
-            if key not in STANDARD_ATTRS and key not in out:
-                out[key] = value
-        try:
-            text = json.dumps(out, ensure_ascii=False, allow_nan=False, default=_wire.safe_repr)
-        except (ValueError, TypeError, RecursionError):
-            # Circular or deep extras, NaN and infinities (strict JSON has none):
-            # extras as the codec sends them, non-finite floats as strings.
-            out = {k: _finite(_wire.plain(v)) for k, v in out.items()}
-            text = json.dumps(out, ensure_ascii=False, allow_nan=False, default=_wire.safe_repr)
-        if not text.isascii():
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:
-                # Lone surrogates: written as escaped text ("\\udcff"), as the
-                # codec sends them, not as JSON escapes a reader would decode back.
-                out = _wire.sanitize(out)
-                text = json.dumps(out, ensure_ascii=False, default=_wire.safe_repr)
-        return text
-
-
-def _cut_once(text: str) -> str:
-    """Cut text longer than the codec's limit; text the codec already cut stays as it is."""
-    if len(text) <= _TEXT_LIMIT + _MARKER_ROOM:
-        return text
-    return _wire.cut(text, _TEXT_LIMIT)
-
-
-def _finite(value: Any) -> Any:
-    """Replace NaN and infinities, which strict JSON cannot hold, by their names."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return repr(value)
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    return value
+__all__ = ["DEFAULT_FORMAT", "FileSink", "JsonFormatter", "LineFormatter", "RotatingFileSink"]
 
 
 class FileSink(logging.FileHandler):
-    """A ``FileHandler`` that the writer may flush once per batch of records.
+    """A ``FileHandler`` whose writes from the writer loop are flushed once per batch.
 
     ``StreamHandler.emit`` flushes after every record: one ``write()`` system
-    call each.  In a writer process, where the writer loop is this sink's only
-    user, ``batched`` is set and the loop flushes after each batch it handled
-    (and at every barrier and at shutdown), so a burst of records costs one
-    system call.  Elsewhere it behaves exactly like ``FileHandler``.
+    call each.  Records the writer loop hands over (on its thread,
+    ``batch_thread``) are only buffered; the loop flushes after each batch it
+    handled, at every barrier and at shutdown, so a burst costs one system
+    call.  A record logged by any other thread (the installing program's own
+    threads, in a thread host) is written and flushed at once, as by
+    ``FileHandler``, and takes the loop's buffered lines with it, in order.
     """
 
-    batched = False
-    _emitting = False
+    #: The writer loop's thread (``threading.get_ident()``), set by the loop.
+    batch_thread: int | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Write ``record``; with ``batched``, leave the flush to the writer."""
-        self._emitting = True
-        try:
+        """Write ``record``; on the writer loop's thread, leave the flush to the loop."""
+        stream = self.stream
+        if stream is None:  # delay=True, or closed: open (or not) as FileHandler does
             super().emit(record)
-        finally:
-            self._emitting = False
+            return
+        try:
+            stream.write(self.format(record) + self.terminator)
+            if threading.get_ident() != self.batch_thread:
+                self.flush()
+        except RecursionError:  # as logging.StreamHandler does
+            raise
+        except Exception:
+            self.handleError(record)
 
-    def flush(self) -> None:
-        """Flush, unless called by ``emit`` itself on a batched sink."""
-        if not (self.batched and self._emitting):
-            super().flush()
+
+    def write_line(self, text: str) -> None:
+        """Write a line rendered elsewhere with this sink's formatter (see ``write_line``)."""
+        stream = self.stream
+        if stream is None:
+            if self.mode == "w" and self._closed:  # type: ignore[attr-defined]
+                return  # closed for good, as FileHandler.emit leaves it
+            stream = self.stream = self._open()
+        stream.write(text + self.terminator)
+        if threading.get_ident() != self.batch_thread:
+            self.flush()
 
 
 class RotatingFileSink(logging.handlers.RotatingFileHandler):
@@ -188,15 +64,15 @@ class RotatingFileSink(logging.handlers.RotatingFileHandler):
     The stdlib's ``shouldRollover`` checks the path twice (two ``stat`` calls),
     formats the record a second time and seeks to the end, for every record.
     The writer is the file's only writer, so the size is counted as lines are
-    written (and read once from the file when it is opened).  Batched flushing
-    as in ``FileSink``.
+    written (and read once from the file when it is opened).  Flushed once per
+    batch on the writer loop's thread, as ``FileSink``.
     """
 
-    batched = False
-    _emitting = False
+    #: The writer loop's thread (``threading.get_ident()``), set by the loop.
+    batch_thread: int | None = None
     _size = -1
 
-    def shouldRollover(self, record: logging.LogRecord) -> int:  # noqa: N802, ARG002 - stdlib
+    def shouldRollover(self, record: logging.LogRecord | None) -> int:  # noqa: N802, ARG002 - stdlib
         """Return 1 if writing ``record`` would take the file past ``maxBytes``."""
         if self.maxBytes <= 0:
             return 0
@@ -212,14 +88,13 @@ class RotatingFileSink(logging.handlers.RotatingFileHandler):
         self._size = 0
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Format once, rotate if needed, write; with ``batched``, leave the flush to the writer."""
+        """Format once, rotate if needed, write; on the loop's thread, leave the flush to it."""
         try:
             message = self.format(record) + self.terminator
         except Exception:
             self.handleError(record)
             return
         self._pending_size = len(message) if message.isascii() else len(message.encode())
-        self._emitting = True
         try:
             if self.shouldRollover(record):
                 self.doRollover()
@@ -227,16 +102,54 @@ class RotatingFileSink(logging.handlers.RotatingFileHandler):
                 self.stream = self._open()
             self.stream.write(message)
             self._size += self._pending_size
-            if not self.batched:
+            if threading.get_ident() != self.batch_thread:
                 self.flush()
         except RecursionError:
             raise
         except Exception:
             self.handleError(record)
-        finally:
-            self._emitting = False
+
+    def write_line(self, text: str) -> None:
+        """Write a line rendered elsewhere, rotating first if it would not fit."""
+        line = text + self.terminator
+        self._pending_size = len(line) if line.isascii() else len(line.encode())
+        if self.shouldRollover(None):
+            self.doRollover()
+        if self.stream is None:
+            self.stream = self._open()
+        self.stream.write(line)
+        self._size += self._pending_size
+        if threading.get_ident() != self.batch_thread:
+            self.flush()
 
     _pending_size = 0
+
+
+#: The handlers ``write_line`` can write a rendered line through.
+LINE_SINKS: Final = (FileSink, RotatingFileSink, logging.StreamHandler)
+
+
+def write_line(handler: logging.Handler, text: str) -> None:
+    """Write ``text``, a line rendered with ``handler``'s formatter, as its ``emit`` would.
+
+    Takes the handler's lock as ``Handler.handle`` does; a failure goes to
+    ``handler.handleError`` with a record holding the text, as a failing
+    ``emit`` would.
+    """
+    handler.acquire()
+    try:
+        if isinstance(handler, (FileSink, RotatingFileSink)):
+            handler.write_line(text)
+        else:
+            stream: Any = handler.stream  # type: ignore[attr-defined]
+            stream.write(text + handler.terminator)  # type: ignore[attr-defined]
+            handler.flush()
+    except RecursionError:
+        raise
+    except Exception:
+        handler.handleError(logging.makeLogRecord({"msg": text}))
+    finally:
+        handler.release()
 
 
 def build_handlers(spec: dict[str, Any]) -> list[logging.Handler]:
@@ -318,8 +231,4 @@ def configure_writer_process(spec: dict[str, Any]) -> None:
         logging.config.dictConfig(spec["config"])
     else:
         for handler in build_handlers(spec):
-            # The writer loop is this process's only user of its sinks: it
-            # flushes them once per batch (Writer.flush_batched).
-            if isinstance(handler, (FileSink, RotatingFileSink)):
-                handler.batched = True
             root.addHandler(handler)

@@ -5,6 +5,15 @@ msgpack encoding one array whose first element is the frame kind.  msgpack
 only ever builds plain values (str, bytes, int, float, bool, None, lists and
 dicts of those): nothing received from a socket is unpickled or evaluated.
 
+A record travels as a RECORD frame holding what changes from call to call
+(logger, level, message, times, traceback, extras) and two small ids: its call
+site (path, file, module, line, function) and its thread (thread and process
+ids and names).  The first record from a new site or thread is preceded, in the
+same write, by a SITE or THREAD frame defining the id on this connection; the
+writer keeps those definitions per connection (at most ``TABLE_SIZE`` of each).
+Sending them once instead of with every record halves the encoding work on
+both sides (``benchmarks/profile_hot_path.py``).
+
 What a record undergoes on its way out of a process (``encode_record``), in
 the order it happens -- the conversions ``QueueHandler.prepare`` documents,
 and a few more:
@@ -30,7 +39,9 @@ and a few more:
    ``EXTRA_CUT_MARKER``, so a structure that shares one list many times over
    cannot make the sender allocate more than that.
 5. Text longer than the field limit is cut and ends with a marker saying how
-   many characters were cut; the frame as a whole never exceeds the frame limit.
+   many characters were cut (the texts of a site or thread at 512
+   characters, or less under a small frame limit); the frame as a whole never
+   exceeds the frame limit.
    A ``repr()`` is cut the same way; the ``repr`` of a built-in container
    (list, tuple, dict, set) is built within its limit and, when that is reached,
    ends with ``... [logfunnel: repr cut at N characters]``.
@@ -49,7 +60,9 @@ trusts nothing: a length prefix over the limit is refused before any of the
 claimed payload is buffered, anything that is not a msgpack array starting
 with an int kind raises ``FrameError`` (and only ``FrameError``), and a RECORD
 frame must carry exactly the declared fields with the declared types, finite
-times, and extras that are plain values under string keys.  Extras named like
+times, ids its connection defined, and extras that are plain values under
+string keys; SITE and THREAD frames must have exactly their declared types and
+an id below ``TABLE_SIZE``.  Extras named like
 a ``LogRecord`` attribute or method (``getMessage``, ``msg``, ...) are not set,
 so a peer cannot make the sinks' formatting raise.
 """
@@ -64,11 +77,11 @@ from typing import Any, Final
 
 import msgpack
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
 
 # Frame kinds: the first element of every frame's array.
 HELLO: Final = 0  # [HELLO, version, pid, process name]: first frame on a connection
-RECORD: Final = 1  # [RECORD, *RECORD_FIELDS]
+RECORD: Final = 1  # [RECORD, *RECORD_FIELDS]: site and thread are ids, see below
 DROPPED: Final = 2  # [DROPPED, count]: the sender dropped records under on_full="drop"
 FLUSH: Final = 3  # [FLUSH, request id]: a barrier; the writer answers FLUSHED
 FLUSHED: Final = 4  # [FLUSHED, request id]
@@ -78,6 +91,9 @@ DUMP_STACKS: Final = 7  # [DUMP_STACKS, request id]: ask the writer to write eve
 STACKS: Final = 8  # [STACKS, pid, text]: a process's Python stacks, for `logfunnel stacks`
 STATS: Final = 9  # [STATS, request id] on the control channel; answered [STATS, id, dict]
 LEVELS: Final = 10  # [LEVELS, request id]: ask for the installer's levels; [LEVELS, id, dict]
+SITE: Final = 11  # [SITE, id, *SITE_FIELDS]: (re)defines a call site id of this connection
+THREAD: Final = 12  # [THREAD, id, *THREAD_FIELDS]: (re)defines a thread id of this connection
+LINE: Final = 13  # [LINE, text]: a record the sender rendered with the writer's formatter
 
 HEADER: Final = struct.Struct(">I")
 HEADER_SIZE: Final = HEADER.size
@@ -85,29 +101,43 @@ HEADER_SIZE: Final = HEADER.size
 #: Default largest payload a writer accepts and a sender produces (bytes).
 DEFAULT_FRAME_LIMIT: Final = 4 * 1024 * 1024
 
-# The order of the fields after the kind in a RECORD frame.
+# The order of the fields after the kind in a RECORD frame.  ``site`` and
+# ``thread`` are ids the same connection defined earlier with SITE and THREAD
+# frames: what stays the same from one record to the next (where the call is,
+# which thread and process made it) travels once, not with every record.
 RECORD_FIELDS: Final = (
     "name",
     "levelno",
     "levelname",
     "msg",
-    "pathname",
-    "filename",
-    "module",
-    "lineno",
-    "funcName",
     "created",
     "msecs",
     "relativeCreated",
+    "site",
     "thread",
-    "threadName",
-    "process",
-    "processName",
     "exc_text",
     "stack_info",
     "taskName",
     "extra",
 )
+# The fields after [SITE, id] and [THREAD, id].
+SITE_FIELDS: Final = ("pathname", "filename", "module", "lineno", "funcName")
+THREAD_FIELDS: Final = ("thread", "threadName", "process", "processName")
+#: Every LogRecord attribute a record arrives with (besides extras).
+LOGRECORD_FIELDS: Final = (
+    *(f for f in RECORD_FIELDS if f not in ("site", "thread", "extra")),
+    *SITE_FIELDS,
+    *THREAD_FIELDS,
+)
+#: How many sites (and, separately, threads) a connection may have defined at
+#: once.  A sender that needs more starts again from id 0, redefining ids as it
+#: reuses them, so a writer never holds more than this many per connection.
+TABLE_SIZE: Final = 1024
+#: Longest text (characters, before the cut marker) of a SITE or THREAD field.  With
+#: ``TABLE_SIZE`` this bounds what a writer keeps per connection (a few MB at worst).
+TABLE_TEXT_LIMIT: Final = 512
+# Room for cut()'s marker after a text cut at its limit.
+_MARKER_ROOM: Final = 100
 
 # Every attribute a stock LogRecord has, plus those Formatter.format adds:
 # anything else in record.__dict__ came through `extra=` (or a filter).
@@ -333,6 +363,21 @@ def _extras(record: logging.LogRecord) -> dict[str, Any] | None:
     return extra or None
 
 
+def _valid_text(text: str) -> str:
+    """Return ``text`` with lone surrogates backslash-escaped (as ``sanitize`` does)."""
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            return str(sanitize(text))
+    return text
+
+
+def has_no_extras(record: logging.LogRecord) -> bool:
+    """Return True if ``record`` carries no attribute beyond the standard ones."""
+    return all(key in STANDARD_ATTRS for key in record.__dict__)
+
+
 def sanitize(value: Any) -> Any:
     """Re-encode every string so that msgpack's strict UTF-8 encoder accepts it."""
     if isinstance(value, str):
@@ -352,35 +397,58 @@ _BASE_LEN: Final = len(logging.makeLogRecord({}).__dict__)
 _CREATED_MIN: Final = -62_135_596_800.0 + 86_400
 _CREATED_MAX: Final = 253_402_300_799.0 - 86_400
 
-# Indexes (in a RECORD frame, kind at 0) of the fields the sender cuts.
+# Indexes (in a RECORD frame, kind at 0) of the fields the sender cuts or checks.
 _MESSAGE: Final = 4
-_EXC_TEXT: Final = 17
-_STACK_INFO: Final = 18
-_EXTRA: Final = 20
+_CREATED: Final = 5
+_MSECS: Final = 6
+_RELATIVE: Final = 7
+_EXC_TEXT: Final = 10
+_STACK_INFO: Final = 11
+_EXTRA: Final = 13
+
+_NONE: Final = type(None)
+_FIELD_TYPES: Final[tuple[tuple[type, ...], ...]] = (
+    (str,),  # name
+    (int,),  # levelno
+    (str,),  # levelname
+    (str,),  # msg
+    (float, int),  # created
+    (float, int),  # msecs
+    (float, int),  # relativeCreated
+    (int,),  # site: an id, always made by the encoder
+    (int,),  # thread: an id, always made by the encoder
+    (str, _NONE),  # exc_text
+    (str, _NONE),  # stack_info
+    (str, _NONE),  # taskName
+    (dict, _NONE),  # extra
+)
+_SITE_TYPES: Final[tuple[tuple[type, ...], ...]] = (
+    (str,),  # pathname
+    (str,),  # filename
+    (str,),  # module
+    (int,),  # lineno
+    (str, _NONE),  # funcName: LogRecord(..., func=None) leaves it None
+)
+_THREAD_TYPES: Final[tuple[tuple[type, ...], ...]] = (
+    (int, _NONE),  # thread
+    (str, _NONE),  # threadName
+    (int, _NONE),  # process
+    (str, _NONE),  # processName
+)
+
+# Every valid combination of field types of a frame, kind included: checking a
+# frame's types costs one tuple and one set lookup.
+_RECORD_SHAPES: Final = frozenset(itertools.product((int,), *_FIELD_TYPES))
+_SITE_SHAPES: Final = frozenset(itertools.product((int,), (int,), *_SITE_TYPES))
+_THREAD_SHAPES: Final = frozenset(itertools.product((int,), (int,), *_THREAD_TYPES))
 
 
-# Type signatures (the type of every field of a RECORD frame, kind included) already
-# found acceptable: checking one costs a tuple and a set lookup per record.
-_GOOD_SIGNATURES: set[tuple[type, ...]] = set()
-_MAX_SIGNATURES: Final = 256
-
-
-def _fields_valid(fields: list[Any]) -> bool:
-    """Return True if every field has a type (and time) ``decode_record`` accepts.
-
-    Ints outside 64 bits are left to the packer, which refuses them.
-    """
-    signature = tuple(map(type, fields))
-    if signature not in _GOOD_SIGNATURES:
-        for kind, types in zip(signature[1:], _FIELD_TYPES, strict=True):
-            if kind not in types:
-                return False
-        if len(_GOOD_SIGNATURES) < _MAX_SIGNATURES:
-            _GOOD_SIGNATURES.add(signature)
+def _times_valid(fields: list[Any]) -> bool:
+    """Return True if a RECORD's times can be rendered by every stock formatter."""
     return bool(
-        _CREATED_MIN <= fields[10] <= _CREATED_MAX
-        and math.isfinite(fields[11])
-        and math.isfinite(fields[12])
+        _CREATED_MIN <= fields[_CREATED] <= _CREATED_MAX
+        and math.isfinite(fields[_MSECS])
+        and math.isfinite(fields[_RELATIVE])
     )
 
 
@@ -390,9 +458,9 @@ def _coerce(value: Any, types: tuple[type, ...]) -> Any:
         if type(value) is float and not math.isfinite(value):
             return 0.0
         if type(value) is int and not _INT64_MIN <= value <= _UINT64_MAX:
-            return str(value) if str in types else (None if type(None) in types else 0)
+            return str(value) if str in types else (None if _NONE in types else 0)
         return value
-    if value is None and type(None) in types:
+    if value is None and _NONE in types:
         return None
     if str in types:
         return "" if value is None else _text(value)
@@ -409,15 +477,19 @@ def _coerce_fields(fields: list[Any], record: logging.LogRecord) -> list[Any]:
     fields = [RECORD, *(_coerce(v, t) for v, t in zip(fields[1:], _FIELD_TYPES, strict=True))]
     if record.name is None:  # makeLogRecord({}): the root logger, as getLogger(None)
         fields[1] = "root"
-    if not _CREATED_MIN <= fields[10] <= _CREATED_MAX:
-        fields[10] = 0.0
+    if not _CREATED_MIN <= fields[_CREATED] <= _CREATED_MAX:
+        fields[_CREATED] = 0.0
     return fields
 
 
 class Encoder:
-    """Encode records and control messages into frames; one per connection, not thread-safe."""
+    """Encode records and control messages into frames; one per connection, not thread-safe.
 
-    __slots__ = ("_field_limit", "_frame_limit", "_packer")
+    The encoder remembers which sites and threads it has defined on its
+    connection; call ``reset()`` whenever a new connection starts.
+    """
+
+    __slots__ = ("_field_limit", "_frame_limit", "_packer", "_sites", "_table_text", "_threads")
 
     def __init__(self, frame_limit: int = DEFAULT_FRAME_LIMIT) -> None:
         self._packer = msgpack.Packer(use_bin_type=True, autoreset=True)
@@ -425,6 +497,16 @@ class Encoder:
         # Three text fields (message, traceback, stack) of at most 4 UTF-8 bytes
         # a character each must fit in one frame together with the rest.
         self._field_limit = max(256, frame_limit // 16)
+        # The four texts of a SITE, each at most this many characters (of up
+        # to 4 UTF-8 bytes) plus a cut marker, fit the frame limits install() allows.
+        self._table_text = max(16, min(TABLE_TEXT_LIMIT, frame_limit // 32))
+        self._sites: dict[tuple[Any, ...], int] = {}
+        self._threads: dict[tuple[Any, ...], int] = {}
+
+    def reset(self) -> None:
+        """Forget the sites and threads defined so far (a new connection knows none)."""
+        self._sites.clear()
+        self._threads.clear()
 
     def frame(self, fields: list[Any]) -> bytes:
         """Return one frame (header and payload) for an already-plain array.
@@ -438,8 +520,21 @@ class Encoder:
             payload = self._packer.pack(sanitize(fields))
         return HEADER.pack(len(payload)) + payload
 
+    def line(self, text: str) -> bytes:
+        """Return a LINE frame for a line of text the sender rendered itself."""
+        try:
+            payload: bytes = self._packer.pack([LINE, text])
+        except UnicodeEncodeError:  # lone surrogates: sent visible, as in records
+            self._packer.reset()
+            payload = self._packer.pack([LINE, sanitize(text)])
+        return HEADER.pack(len(payload)) + payload
+
     def record(self, record: logging.LogRecord) -> bytes:
-        """Return a RECORD frame for ``record``, applying the conversions in this module's doc."""
+        """Return the frames for ``record``, applying the conversions in this module's doc.
+
+        That is one RECORD frame, preceded by a SITE or THREAD frame the first
+        time this connection sends a record from that call site or thread.
+        """
         message = get_message(record)
         limit = self._field_limit
         if len(message) > limit:
@@ -451,30 +546,45 @@ class Encoder:
         if stack_info is not None:
             stack_info = cut(_text(stack_info), limit)
         extra = _extras(record) if len(record.__dict__) > _BASE_LEN else None
+        definitions = b""
+        key: tuple[Any, ...] = (
+            record.pathname,
+            record.filename,
+            record.module,
+            record.lineno,
+            record.funcName,
+        )
+        try:
+            site = self._sites.get(key)
+        except Exception:  # a filter left an unhashable value (or one whose hash raises)
+            site = None
+        if site is None:
+            site, definitions = self._define(SITE, self._sites, key, _SITE_TYPES)
+        key = (record.thread, record.threadName, record.process, record.processName)
+        try:
+            thread = self._threads.get(key)
+        except Exception:
+            thread = None
+        if thread is None:
+            thread, definition = self._define(THREAD, self._threads, key, _THREAD_TYPES)
+            definitions += definition
         fields: list[Any] = [
             RECORD,
             record.name,
             record.levelno,
             record.levelname,
             message,
-            record.pathname,
-            record.filename,
-            record.module,
-            record.lineno,
-            record.funcName,
             record.created,
             record.msecs,
             record.relativeCreated,
-            record.thread,
-            record.threadName,
-            record.process,
-            record.processName,
+            site,
+            thread,
             exc_text,
             stack_info,
             getattr(record, "taskName", None),
             extra,
         ]
-        if not _fields_valid(fields):
+        if tuple(map(type, fields)) not in _RECORD_SHAPES or not _times_valid(fields):
             fields = _coerce_fields(fields, record)
         try:
             payload: bytes = self._packer.pack(fields)
@@ -485,7 +595,29 @@ class Encoder:
             payload = self._packer.pack(fields)
         if len(payload) > self._frame_limit:
             payload = self._shrink(fields)
-        return HEADER.pack(len(payload)) + payload
+        return definitions + HEADER.pack(len(payload)) + payload
+
+    def _define(
+        self,
+        kind: int,
+        table: dict[tuple[Any, ...], int],
+        key: tuple[Any, ...],
+        types: tuple[tuple[type, ...], ...],
+    ) -> tuple[int, bytes]:
+        """Return the id of a site or thread, and the frame defining it if it is new."""
+        limit = self._table_text
+        values = [_coerce(v, t) for v, t in zip(key, types, strict=True)]
+        # Escaped first, then cut: what travels is at most `limit` characters
+        # and a marker, which is what the writer accepts.
+        values = [cut(_valid_text(v), limit) if type(v) is str else v for v in values]
+        clean = tuple(values)
+        ident = table.get(clean)
+        if ident is not None:  # `key` had odd values that convert to a known entry
+            return ident, b""
+        if len(table) >= TABLE_SIZE:
+            table.clear()  # start again from id 0; the writer overwrites as ids come
+        ident = table[clean] = len(table)
+        return ident, self.frame([kind, ident, *values])
 
     def _shrink(self, fields: list[Any]) -> bytes:
         """Cut an over-long record until its payload fits the frame limit."""
@@ -504,16 +636,9 @@ class Encoder:
                 fields[2],
                 cut(levelname, 50),
                 TOO_LARGE_MESSAGE,
-                "",
-                "",
-                "",
-                0,
-                None,
-                *fields[10:13],
-                fields[13],
-                None,
-                fields[15],
-                None,
+                *fields[_CREATED : _RELATIVE + 1],
+                fields[8],
+                fields[9],
                 None,
                 None,
                 None,
@@ -612,29 +737,6 @@ _LOG_RECORD_NEW = logging.LogRecord.__new__
 # Python 3.12 added LogRecord.taskName; formats that name it need it present.
 _HAS_TASK_NAME: Final = "taskName" in logging.makeLogRecord({}).__dict__
 
-_FIELD_TYPES: Final[tuple[tuple[type, ...], ...]] = (
-    (str,),  # name
-    (int,),  # levelno
-    (str,),  # levelname
-    (str,),  # msg
-    (str,),  # pathname
-    (str,),  # filename
-    (str,),  # module
-    (int,),  # lineno
-    (str, type(None)),  # funcName: LogRecord(..., func=None) leaves it None
-    (float, int),  # created
-    (float, int),  # msecs
-    (float, int),  # relativeCreated
-    (int, type(None)),  # thread
-    (str, type(None)),  # threadName
-    (int, type(None)),  # process
-    (str, type(None)),  # processName
-    (str, type(None)),  # exc_text
-    (str, type(None)),  # stack_info
-    (str, type(None)),  # taskName
-    (dict, type(None)),  # extra
-)
-
 
 def _plain_value(value: Any, depth: int = 0) -> bool:
     """Return True if a decoded extra is made of plain values under string keys only."""
@@ -656,21 +758,54 @@ def _plain_value(value: Any, depth: int = 0) -> bool:
 _RESERVED: Final = STANDARD_ATTRS | frozenset(dir(logging.LogRecord))
 
 
-# Every valid combination of field types of a RECORD frame (2,048 of them).
-_RECORD_SHAPES: Final = frozenset(itertools.product((int,), *_FIELD_TYPES))
+class Tables:
+    """The sites and threads one connection defined: what its RECORD frames refer to.
+
+    One per connection on the writer's side.  Each table holds at most
+    ``TABLE_SIZE`` entries, each a dict of ``LogRecord`` attributes ready to
+    be copied into a record.
+    """
+
+    __slots__ = ("sites", "threads")
+
+    def __init__(self) -> None:
+        self.sites: dict[int, dict[str, Any]] = {}
+        self.threads: dict[int, dict[str, Any]] = {}
+
+    def define(self, fields: list[Any]) -> None:
+        """Store a SITE or THREAD frame's entry; raise ``FrameError`` if it is malformed."""
+        shape = tuple(map(type, fields))
+        names: tuple[str, ...]
+        if fields[0] == SITE and shape in _SITE_SHAPES:
+            table, names = self.sites, SITE_FIELDS
+        elif fields[0] == THREAD and shape in _THREAD_SHAPES:
+            table, names = self.threads, THREAD_FIELDS
+        else:
+            msg = f"malformed definition frame of kind {fields[0]} ({len(fields)} fields)"
+            raise FrameError(msg)
+        ident = fields[1]
+        if not 0 <= ident < TABLE_SIZE:
+            msg = f"definition id {ident} outside 0..{TABLE_SIZE - 1}"
+            raise FrameError(msg)
+        if any(type(v) is str and len(v) > TABLE_TEXT_LIMIT + _MARKER_ROOM for v in fields):
+            msg = f"definition text longer than {TABLE_TEXT_LIMIT:,} characters"
+            raise FrameError(msg)
+        table[ident] = dict(zip(names, fields[2:], strict=True))
 
 
-def decode_record(fields: list[Any]) -> logging.LogRecord:
+def decode_record(fields: list[Any], tables: Tables) -> logging.LogRecord:
     """Rebuild a ``LogRecord`` from a RECORD frame's fields, checking every field's type.
 
     Equivalent to ``logging.makeLogRecord`` with the formatted message as
     ``msg`` and ``args=None``, but skips ``LogRecord.__init__`` (which would
     read the clock and thread of the writer only to have them overwritten).
-    Extras are set first, so they can never replace a standard attribute, and
-    extras named like a ``LogRecord`` attribute or method are left out.
-    Raises ``FrameError`` for a field of the wrong type, a time that is not
-    finite (or a ``created`` no formatter can render), or an extra that is
-    not a plain value.
+    The site and thread fields are looked up in ``tables``, the definitions
+    the same connection sent earlier.  Extras are set first, so they can
+    never replace a standard attribute, and extras named like a ``LogRecord``
+    attribute or method are left out.  Raises ``FrameError`` for a field of
+    the wrong type, an undefined site or thread, a time that is not finite
+    (or a ``created`` no formatter can render), or an extra that is not a
+    plain value.
     """
     # One set lookup checks every field's type (the hot path); the loop below
     # only runs to say which field is wrong.
@@ -682,12 +817,15 @@ def decode_record(fields: list[Any]) -> logging.LogRecord:
             if type(value) not in types:
                 msg = f"record field {name} has type {type(value).__name__}"
                 raise FrameError(msg)
-    if not (
-        _CREATED_MIN <= fields[10] <= _CREATED_MAX
-        and math.isfinite(fields[11])
-        and math.isfinite(fields[12])
-    ):
-        msg = f"record times out of range: created={fields[10]!r} msecs={fields[11]!r}"
+    if not _times_valid(fields):
+        msg = (
+            f"record times out of range: created={fields[_CREATED]!r} msecs={fields[_MSECS]!r}"
+        )
+        raise FrameError(msg)
+    site = tables.sites.get(fields[8])
+    thread = tables.threads.get(fields[9])
+    if site is None or thread is None:
+        msg = f"record refers to an undefined site ({fields[8]}) or thread ({fields[9]})"
         raise FrameError(msg)
     record: logging.LogRecord = _LOG_RECORD_NEW(logging.LogRecord)
     attrs = record.__dict__
@@ -699,24 +837,19 @@ def decode_record(fields: list[Any]) -> logging.LogRecord:
         for key, value in extra.items():
             if key not in _RESERVED:
                 attrs[key] = value
+    attrs.update(site)
+    attrs.update(thread)
     (
         _,
         attrs["name"],
         attrs["levelno"],
         attrs["levelname"],
         attrs["msg"],
-        attrs["pathname"],
-        attrs["filename"],
-        attrs["module"],
-        attrs["lineno"],
-        attrs["funcName"],
         attrs["created"],
         attrs["msecs"],
         attrs["relativeCreated"],
-        attrs["thread"],
-        attrs["threadName"],
-        attrs["process"],
-        attrs["processName"],
+        _,
+        _,
         attrs["exc_text"],
         attrs["stack_info"],
         task_name,

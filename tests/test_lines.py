@@ -1,0 +1,121 @@
+"""Lines rendered where they are logged (a writer process with install()'s own sinks)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from conftest import SCRIPTS, child_env, run_python
+from logfunnel import _wire
+
+pytestmark = pytest.mark.usefixtures("no_funnel_env")
+
+
+def _run_mix(tmp_path: Path, host: str, kind: str, *extra: str) -> tuple[list[str], dict[str, int]]:
+    """Run scripts/lines_mix.py; return the records of its sink (one item each) and its stats."""
+    out = tmp_path / f"{host}-{kind}.log"
+    proc = run_python(str(SCRIPTS / "lines_mix.py"), host, str(out), kind, *extra)
+    stats: dict[str, int] = json.loads(proc.stdout.strip().splitlines()[-1])
+    text = "".join(p.read_text(encoding="utf-8") for p in sorted(tmp_path.glob(f"{host}-{kind}.log*")))
+    records: list[str] = []
+    for line in text.splitlines():
+        if kind == "line" and line.startswith("  | "):
+            records[-1] += "\n" + line  # a continuation line belongs to the record above
+        elif kind == "json":
+            entry = json.loads(line)
+            del entry["time"], entry["process"], entry["process_name"]  # differ between runs
+            records.append(json.dumps(entry, sort_keys=True))
+        else:
+            records.append(line)
+    return sorted(records), stats
+
+
+@pytest.mark.parametrize("kind", ["line", "json"])
+def test_rendered_lines_equal_what_the_writer_renders(tmp_path: Path, kind: str) -> None:
+    """Records rendered in the workers (process host) give the same sink as a thread host's."""
+    thread_records, thread_stats = _run_mix(tmp_path, "thread", kind)
+    process_records, process_stats = _run_mix(tmp_path, "process", kind)
+    assert thread_stats["lines"] == 0
+    # Plain records and bursts travel rendered; extras, tracebacks and over-long ones do not.
+    assert process_stats["lines"] >= 6 * 200
+    assert process_stats["records"] - process_stats["lines"] >= 6 * 3
+    assert len(process_records) == thread_stats["records"] == process_stats["records"]
+    assert process_records == thread_records
+
+
+def test_rendered_lines_rotate_whole(tmp_path: Path) -> None:
+    """A rotating sink fed rendered lines keeps every record once, each line whole."""
+    records, stats = _run_mix(tmp_path, "process", "line", "100000")
+    assert len(list(tmp_path.glob("process-line.log*"))) > 3
+    assert stats["lines"] >= 6 * 200
+    assert len(records) == len(set(records)) == stats["records"]
+    for n in range(6):
+        burst = [r for r in records if r.startswith(f"w.{n}|") and f"|burst {n} " in r]
+        assert len(burst) == 200
+
+
+def _send_raw(address: str, frames: list[list[object]]) -> None:
+    """Send frames on a raw connection to a funnel's Unix address and close it."""
+    payload = b""
+    for fields in frames:
+        packed = msgpack.packb(fields)
+        payload += len(packed).to_bytes(4, "big") + packed
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(30)
+        sock.connect(address.removeprefix("unix:"))
+        sock.sendall(payload)
+
+
+SERVER = """
+import json, logging, sys
+import logfunnel
+funnel = logfunnel.install(file=sys.argv[1], host=sys.argv[2], fmt="%(name)s|%(message)s")
+print(funnel.address, flush=True)
+sys.stdin.readline()
+logging.getLogger("after").warning("still here")
+assert funnel.flush(timeout=30)
+stats = funnel.stats()
+funnel.shutdown()
+print(json.dumps(stats), flush=True)
+"""
+
+
+@pytest.mark.parametrize("host", ["thread", "process"])
+def test_a_peer_cannot_forge_lines(tmp_path: Path, host: str) -> None:
+    """A LINE with line breaks stays one record; a thread host, which renders itself, refuses LINEs."""
+    log = tmp_path / "out.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVER, str(log), host],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+    )
+    assert proc.stdout is not None
+    address = proc.stdout.readline().strip()
+    hello = [_wire.HELLO, _wire.PROTOCOL_VERSION, 4242, "raw-peer"]
+    _send_raw(address, [hello, [_wire.LINE, "raw|one\nfake|forged\rfake|again"]])
+    out, err = proc.communicate("go\n", timeout=60)
+    assert proc.returncode == 0, err
+    stats = json.loads(out.strip().splitlines()[-1])
+    lines = log.read_text(encoding="utf-8").splitlines()
+    assert not any(line.startswith("fake|") for line in lines)
+    # Other connections (and, in a thread host, the program's own records) are not ordered
+    # against the raw peer's: look for its lines wherever they are.
+    if host == "process":
+        first = lines.index("raw|one")
+        assert lines[first + 1 : first + 3] == ["  | fake|forged", "  | fake|again"]
+        assert stats["lines"] == 2  # this one, and the program's own record (rendered too)
+    else:
+        (refusal,) = [line for line in lines if line.startswith("logfunnel|")]
+        assert refusal.startswith("logfunnel|discarded a line from process 4242 (raw-peer): ")
+        assert "not expected by this writer" in refusal
+        assert stats["bad_frames"] == 1
+    assert "after|still here" in lines
