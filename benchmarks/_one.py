@@ -365,8 +365,11 @@ class Logfunnel(System):
         import logfunnel  # noqa: PLC0415
 
         mode = self.args.mode
-        if mode in ("slow", "backlog"):
-            gate = mode == "backlog" and self.host == "thread"
+        # A thread host's backlog needs a gate handler in the tree (config=); a
+        # process host's writer is frozen with SIGSTOP, so it keeps install()'s
+        # own sinks, as in the main runs.
+        if mode == "slow" or (mode == "backlog" and self.host == "thread"):
+            gate = mode == "backlog"
             slow_us = self.args.slow_us if mode == "slow" else 0
             self.funnel = logfunnel.install(
                 config=_slow_config(self.path, slow_us, gate), host=self.host

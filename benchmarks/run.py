@@ -626,10 +626,13 @@ def write_report(args: argparse.Namespace, data: dict[str, Any], command: str,
     if data.get("backlog"):
         lines += [*backlog_table(data["backlog"], data["backlog_procs"], data["backlog_n"],
                                  args.fill_s), "",
-                  ("The writer is frozen (SIGSTOP for host=process; a handler that waits on "
-                  "an Event for host=thread) while the workers log; they fill the socket "
-                  "buffers and then block. Drain = from releasing the writer until "
-                  "`Funnel.shutdown()` returns with every record in the file."), ""]
+                  ("The writer is frozen (SIGSTOP for host=process, whose sinks are "
+                  "install()'s own as in the main runs; for host=thread a `config=` sink "
+                  "whose handler waits on an Event) while the workers log; they fill the "
+                  "socket buffers (a few hundred records each) and then block, so most of "
+                  "the 100,000 records are logged after the release. Drain = from releasing "
+                  "the writer until `Funnel.shutdown()` returns with every record in the "
+                  "file."), ""]
     lines += ["## Plot", "", f"![benchmarks]({Path(args.plot).name})", ""]
     # The hand-written account of what changed the numbers, kept across runs.
     notes = Path(__file__).with_name("what-moved.md")
