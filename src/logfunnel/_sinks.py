@@ -32,26 +32,19 @@ class FileSink(logging.FileHandler):
 
     def emit(self, record: logging.LogRecord) -> None:
         """Write ``record``; on the writer loop's thread, leave the flush to the loop."""
-        stream = self.stream
-        if stream is None:  # delay=True, or closed: open (or not) as FileHandler does
-            super().emit(record)
-            return
         try:
-            stream.write(self.format(record) + self.terminator)
-            if threading.get_ident() != self.batch_thread:
-                self.flush()
+            self.write_line(self.format(record))
         except RecursionError:  # as logging.StreamHandler does
             raise
         except Exception:
             self.handleError(record)
 
-
     def write_line(self, text: str) -> None:
-        """Write a line rendered elsewhere with this sink's formatter (see ``write_line``)."""
+        """Write a line rendered with this sink's formatter (here or in another process)."""
         stream = self.stream
-        if stream is None:
+        if stream is None:  # delay=True, or closed: open (or not) as FileHandler.emit does
             if self.mode == "w" and self._closed:  # type: ignore[attr-defined]
-                return  # closed for good, as FileHandler.emit leaves it
+                return
             stream = self.stream = self._open()
         stream.write(text + self.terminator)
         if threading.get_ident() != self.batch_thread:
@@ -90,27 +83,14 @@ class RotatingFileSink(logging.handlers.RotatingFileHandler):
     def emit(self, record: logging.LogRecord) -> None:
         """Format once, rotate if needed, write; on the loop's thread, leave the flush to it."""
         try:
-            message = self.format(record) + self.terminator
-        except Exception:
-            self.handleError(record)
-            return
-        self._pending_size = len(message) if message.isascii() else len(message.encode())
-        try:
-            if self.shouldRollover(record):
-                self.doRollover()
-            if self.stream is None:
-                self.stream = self._open()
-            self.stream.write(message)
-            self._size += self._pending_size
-            if threading.get_ident() != self.batch_thread:
-                self.flush()
+            self.write_line(self.format(record))
         except RecursionError:
             raise
         except Exception:
             self.handleError(record)
 
     def write_line(self, text: str) -> None:
-        """Write a line rendered elsewhere, rotating first if it would not fit."""
+        """Write a line rendered with this sink's formatter, rotating first if it would not fit."""
         line = text + self.terminator
         self._pending_size = len(line) if line.isascii() else len(line.encode())
         if self.shouldRollover(None):
