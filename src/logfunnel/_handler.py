@@ -133,8 +133,8 @@ class Connection:
         self._flags = _SEND_FLAGS  # 0 on a TLS socket (see _send_flags)
         self._block = options.on_full == "block"
         self._render = _renderer(options.render)
-        # A rendered line longer than a record's message may be goes as a
-        # record, so it is cut exactly as it would have been.
+        # A rendered line longer than a record's message may be travels as a
+        # record instead, so it is cut exactly as the record path cuts it.
         self._line_limit = max(256, options.frame_limit // 16)
 
     # -- the hot path -------------------------------------------------------------------
