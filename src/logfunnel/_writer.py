@@ -5,15 +5,17 @@ Data flow::
     process A (any start method)     process B ...          installing process
       logger.info(...)                                         Funnel.flush()/shutdown()
         -> FunnelHandler.emit                                        |
-        -> Encoder.record (_wire)                                    | control channel
+        -> Encoder.record (_wire), or the rendered line              | control channel
         -> sendall on A's own socket   B's own socket               | (socketpair)
                  |                           |                       |
                  v                           v                       v
       +----------------------------- Writer.run (one thread) -----------------------+
       | selector: listening socket | one socket per process | control channel       |
-      | recv -> FrameReader (length prefix, size limit) -> decode_record            |
-      |      -> logging.getLogger(name).isEnabledFor / .handle(record)              |
-      |      -> the handlers of the hosting process's logger tree (the sinks)       |
+      | recv -> FrameReader (length prefix, size limit), per connection:            |
+      |   SITE/THREAD -> that peer's Tables                                         |
+      |   RECORD -> decode_record -> the logger tree's handlers, as Logger.handle   |
+      |   LINE (a writer process with install()'s own sinks) -> _sinks.write_line   |
+      | after a quick busy turn: wait out the rest of _NAP, then select again       |
       +-----------------------------------------------------------------------------+
 
 Who owns what:
