@@ -40,7 +40,7 @@ import textwrap
 import time
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import IO, TYPE_CHECKING, Final
 
 from logfunnel import _seed_programs
 
@@ -105,6 +105,19 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
 
 
 # -- running a program under a watchdog ---------------------------------------------------
+
+
+def _start(program: Path, stderr: int | IO[bytes]) -> subprocess.Popen[bytes]:
+    """Start ``program`` in its own directory and session (so its whole group can be killed)."""
+    return subprocess.Popen(
+        [sys.executable, "-u", program.name],
+        cwd=program.parent,
+        env=_environment(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        start_new_session=True,
+    )
 
 
 def _environment() -> dict[str, str]:
@@ -207,15 +220,7 @@ def _run_pool_program(
     started = time.monotonic()
     hard_deadline = started + limit
     with (workdir / "stderr.txt").open("wb") as stderr_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-u", program.name],
-            cwd=workdir,
-            env=_environment(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=stderr_file,
-            start_new_session=True,
-        )
+        proc = _start(program, stderr_file)
     try:
         _watch(proc, run, stall, hard_deadline)
         if run.stalled or run.timed_out:
@@ -337,15 +342,7 @@ def _show_threads(workdir: Path, deadline: float) -> bool:
         "count threads on each side."
     )
     timeout = max(1.0, min(_THREADS_TIMEOUT, deadline - time.monotonic()))
-    proc = subprocess.Popen(
-        [sys.executable, "-u", program.name],
-        cwd=workdir,
-        env=_environment(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    proc = _start(program, subprocess.PIPE)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
