@@ -93,23 +93,26 @@ def during(logdir: str, host: str, workers: int) -> None:
     )
 
 
+def log_forever(logger: str, tag: str, last: Any, slot: int) -> None:
+    """Log records TAG 0, 1, 2, ... until the process ends, storing each returned SEQ in LAST[SLOT]."""
+    log = logging.getLogger(logger)
+    seq = 0
+    while True:
+        rec(log, tag, seq)
+        last[slot] = seq
+        seq += 1
+
+
 def atexit_run(logdir: str, threads: int) -> None:
     """Return from the main thread while daemon threads log; shutdown runs at exit."""
     logfunnel.install(
         file=os.path.join(logdir, "sink.log"), fmt=FORMAT, level="INFO", host="process"
     )
     last = [-1] * threads
-
-    def spin(k: int) -> None:
-        log = logging.getLogger("faults.atexit")
-        seq = 0
-        while True:
-            rec(log, f"t{k}", seq)
-            last[k] = seq
-            seq += 1
-
     for k in range(threads):
-        threading.Thread(target=spin, args=(k,), daemon=True).start()
+        threading.Thread(
+            target=log_forever, args=("faults.atexit", f"t{k}", last, k), daemon=True
+        ).start()
     wait_until(lambda: min(last) >= 200, 30, "every thread to log 200 records")
 
     # Registered after logfunnel's own exit hook, so it runs before it.
@@ -120,12 +123,7 @@ def atexit_run(logdir: str, threads: int) -> None:
 
 def pool_task(slot: int) -> None:
     """Log until the pool is terminated, storing each returned SEQ in LAST."""
-    log = logging.getLogger("faults.pool")
-    seq = 0
-    while True:
-        rec(log, f"p{slot}", seq)
-        LAST[slot] = seq
-        seq += 1
+    log_forever("faults.pool", f"p{slot}", LAST, slot)
 
 
 def exit_child(slot: int) -> None:

@@ -24,6 +24,7 @@ import multiprocessing
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from faults_common import (
@@ -41,6 +42,32 @@ from faults_common import (
 import logfunnel
 
 CTX: Any = multiprocessing.get_context("fork")
+
+
+def start_workers(
+    workers: int, target: Callable[..., None], *args: Any
+) -> tuple[list[Any], list[Any]]:
+    """Start WORKERS processes running ``target(slot, *args, sender)``; return receivers and processes."""
+    pipes, procs = [], []
+    for slot in range(workers):
+        receiver, sender = CTX.Pipe(duplex=False)
+        proc = CTX.Process(target=target, args=(slot, *args, sender))
+        proc.start()
+        sender.close()
+        pipes.append(receiver)
+        procs.append(proc)
+    return pipes, procs
+
+
+def gather(pipes: list[Any], procs: list[Any]) -> list[Any]:
+    """Receive each worker's one report, in slot order, then join every worker."""
+    results = []
+    for receiver in pipes:
+        results.append(receiver.recv())
+        receiver.close()
+    for proc in procs:
+        proc.join(30)
+    return results
 
 
 def block_worker(slot: int, records: int, pad: int, out: Any) -> None:
@@ -69,20 +96,8 @@ def block(logdir: str, workers: int, records: int, pad: int, delay: float, every
     }
     funnel = logfunnel.install(config=config, host="process")
     started = time.monotonic()
-    pipes, procs = [], []
-    for slot in range(workers):
-        receiver, sender = CTX.Pipe(duplex=False)
-        proc = CTX.Process(target=block_worker, args=(slot, records, pad, sender))
-        proc.start()
-        sender.close()
-        pipes.append(receiver)
-        procs.append(proc)
-    results = []
-    for receiver in pipes:
-        results.append(receiver.recv())
-        receiver.close()
-    for proc in procs:
-        proc.join(30)
+    pipes, procs = start_workers(workers, block_worker, records, pad)
+    results = gather(pipes, procs)
     logged_seconds = time.monotonic() - started
     flushed = funnel.flush(60)
     stats = funnel.stats()
@@ -131,17 +146,8 @@ def drop(logdir: str, workers: int, records: int, pad: int, timeout: float, agai
     gate.gate.clear()
     done = CTX.Semaphore(0)
     resumed = CTX.Event()
-    pipes, procs = [], []
     started = time.monotonic()
-    for slot in range(workers):
-        receiver, sender = CTX.Pipe(duplex=False)
-        proc = CTX.Process(
-            target=drop_worker, args=(slot, records, pad, done, resumed, again, sender)
-        )
-        proc.start()
-        sender.close()
-        pipes.append(receiver)
-        procs.append(proc)
+    pipes, procs = start_workers(workers, drop_worker, records, pad, done, resumed, again)
     for _ in range(workers):
         if not done.acquire(timeout=120):
             raise RuntimeError("a worker never finished logging")
@@ -154,12 +160,7 @@ def drop(logdir: str, workers: int, records: int, pad: int, timeout: float, agai
     # Flow resumes: everything the sockets held is written before this returns.
     flushed_before = funnel.flush(60)
     resumed.set()
-    results = []
-    for receiver in pipes:
-        results.append(receiver.recv())
-        receiver.close()
-    for proc in procs:
-        proc.join(30)
+    results = gather(pipes, procs)
     wait_until(lambda: all(p.exitcode is not None for p in procs), 30, "workers to exit")
     flushed, stats, drained = finish(funnel, root, [sink, gate], 60)
     emit_report(
