@@ -102,9 +102,11 @@ def kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-def header(title: str, command: str) -> None:
+def header(title: str) -> None:
+    """Print the experiment's title, the command that ran it, and the machine."""
+    script = f"benchmarks/stock_remedies/{Path(sys.argv[0]).name}"
     print(f"# {title}")
-    print(f"# command: {command}")
+    print(f"# command: {' '.join(['python', script, *sys.argv[1:]])}")
     print(
         f"# Python {platform.python_version()} ({sys.executable}), {platform.system()} "
         f"{platform.release()}, {os.cpu_count()} CPUs, "

@@ -79,10 +79,7 @@ def main() -> int:
     parser.add_argument("--forks", type=int, default=30)
     parser.add_argument("--bound", type=float, default=2.0)
     args = parser.parse_args()
-    header(
-        "Experiment 4: a forked child's exit flushes an inherited FileHandler",
-        "python benchmarks/stock_remedies/fork_exit_flush.py " + " ".join(sys.argv[1:]),
-    )
+    header("Experiment 4: a forked child's exit flushes an inherited FileHandler")
     for where in ("root", "listener"):
         for fix in ("plain", "fix"):
             timeout = args.forks * (args.bound + 1) + 30

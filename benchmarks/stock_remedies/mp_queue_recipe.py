@@ -300,10 +300,7 @@ def main() -> int:
     parser.add_argument("--cycles", type=int, default=20)
     parser.add_argument("--records", type=int, default=1, help="records each pool task logs")
     args = parser.parse_args()
-    header(
-        "Experiment 2: multiprocessing.Queue + listener process (the article's first remedy)",
-        "python benchmarks/stock_remedies/mp_queue_recipe.py " + " ".join(sys.argv[1:]),
-    )
+    header("Experiment 2: multiprocessing.Queue + listener process (the article's first remedy)")
     if args.part == "printed":
         part_printed()
     elif args.part == "kill":

@@ -49,10 +49,7 @@ def main() -> int:
     parser.add_argument("--control-cycles", type=int, default=50)
     parser.add_argument("--stall", type=float, default=3.0)
     args = parser.parse_args()
-    header(
-        "Experiment 1: the article's Pool + QueueHandler program",
-        "python benchmarks/stock_remedies/seed_hang.py " + " ".join(sys.argv[1:]),
-    )
+    header("Experiment 1: the article's Pool + QueueHandler program")
     base = Path(tempfile.mkdtemp(prefix="seed-hang-"))
     try:
         # A cycle takes 0.1-0.2 s here; the bound leaves room for slow machines.

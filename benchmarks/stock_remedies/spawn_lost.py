@@ -24,7 +24,8 @@ from _harness import header
 
 from logfunnel import _repro, _seed_programs
 
-_FORK_LINE = '    multiprocessing.set_start_method("fork")\n'
+# As pool_program writes it (with repr(), so single quotes).
+_FORK_LINE = f"    multiprocessing.set_start_method({'fork'!r})\n"
 _POOL_LINE = "        with Pool() as pool:\n"
 
 
@@ -43,10 +44,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cycles", type=int, default=30)
     args = parser.parse_args()
-    header(
-        "Experiment 3: spawn / forkserver pools (the article's second remedy)",
-        "python benchmarks/stock_remedies/spawn_lost.py " + " ".join(sys.argv[1:]),
-    )
+    header("Experiment 3: spawn / forkserver pools (the article's second remedy)")
     base = Path(tempfile.mkdtemp(prefix="spawn-lost-"))
     try:
         for fixed in (False, True):
