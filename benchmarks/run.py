@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -393,55 +393,55 @@ def targets(summary: dict[Any, dict[str, Any]], procs: list[int], size: int) -> 
     return out
 
 
-def size_table(summary: dict[Any, dict[str, Any]], systems: list[str], sizes: list[int],
-               procs: int) -> list[str]:
-    out = [
-        (f"### Message size (P={procs}; floor P=1): records/s (x floor at that size), "
-        "worker CPU µs/call"),
-        "",
-        "| system | " + " | ".join(f"{s:,} B" for s in sizes) + " |",
-        "|---|" + "---:|" * len(sizes),
-    ]
+def grid_table(
+    title: str,
+    corner: str,
+    columns: list[int],
+    heads: list[str],
+    systems: list[str],
+    find: Callable[[str, int], dict[str, Any] | None],
+    cell: Callable[[str, int, dict[str, Any]], str],
+) -> list[str]:
+    """A table of one row per system and one cell per column; a wrong run is marked."""
+    out = [title, "", f"| {corner} | " + " | ".join(heads) + " |", "|---|" + "---:|" * len(heads)]
     for system in systems:
         cells = []
-        for size in sizes:
-            p = 1 if system == "floor" else procs
-            s = summary.get((system, p, size))
-            f = summary.get(("floor", 1, size))
+        for column in columns:
+            s = find(system, column)
             if s is None:
                 cells.append("")
-                continue
-            ratio = s["rate"] / f["rate"] if f else float("nan")
-            mark = " **WRONG**" if s["wrong"] else ""
-            cells.append(
-                f"{fmt_num(s['rate'])} ({ratio:.2f}x), {fmt_num(s['cpu_us_per_call'], 1)} µs{mark}"
-            )
+            else:
+                cells.append(cell(system, column, s) + (" **WRONG**" if s["wrong"] else ""))
         out.append(f"| {LABELS[system]} | " + " | ".join(cells) + " |")
     return out
+
+
+def size_table(summary: dict[Any, dict[str, Any]], systems: list[str], sizes: list[int],
+               procs: int) -> list[str]:
+    def cell(_system: str, size: int, s: dict[str, Any]) -> str:
+        f = summary.get(("floor", 1, size))
+        ratio = s["rate"] / f["rate"] if f else float("nan")
+        return f"{fmt_num(s['rate'])} ({ratio:.2f}x), {fmt_num(s['cpu_us_per_call'], 1)} µs"
+
+    return grid_table(
+        (f"### Message size (P={procs}; floor P=1): records/s (x floor at that size), "
+         "worker CPU µs/call"),
+        "system", sizes, [f"{s:,} B" for s in sizes], systems,
+        lambda system, size: summary.get((system, 1 if system == "floor" else procs, size)),
+        cell,
+    )
 
 
 def conn_table(summary: dict[Any, dict[str, Any]], procs: list[int], total: int) -> list[str]:
-    out = [
+    return grid_table(
         (f"### Writer CPU per record as connections grow ({total:,} records in all, "
-        "split over P processes)"),
-        "",
-        "| writer | " + " | ".join(f"P={p}" for p in procs) + " |",
-        "|---|" + "---:|" * len(procs),
-    ]
-    for system in LOGFUNNEL:
-        cells = []
-        for p in procs:
-            s = summary.get((system, p, 100))
-            if s is None:
-                cells.append("")
-                continue
-            mark = " **WRONG**" if s["wrong"] else ""
-            cells.append(
-                f"{fmt_num(s['writer_cpu_us_per_record'], 1)} µs/rec, "
-                f"{fmt_num(s['rate'])} rec/s{mark}"
-            )
-        out.append(f"| {LABELS[system]} | " + " | ".join(cells) + " |")
-    return out
+         "split over P processes)"),
+        "writer", procs, [f"P={p}" for p in procs], list(LOGFUNNEL),
+        lambda system, p: summary.get((system, p, 100)),
+        lambda _system, _p, s: (
+            f"{fmt_num(s['writer_cpu_us_per_record'], 1)} µs/rec, {fmt_num(s['rate'])} rec/s"
+        ),
+    )
 
 
 def slow_table(summary: dict[Any, dict[str, Any]], procs: int, slow_us: float) -> list[str]:
