@@ -39,6 +39,17 @@ CONTINUATION = "  | "
 MAX_RECORD_CHARS = 4 * 1024 * 1024  # the default frame limit
 MAX_PEAK_RSS_KIB = 3 * 1024 * 1024  # 3 GiB for a process that logged a 1 GiB message
 NEW_EXCEPTIONS = sys.version_info >= (3, 11)
+# The child script sets str()'s limit on int digits (4,300) where Python has one.
+INT_DIGITS_LIMIT = hasattr(sys, "set_int_max_str_digits")
+HUGE_INT = 10**5000
+
+
+def _huge(value: Any, sign: str = "") -> bool:
+    """Tell whether ``value`` is how an extra holding ``HUGE_INT`` (negated by ``sign``) arrives."""
+    if INT_DIGITS_LIMIT:
+        return bool(value == f"<{'negative ' if sign else ''}int with 5,001 digits>")
+    return value in (int(sign + str(HUGE_INT)), sign + str(HUGE_INT))  # pragma: no cover
+
 
 # What the text of each case's record must contain (besides its tag).
 EXPECTED: dict[str, list[str]] = {
@@ -80,6 +91,11 @@ EXPECTED: dict[str, list[str]] = {
     "pct_too_many": ["<unformattable message: TypeError", "args=(1, 2)"],
     "pct_wrong_type": ["<unformattable message: TypeError", "'not a number'"],
     "pct_bad_directive": ["<unformattable message: ValueError", "args=(1,)"],
+    "arg_int_huge": (
+        ["<unformattable message: ValueError", "args=(<int with 5,001 digits>,)"]
+        if INT_DIGITS_LIMIT
+        else []
+    ),
 }
 CUT_CASES = ("str_huge", "msg_10mb", "msg_1gb")
 # Extras the JSON sink shows (the text format has no field for them): key -> check.
@@ -91,6 +107,27 @@ EXTRA_CHECKS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "extra_repr_raises": ("x_bad", lambda v: v == "<unrepresentable ReprRaises: RuntimeError>"),
     "extra_repr_huge": ("x_huge", lambda v: CUT.search(v) is not None and len(v) < 20_000),
     "extra_invalid_utf8": ("x_raw", lambda v: v == "café \\udcff\\udcfe\\udcc3"),
+    "extra_invalid_utf8_tuple": ("x_rawt", lambda v: v == ["café \\udcff\\udcfe\\udcc3"]),
+    "extra_int_huge": ("x_int", _huge),
+    "extra_int_huge_negative": ("x_neg", lambda v: _huge(v, "-")),
+    "extra_int_huge_nested": ("x_ints", lambda v: v[0] == 1 and _huge(v[1]["k"])),
+    "extra_key_tuple_top": ("(1, 2)", lambda v: v == "v"),
+    "extra_key_tuple": ("x_tk", lambda v: v == {"(1, 2)": "v"}),
+    "extra_key_tuple_nested": (
+        "x_tkn",
+        lambda v: v == {"a": {"((1, 2), (3,))": [{"(4, 5)": "w"}]}},
+    ),
+    "extra_key_bytes": ("x_bk", lambda v: v == {"b'k'": 1}),
+    "extra_key_repr_raises": (
+        "x_rk",
+        lambda v: v == {"<unrepresentable ReprRaises: RuntimeError>": 1},
+    ),
+    "extra_key_repr_raises_top": ("<unrepresentable ReprRaises: RuntimeError>", lambda v: v == 1),
+    "extra_key_nan": ("x_nk", lambda v: v == {"nan": 1}),
+    "extra_key_int_huge": (
+        "x_ik",
+        lambda v: len(v) == 1 and _huge(next(iter(v))) and list(v.values()) == [1],
+    ),
 }
 
 

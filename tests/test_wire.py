@@ -227,6 +227,149 @@ def test_extra_whose_repr_raises_becomes_a_marker() -> None:
     )
 
 
+@pytest.fixture
+def int_digits_limit() -> Any:
+    """Set str()'s limit on int digits to its default (4,300) for one test."""
+    if not hasattr(sys, "set_int_max_str_digits"):
+        pytest.skip("this Python has no limit on int digits")
+    saved = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(4300)
+    yield
+    sys.set_int_max_str_digits(saved)
+
+
+@pytest.mark.usefixtures("int_digits_limit")
+def test_ints_too_long_for_str_travel_as_their_digit_count() -> None:
+    """An int str() refuses (over 4,300 digits) arrives as <int with N digits>, the record whole.
+
+    As a value, in a list or dict, as a key, in a text field and in a repr (issue 9, item 7).
+    """
+    huge = 10**5000
+    record = make_record(
+        "huge %s",
+        (huge,),
+        extra={"x": huge, "neg": -huge, "inner": [1, {"k": huge}], "keyed": {huge: 1}},
+    )
+    record.name = huge  # type: ignore[assignment]  # a filter's doing
+    decoded = roundtrip(record)
+    assert decoded.x == "<int with 5,001 digits>"
+    assert decoded.neg == "<negative int with 5,001 digits>"
+    assert decoded.inner == [1, {"k": "<int with 5,001 digits>"}]
+    assert decoded.keyed == {"<int with 5,001 digits>": 1}
+    assert decoded.name == "<int with 5,001 digits>"
+    assert decoded.msg.startswith("<unformattable message: ValueError")
+    assert decoded.msg.endswith("args=(<int with 5,001 digits>,)")
+    assert _wire.safe_repr({(1, huge): [huge]}) == (
+        "{(1, <int with 5,001 digits>): [<int with 5,001 digits>]}"
+    )
+    assert _wire.int_text(10**4299) == str(10**4299)  # within the limit: its digits
+
+
+def test_digit_count_of_a_long_int_is_exact() -> None:
+    """The digit count is exact around every power of ten and two; past 2**18 bits, "about"."""
+    if hasattr(sys, "set_int_max_str_digits"):
+        saved = sys.get_int_max_str_digits()
+        sys.set_int_max_str_digits(0)  # str() may convert them all, to check
+    try:
+        values = [10**n + d for n in range(4290, 4400) for d in (-1, 0, 1)]
+        values += [2**b + d for b in range(14_000, 15_000) for d in (-1, 0)]
+        values += [10**70_000 - 1, 10**70_000, 2**235_112]  # near a close call of the float
+        for value in values:
+            assert _wire._long_int(value) == f"<int with {len(str(value)):,} digits>"
+            assert _wire._long_int(-value) == f"<negative int with {len(str(value)):,} digits>"
+    finally:
+        if hasattr(sys, "set_int_max_str_digits"):
+            sys.set_int_max_str_digits(saved)
+    assert _wire._long_int(10**1_000_000) == "<int with about 1,000,000 digits>"
+
+
+def test_safe_repr_never_raises() -> None:
+    """A repr that raises, returns a lying str subclass, or a type whose name raises: a marker."""
+
+    class NoName(type):
+        def __getattribute__(cls, name: str) -> Any:
+            if name == "__qualname__":
+                raise RuntimeError("no name")
+            return super().__getattribute__(name)
+
+    class Nameless(metaclass=NoName):
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr")
+
+    class Lying(str):
+        __slots__ = ()
+
+        def __len__(self) -> int:
+            return 0
+
+    class LyingRepr:
+        def __repr__(self) -> str:
+            return Lying("x" * 20_000)
+
+    class Raises:
+        def __repr__(self) -> str:
+            raise ValueError("no repr")
+
+    assert _wire.safe_repr(Nameless()) == "<unrepresentable object>"
+    assert _wire.safe_repr(Raises()).startswith("<unrepresentable ")
+    assert _wire.safe_repr(Raises()).endswith("Raises: ValueError>")
+    assert CUT_MARKER.match(_wire.safe_repr(LyingRepr())) is not None
+    assert _wire.plain({Nameless(): [Raises()]}) == {
+        "<unrepresentable object>": [_wire.safe_repr(Raises())]
+    }
+
+
+def _strict_json(line: str) -> Any:
+    """Parse ``line`` as RFC 8259 JSON (no NaN or Infinity), checking it is one line."""
+    assert "\n" not in line
+
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+class _ReprRaises:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+@pytest.mark.usefixtures("int_digits_limit")
+def test_json_formatter_writes_extras_json_cannot_hold_as_the_codec_sends_them() -> None:
+    """In the installer's own JSON sink, odd keys and long ints give one line of strict JSON.
+
+    What the sink shows is what a record from another process shows: the codec's plain form.
+    """
+    bad_key = _ReprRaises()
+    extra = {
+        "x_int": 10**5000,
+        "x_tk": {(1, 2): "v"},
+        "x_tkn": {"a": {((1, 2), (3,)): [{(4, 5): "w"}]}},
+        "x_bk": {b"k": 1},
+        "x_rk": {bad_key: 1},
+        "x_nk": {math.nan: 1},
+        "x_ik": {10**5000: 1},
+        "x_raw": ("caf\udcc3",),
+    }
+    record = make_record("m" * 50_000, None, extra=extra)
+    record.__dict__[(1, 2)] = "top"  # type: ignore[index]
+    record.__dict__[bad_key] = "top-bad"  # type: ignore[index]
+    obj = _strict_json(JsonFormatter().format(record))
+    assert obj["message"] == "m" * 50_000  # the record's own texts are not cut like extras
+    assert obj["x_int"] == "<int with 5,001 digits>"
+    assert obj["x_tk"] == {"(1, 2)": "v"}
+    assert obj["x_tkn"] == {"a": {"((1, 2), (3,))": [{"(4, 5)": "w"}]}}
+    assert obj["x_bk"] == {"b'k'": 1}
+    assert obj["x_rk"] == {"<unrepresentable _ReprRaises: RuntimeError>": 1}
+    assert obj["x_nk"] == {"nan": 1}
+    assert obj["x_ik"] == {"<int with 5,001 digits>": 1}
+    assert obj["x_raw"] == ["caf\\udcc3"]
+    assert obj["(1, 2)"] == "top"
+    assert obj["<unrepresentable _ReprRaises: RuntimeError>"] == "top-bad"
+    decoded = roundtrip(record)  # the same record from another process: the same object
+    assert _strict_json(JsonFormatter().format(decoded)) == obj
+
+
 def test_huge_repr_of_an_extra_is_cut_with_a_marker() -> None:
     """An extra whose repr is 5 MB arrives cut to 10,000 characters, saying how much was cut."""
 
@@ -488,16 +631,33 @@ class Opaque:
         return "<Opaque>"
 
 
+# Ints str() refuses under its default limit of 4,300 digits.
+huge_ints = st.integers(min_value=4300, max_value=4400).map(lambda n: 10**n + 7) | st.integers(
+    min_value=4300, max_value=4400
+).map(lambda n: -(10**n))
+# Keys msgpack and JSON cannot hold as they are (issue 9, item 7).
+odd_keys = (
+    st.integers()
+    | huge_ints
+    | st.floats()
+    | st.tuples(st.integers(), st.text(max_size=3))
+    | st.tuples(st.tuples(st.integers()), st.none())
+    | st.binary(max_size=4)
+    | st.builds(_ReprRaises)
+    | st.none()
+    | st.booleans()
+)
 any_values = st.recursive(
     plain_leaves
     | st.integers()
+    | huge_ints
     | st.floats()
     | st.text(max_size=20_000)
     | st.builds(Opaque)
     | st.builds(threading.Lock),
     lambda children: st.lists(children, max_size=5)
     | st.tuples(children, children)
-    | st.dictionaries(st.text(max_size=5) | st.integers(), children, max_size=5)
+    | st.dictionaries(st.text(max_size=5) | odd_keys, children, max_size=5)
     | st.sets(st.integers(), max_size=3),
     max_leaves=15,
 )
@@ -593,7 +753,7 @@ def test_any_record_round_trips_or_degrades_to_a_documented_form(
             else:
                 assert received == value
         elif isinstance(value, int):
-            assert received == str(value)
+            assert received == _wire.int_text(value)
         elif isinstance(value, (Opaque, type(threading.Lock()), set)):
             assert isinstance(received, str)
 
@@ -610,6 +770,22 @@ def test_frame_limit_is_respected_for_any_input(texts_: list[Any], frame_limit: 
     record = make_record(joined * 10, None, stack_info=joined, extra=extra)
     decoded = roundtrip(record, frame_limit)  # asserts the limit
     format_both(decoded)
+
+
+@PROPERTY
+@given(extra=st.dictionaries(odd_keys | extra_keys, any_values, max_size=4))
+def test_extras_under_any_keys_give_one_record_and_strict_json(extra: dict[Any, Any]) -> None:
+    """Extras under keys of any type, holding anything: the record arrives, the JSON sink is strict.
+
+    Both where the record is logged (the installer's own JSON sink) and after the wire.
+    """
+    record = make_record("odd keys", None)
+    record.__dict__.update(extra)  # what Logger.makeRecord does with extra=
+    decoded = roundtrip(record)
+    format_both(decoded)
+    assert decoded.msg == "odd keys"
+    assert _strict_json(JsonFormatter().format(record))["message"] == "odd keys"
+    assert _strict_json(JsonFormatter().format(decoded))["message"] == "odd keys"
 
 
 repr_values = st.recursive(

@@ -188,21 +188,61 @@ class JsonFormatter(logging.Formatter):
             if key not in STANDARD_ATTRS and key not in out:
                 out[key] = value
         try:
-            text = json.dumps(out, ensure_ascii=False, allow_nan=False, default=_wire.safe_repr)
-        except (ValueError, TypeError, RecursionError):
-            # Circular or deep extras, NaN and infinities (strict JSON has none):
-            # extras as the codec sends them, non-finite floats as strings.
-            out = {k: _finite(_wire.plain(v)) for k, v in out.items()}
-            text = json.dumps(out, ensure_ascii=False, allow_nan=False, default=_wire.safe_repr)
+            text = _dumps(out)
+        except Exception:
+            # Circular or deep extras, NaN and infinities (strict JSON has none),
+            # keys JSON has no form for (tuples, bytes, ints too long to convert),
+            # containers whose items() raises: extras as the codec sends them,
+            # non-finite floats as strings.
+            out = _plain_json(out)
+            text = _dumps(out)
         if not text.isascii():
             try:
                 text.encode("utf-8")
             except UnicodeEncodeError:
                 # Lone surrogates: written as escaped text ("\\udcff"), as the
                 # codec sends them, not as JSON escapes a reader would decode back.
-                out = _wire.sanitize(out)
-                text = json.dumps(out, ensure_ascii=False, default=_wire.safe_repr)
+                text = _dumps(_wire.sanitize(_plain_json(out)))
         return text
+
+
+def _dumps(out: dict[str, Any]) -> str:
+    """Return ``out`` as strict JSON on one line; what JSON cannot hold becomes its safe repr."""
+    return json.dumps(out, ensure_ascii=False, allow_nan=False, default=_wire.safe_repr)
+
+
+def _plain_json(out: dict[Any, Any]) -> dict[str, Any]:
+    """Return ``out`` with string keys and values strict JSON can hold.
+
+    Texts of the record's own keys stay whole; everything else becomes what
+    the codec sends (``_wire.plain``), with NaN and infinities as strings.
+    """
+    return {
+        (k if type(k) is str else _wire.safe_repr(k, 200)): (
+            v if type(v) is str and k in _RECORD_KEYS else _finite(_wire.plain(v))
+        )
+        for k, v in out.items()
+    }
+
+
+#: The keys JsonFormatter writes for the record itself (the rest are extras).
+_RECORD_KEYS: Final = frozenset(
+    (
+        "time",
+        "level",
+        "logger",
+        "message",
+        "process",
+        "process_name",
+        "thread_name",
+        "module",
+        "line",
+        "function",
+        "exc_text",
+        "stack_info",
+        "task_name",
+    )
+)
 
 
 def one_line(text: str) -> str:

@@ -31,11 +31,16 @@ and a few more:
 4. Attributes added through ``extra=`` travel when they are plain
    (str, int, float, bool, None, bytes; lists, tuples and dicts of those, to a
    depth of 8 and 1,000 items); anything else travels as ``repr()`` (a ``repr``
-   that raises becomes ``<unrepresentable T: ExcType>``).  Strings and bytes
-   longer than 10,000 are cut with a marker; ints outside 64 bits travel as
-   their decimal text.  All the extras of one record together hold at most
-   ``_EXTRA_BUDGET`` values (a string counting one more per 64 characters);
-   values past that budget become
+   that raises becomes ``<unrepresentable T: ExcType>``).  A key that is not a
+   string (a tuple, bytes, NaN, an object whose ``repr`` raises) travels as its
+   safe repr, cut at 200 characters.  Strings and bytes longer than 10,000 are
+   cut with a marker; ints outside 64 bits travel as their decimal text, or as
+   ``<int with N digits>`` when ``str()`` refuses them (over
+   ``sys.get_int_max_str_digits()`` digits, 4,300 by default), in a repr too.
+   None of this can raise: a value that cannot be made plain never costs the
+   record (``safe_repr`` ends in ``<unrepresentable object>``).  All the
+   extras of one record together hold at most ``_EXTRA_BUDGET`` values (a
+   string counting one more per 64 characters); values past that budget become
    ``EXTRA_CUT_MARKER``, so a structure that shares one list many times over
    cannot make the sender allocate more than that.
 5. Text longer than the field limit is cut and ends with a marker saying how
@@ -168,9 +173,12 @@ class FrameError(ValueError):
 def safe_repr(value: object, limit: int = _REPR_LIMIT) -> str:
     """Return ``repr(value)`` cut to ``limit`` characters, or a marker if ``repr`` raises.
 
-    Strings, bytes and built-in containers are rendered within the limit, so
-    their ``repr`` never costs more memory than the limit (a list that holds
-    one big string a thousand times would otherwise have a huge ``repr``).
+    Never raises (for an ``Exception``).  Strings, bytes and built-in
+    containers are rendered within the limit, so their ``repr`` never costs
+    more memory than the limit (a list that holds one big string a thousand
+    times would otherwise have a huge ``repr``).  An int with more digits than
+    ``str()`` converts (``sys.get_int_max_str_digits()``) becomes
+    ``<int with N digits>``.
     """
     try:
         kind = type(value)
@@ -181,15 +189,65 @@ def safe_repr(value: object, limit: int = _REPR_LIMIT) -> str:
                 unit = "characters" if kind is str else "bytes"
                 return f"{head}... [logfunnel: {size - limit:,} of {size:,} {unit} cut]"
             text = repr(value)
+        elif kind is int:
+            text = int_text(value)  # type: ignore[arg-type]
         elif kind in _CONTAINER_OPEN:
             return _BoundedRepr(limit).render(value)
         else:
             text = repr(value)
+            if type(text) is not str:  # a str subclass: its own len() and slicing may lie
+                text = str.__str__(text)
     except Exception as exc:  # a __repr__ that raises must not stop the record
-        return f"<unrepresentable {type(value).__qualname__}: {type(exc).__name__}>"
-    if not isinstance(text, str):  # pragma: no cover - repr() enforces str
-        return f"<unrepresentable {type(value).__qualname__}>"
+        return _unrepresentable(value, exc)
     return cut(text, limit)
+
+
+def _unrepresentable(value: object, exc: BaseException) -> str:
+    """Return ``<unrepresentable T: ExcType>`` for a value whose ``repr`` raised ``exc``."""
+    try:
+        name, error = type(value).__qualname__, type(exc).__name__
+    except Exception:  # a metaclass whose __qualname__ raises
+        return "<unrepresentable object>"
+    if type(name) is not str or type(error) is not str:
+        return "<unrepresentable object>"
+    return f"<unrepresentable {name}: {error}>"
+
+
+#: Above this many bits an int's digits are estimated, not counted: counting
+#: them exactly needs a power of ten as large as the int.
+_EXACT_DIGITS_BITS: Final = 1 << 18
+
+
+def int_text(value: int) -> str:
+    """Return ``str(value)``, or ``<int with N digits>`` when it has too many digits to convert.
+
+    ``str()`` of an int over ``sys.get_int_max_str_digits()`` digits (4,300 by
+    default) raises ``ValueError``; converting it anyway would cost time
+    quadratic in its size.
+    """
+    try:
+        return int.__repr__(value)
+    except ValueError:
+        return _long_int(value)
+
+
+def _long_int(value: int) -> str:
+    """Return ``<int with N digits>`` (``<negative int ...>``) without converting ``value``."""
+    magnitude = -value if value < 0 else value
+    sign = "negative " if value < 0 else ""
+    bits = magnitude.bit_length()
+    # The digits of 2 ** (bits - 1), as a float computes them: right, or one off.
+    digits = int((bits - 1) * _LOG10_2) + 1
+    if bits > _EXACT_DIGITS_BITS:
+        return f"<{sign}int with about {digits:,} digits>"
+    if magnitude < 10 ** (digits - 1):
+        digits -= 1
+    elif magnitude >= 10**digits:
+        digits += 1
+    return f"<{sign}int with {digits:,} digits>"
+
+
+_LOG10_2: Final = math.log10(2)
 
 
 _CONTAINER_OPEN: Final[dict[type, str]] = {
@@ -291,7 +349,7 @@ def plain(value: Any, depth: int = 0, budget: list[int] | None = None) -> Any:
     kind = type(value)
     if kind in _PLAIN_LEAVES:
         if kind is int and not _INT64_MIN <= value <= _UINT64_MAX:
-            value = str(value)
+            value = int_text(value)
         elif (kind is str or kind is bytes) and len(value) > _REPR_LIMIT:
             value = safe_repr(value, _REPR_LIMIT) if kind is bytes else cut(value, _REPR_LIMIT)
         budget[0] -= 1 + (len(value) >> 6 if type(value) in (str, bytes) else 0)
@@ -458,7 +516,7 @@ def _coerce(value: Any, types: tuple[type, ...]) -> Any:
         if type(value) is float and not math.isfinite(value):
             return 0.0
         if type(value) is int and not _INT64_MIN <= value <= _UINT64_MAX:
-            return str(value) if str in types else (None if _NONE in types else 0)
+            return int_text(value) if str in types else (None if _NONE in types else 0)
         return value
     if value is None and _NONE in types:
         return None

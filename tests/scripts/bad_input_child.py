@@ -37,6 +37,11 @@ if TYPE_CHECKING:
 TEXT_FORMAT = "%(levelname)s %(processName)s %(name)s: %(message)s"
 TEN_MB = 10 * 1024 * 1024
 ONE_GB = 1024 * 1024 * 1024
+# 5,001 digits: str() refuses it under the default limit of 4,300 digits, which
+# this script sets itself, so the environment cannot lift it (PYTHONINTMAXSTRDIGITS).
+HUGE_INT = 10**5000
+if hasattr(sys, "set_int_max_str_digits"):  # Python 3.10.7 and later
+    sys.set_int_max_str_digits(4300)
 
 log = logging.getLogger("bad.input")
 
@@ -152,6 +157,21 @@ def _cases(big: bool) -> list[tuple[str, Callable[[str], None]]]:
         ("extra_repr_raises", lambda t: log.info(t, extra={"x_bad": ReprRaises()})),
         ("extra_repr_huge", lambda t: log.info(t, extra={"x_huge": ReprHuge()})),
         ("extra_invalid_utf8", lambda t: log.info(t, extra={"x_raw": _invalid_utf8()})),
+        ("extra_invalid_utf8_tuple", lambda t: log.info(t, extra={"x_rawt": (_invalid_utf8(),)})),
+        # Extras that cannot be made plain as they are: ints too long for str(),
+        # keys JSON and msgpack have no form for (issue 9, item 7).
+        ("extra_int_huge", lambda t: log.info(t, extra={"x_int": HUGE_INT})),
+        ("extra_int_huge_negative", lambda t: log.info(t, extra={"x_neg": -HUGE_INT})),
+        ("extra_int_huge_nested", lambda t: log.info(t, extra={"x_ints": [1, {"k": HUGE_INT}]})),
+        ("extra_key_tuple_top", lambda t: log.info(t, extra={(1, 2): "v"})),  # type: ignore[dict-item]
+        ("extra_key_tuple", lambda t: log.info(t, extra={"x_tk": {(1, 2): "v"}})),
+        ("extra_key_tuple_nested", lambda t: log.info(t, extra={"x_tkn": _nested_tuple_keys()})),
+        ("extra_key_bytes", lambda t: log.info(t, extra={"x_bk": {b"k": 1}})),
+        ("extra_key_repr_raises", lambda t: log.info(t, extra={"x_rk": {ReprRaises(): 1}})),
+        ("extra_key_repr_raises_top", lambda t: log.info(t, extra={ReprRaises(): 1})),  # type: ignore[dict-item]
+        ("extra_key_nan", lambda t: log.info(t, extra={"x_nk": {float("nan"): 1}})),
+        ("extra_key_int_huge", lambda t: log.info(t, extra={"x_ik": {HUGE_INT: 1}})),
+        ("arg_int_huge", lambda t: log.info(t + " %s", HUGE_INT)),
         ("str_raises", lambda t: log.info(t + " %s", StrRaises())),
         ("repr_raises", lambda t: log.info(t + " %r", ReprRaises())),
         ("str_huge", lambda t: log.info(t + " %s", StrHuge())),
@@ -174,6 +194,10 @@ def _cases(big: bool) -> list[tuple[str, Callable[[str], None]]]:
     if big:
         cases.append(("msg_1gb", _one_gigabyte))
     return cases
+
+
+def _nested_tuple_keys() -> dict[str, Any]:
+    return {"a": {((1, 2), (3,)): [{(4, 5): "w"}]}}
 
 
 def _invalid_utf8() -> str:
