@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import time
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import logfunnel
+from logfunnel import _wire
 
 pytestmark = pytest.mark.usefixtures("no_funnel_env")
 
@@ -108,13 +111,54 @@ def test_context_manager_writes_and_undoes_install(tmp_path: Path, host: str) ->
         assert os.environ["LOGFUNNEL_ADDRESS"] == funnel.address
         logging.getLogger("api").info("inside")
         assert funnel.flush() is True
-        assert funnel.stats()["connections_open"] >= 0
-    assert log.read_text().splitlines() == ["inside"]
+        # The installer's own records: no connection in a thread host (they go
+        # straight to its handlers), its own one to a writer process.
+        own = 0 if host == "thread" else 1
+        assert funnel.stats()["connections_open"] == own
+        with _peer(funnel.address) as peer:
+            peer.sendall(_record_frames("from a peer"))
+            _flush_through(peer)  # the writer has read this peer: it is counted
+            assert funnel.stats()["connections_open"] == own + 1
+        _wait_for_connections(funnel, own)  # its end of stream is seen by the loop, later
+    assert log.read_text().splitlines() == ["inside", "from a peer"]
     assert "LOGFUNNEL_ADDRESS" not in os.environ
     assert root.handlers == before
     assert logfunnel.current() is None
     assert funnel.shutdown() is True  # idempotent
     assert funnel.flush() is False
+
+
+def _peer(address: str) -> socket.socket:
+    """Connect to the writer as a process would, HELLO sent."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(10.0)
+    sock.connect(address.removeprefix("unix:"))
+    sock.sendall(_wire.Encoder().frame(_wire.hello_fields(os.getpid(), "api-peer")))
+    return sock
+
+
+def _record_frames(message: str) -> bytes:
+    record = logging.LogRecord("api.peer", logging.INFO, __file__, 1, message, None, None)
+    return _wire.Encoder().record(record)
+
+
+def _flush_through(sock: socket.socket) -> None:
+    """Send a FLUSH barrier on ``sock`` and wait for its answer."""
+    sock.sendall(_wire.Encoder().frame([_wire.FLUSH, 7]))
+    reader = _wire.FrameReader()
+    while True:
+        data = sock.recv(65536)
+        assert data, "the writer closed the peer's connection"
+        if [_wire.FLUSHED, 7] in reader.feed(data):
+            return
+
+
+def _wait_for_connections(funnel: logfunnel.Funnel, expected: int) -> None:
+    """Ask the writer until it counts ``expected`` open connections (bounded)."""
+    deadline = time.monotonic() + 20.0
+    while (count := funnel.stats()["connections_open"]) != expected:
+        assert time.monotonic() < deadline, f"{count} connections open, expected {expected}"
+        assert funnel.flush() is True  # one more turn of the writer's loop
 
 
 def test_private_socket_directory_is_owner_only(tmp_path: Path) -> None:

@@ -68,24 +68,77 @@ def test_thread_counts_are_shown(repro_run: tuple[subprocess.CompletedProcess[st
     assert "thread counts: parent 2, child 1" in out
 
 
-def test_hang_is_detected_with_a_lock_frame_or_reported_as_not_reproduced(
+def test_article_program_hangs_and_the_stuck_child_shows_its_lock_frame(
     repro_run: tuple[subprocess.CompletedProcess[str], Path],
 ) -> None:
-    """Either the hang is shown with a stack blocked on a lock, or the output says it did not."""
+    """The article's program hangs, and the stuck child's stack points at the lock it waits for.
+
+    Its parent thread logs without pause while the pool forks: in the runs
+    measured it hung in its first or second cycle, so 50 cycles without a
+    hang would mean the demonstration (or the watchdog) no longer works.
+    """
     out = repro_run[0].stdout
     assert "root logger stays at WARNING" in out
-    if "HANG DETECTED" in out:
-        assert "written by faulthandler on SIGUSR1" in out
-        frame = re.search(r"^lock-acquisition frame: (.+)$", out, re.MULTILINE)
-        assert frame is not None, out
-        lock_frame = r'(threading\.py", line \d+ in (__enter__|acquire))|(queue\.py".* in put)'
-        assert re.search(lock_frame, frame[1])
-        assert "blocked here, acquiring a lock" in out
-        assert "Queue.put()" in out
-        assert "article's program: hang reproduced" in out
-    else:
-        assert "did not reproduce within" in out or "neither hung nor finished" in out
-        assert "article's program: hang not reproduced on this run" in out
+    assert "HANG DETECTED" in out, out
+    assert "article's program: hang reproduced" in out
+    assert "written by faulthandler on SIGUSR1" in out
+    frame = re.search(r"^lock-acquisition frame: (.+)$", out, re.MULTILINE)
+    assert frame is not None, out
+    lock_frame = r'(threading\.py", line \d+ in (__enter__|acquire))|(queue\.py".* in put)'
+    assert re.search(lock_frame, frame[1])
+    assert "blocked here, acquiring a lock" in out
+    assert "Queue.put()" in out
+
+
+# Fork while the main thread holds the article's queue mutex: the worst moment the
+# article's logging thread can be caught at, made certain instead of likely.
+_HOLD_THE_QUEUE_AT_FORK = """\
+    (_queue_handler,) = [h for h in logging.getLogger().handlers if isinstance(h, QueueHandler)]
+    os.register_at_fork(
+        before=_queue_handler.queue.mutex.acquire,
+        after_in_parent=_queue_handler.queue.mutex.release,
+    )
+"""
+
+
+def _forced_hang_program(cycles: int, *, fixed: bool) -> str:
+    text = _seed_programs.pool_program(cycles, fixed=fixed)
+    anchor = "    listener, thread = setup_logging()\n"
+    assert text.count(anchor) == 1
+    return text.replace(anchor, anchor + _HOLD_THE_QUEUE_AT_FORK)
+
+
+def test_a_fork_inside_queue_put_hangs_the_article_and_not_the_fixed_program(
+    tmp_path: Path,
+) -> None:
+    """Forked while the queue's mutex is held: the article's child hangs, the fixed one does not.
+
+    The same watchdog ``logfunnel repro`` runs; the hang is certain here, not a matter of timing.
+    """
+    cycles = 3
+    article = _repro._run_pool_program(
+        tmp_path / "article",
+        cycles,
+        fixed=False,
+        stall=3.0,
+        limit=40.0,
+        text=_forced_hang_program(cycles, fixed=False),
+    )
+    assert article.hung, article
+    assert article.stuck_cycle == 0
+    found = _repro._lock_frame(article.dump)
+    assert found is not None, article.dump
+    fixed = _repro._run_pool_program(
+        tmp_path / "fixed",
+        cycles,
+        fixed=True,
+        stall=20.0,
+        limit=60.0,
+        text=_forced_hang_program(cycles, fixed=True),
+    )
+    assert fixed.finished, fixed
+    assert fixed.returncode == 0, fixed.stderr
+    assert fixed.child_records == dict.fromkeys(range(cycles), 1)
 
 
 def test_lock_frame_is_found_in_a_faulthandler_dump() -> None:
