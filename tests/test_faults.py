@@ -210,8 +210,8 @@ def _check_block(tmp_path: Path, report: dict[str, Any], workers: int, records: 
     early = memory["samples"][0]["VmRSS"]
     peak = max([memory["end"]["VmHWM"], *(s["VmHWM"] for s in memory["samples"])])
     pushed_mib = report["pushed_bytes"] / 2**20
-    # Nothing queues up: the writer's peak stays within 32 MiB of its size at the
-    # first record although several times that went through it.
+    # Nothing queues up: the writer's peak stays within 16 MiB of its size at the
+    # first record although more than twice that went through it (measured: under 1 MiB).
     assert (peak - early) / 1024 < 16 < pushed_mib / 2, (early, peak, pushed_mib)
     for worker in report["workers"]:
         assert worker["VmHWM"] / 1024 < 100, worker
@@ -255,11 +255,12 @@ def _check_drop(
 ) -> tuple[Sink, dict[int, int]]:
     assert report["exitcodes"] == [0] * workers
     assert report["writer_blocked"] is True
+    # No call waited for the sink: every worker returned from all its calls while
+    # the writer sat at the closed gate (it opens only after that, and none of the
+    # sink's waits gave up first). How long a call takes is the benchmarks' business.
+    assert report["gate_timeouts"] == 0
     assert report["flushed"] is True
     assert report["drained"] is True
-    for worker in report["workers"]:
-        # full_timeout=0.05 plus scheduling slack: never a stuck logging call.
-        assert worker["longest"] < 0.5, worker
     sink = read_sink(tmp_path / "drop.log")
     return sink, _drop_counts(sink)
 
@@ -308,11 +309,10 @@ def test_drops_of_a_process_that_exits_while_the_sink_is_stuck_are_reported(tmp_
 # -- item 4: a full disk ----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def disk_full_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    """Run the disk-full scenario once for the tests below."""
-    logdir = tmp_path_factory.mktemp("disk")
-    return logdir, run_script("faults_disk.py", logdir, 1000, 100)
+@pytest.fixture
+def disk_full_run(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
+    """Run the disk-full scenario for one test (each test runs its own)."""
+    return tmp_path, run_script("faults_disk.py", tmp_path, 1000, 100)
 
 
 def test_full_disk_under_one_sink_leaves_other_sinks_whole(
@@ -374,8 +374,9 @@ def _read_fallback(path: Path) -> dict[str, list[int]]:
 def _during(tmp_path: Path, host: str) -> tuple[dict[str, Any], Sink, dict[str, list[int]]]:
     report = run_script("faults_shutdown.py", "during", tmp_path, host, 3)
     assert report["exitcodes"] == [0, 0, 0]
+    # Drained: shutdown(timeout=10) finished its work before its deadline (a hang
+    # would end in the script's own time limit).
     assert report["drained"] is True
-    assert report["shutdown_seconds"] < 10 + 2  # the documented timeout, plus slack
     return report, read_sink(tmp_path / "sink.log"), _read_fallback(tmp_path / "fallback.log")
 
 
@@ -441,30 +442,22 @@ def test_terminated_pool_and_os_exit_children_lose_nothing(tmp_path: Path) -> No
     assert report["stats"]["records"] == sink.count()
 
 
-_stuck_runs: dict[str, dict[str, Any]] = {}
-
-
-def _stuck(tmp_path_factory: pytest.TempPathFactory, host: str) -> dict[str, Any]:
-    if host not in _stuck_runs:
-        logdir = tmp_path_factory.mktemp(f"stuck-{host}")
-        _stuck_runs[host] = run_script("faults_shutdown.py", "stuck", logdir, host)
-    return _stuck_runs[host]
+def _stuck(tmp_path: Path, host: str) -> dict[str, Any]:
+    return run_script("faults_shutdown.py", "stuck", tmp_path, host)
 
 
 @pytest.mark.parametrize("host", ["thread", "process"])
-def test_shutdown_with_a_hung_sink_returns_within_its_timeout(
-    tmp_path_factory: pytest.TempPathFactory, host: str
-) -> None:
-    """shutdown(timeout=2) while the writer hangs in a sink returns False after ~2 s, not after the hang."""
-    report = _stuck(tmp_path_factory, host)
+def test_shutdown_with_a_hung_sink_returns_within_its_timeout(tmp_path: Path, host: str) -> None:
+    """shutdown(timeout=2) while the writer hangs in a sink returns False after 2 s, not after the hang."""
+    report = _stuck(tmp_path, host)
     assert report["exitcode"] == 0
     assert report["drained"] is False
-    assert 2 <= report["shutdown_seconds"] < 2 + 1.5
+    assert report["shutdown_seconds"] >= 2  # it waited its timeout out
+    assert report["hang_over_at_return"] is False  # and returned while the sink still hung
 
 
-def test_shutdown_timeout_leaves_no_writer_process_behind(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> None:
+def test_shutdown_timeout_leaves_no_writer_process_behind(tmp_path: Path) -> None:
     """After shutdown() gave up on a hung writer process, no writer process of the funnel is left."""
-    report = _stuck(tmp_path_factory, "process")
+    report = _stuck(tmp_path, "process")
+    assert report["drained"] is False
     assert report["writer_alive_after_shutdown"] is False

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from typing import Any
 
 FORMAT = "%(process)d|%(processName)s|%(name)s|%(levelname)s|%(message)s"
+#: The longest a ``GateHandler`` holds one record at its closed gate (seconds).
+GATE_WAIT = 60.0
 REC = re.compile(r"rec (\S+) (\d+) pad=(\d+) (x*)\Z")
 
 
@@ -85,7 +87,13 @@ def proc_state(pid: int) -> str:
 
 
 class GateHandler(logging.Handler):
-    """A sink that blocks every record while its gate is closed (a stuck disk, a hung server)."""
+    """A sink that blocks every record while its gate is closed (a stuck disk, a hung server).
+
+    ``entered`` is set when a record first waits at the closed gate, ``left`` when
+    a wait ends; ``timeouts`` counts the waits that gave up after ``GATE_WAIT``
+    seconds with the gate still closed (a scenario that saw one did not keep its
+    sink stuck as long as it meant to).
+    """
 
     def __init__(self) -> None:
         """Start with the gate open."""
@@ -93,25 +101,32 @@ class GateHandler(logging.Handler):
         self.gate = threading.Event()
         self.gate.set()
         self.entered = threading.Event()
+        self.left = threading.Event()
+        self.timeouts = 0
 
     def emit(self, record: logging.LogRecord) -> None:
         """Wait for the gate (at most a minute, so a broken test cannot hang forever)."""
         del record  # every record waits alike
         if not self.gate.is_set():
             self.entered.set()
-            self.gate.wait(60)
+            if not self.gate.wait(GATE_WAIT):
+                self.timeouts += 1
+            self.left.set()
 
 
 class StuckHandler(logging.Handler):
     """A sink that hangs for ``seconds`` on a record whose message starts with ``stuck``.
 
-    It creates the file ``entered`` first, so a test can wait for the hang to begin.
+    It creates the file ``entered`` first, so a test can wait for the hang to
+    begin, and the file ``left`` when the hang is over, so a test can tell
+    whether something happened while it lasted.
     """
 
-    def __init__(self, entered: str, seconds: float) -> None:
-        """Remember where to say that the hang began, and how long it lasts."""
+    def __init__(self, entered: str, seconds: float, left: str = "") -> None:
+        """Remember where to say that the hang began and ended, and how long it lasts."""
         super().__init__()
         self.entered = entered
+        self.left = left
         self.seconds = seconds
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -119,7 +134,10 @@ class StuckHandler(logging.Handler):
         if record.getMessage().startswith("stuck"):
             with open(self.entered, "w", encoding="utf-8"):
                 pass
-            time.sleep(self.seconds)
+            time.sleep(self.seconds)  # the hang itself, not a wait for a condition
+            if self.left:
+                with open(self.left, "w", encoding="utf-8"):
+                    pass
 
 
 class SlowFileHandler(logging.FileHandler):

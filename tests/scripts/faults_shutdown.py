@@ -176,6 +176,7 @@ def stuck_child() -> None:
 def stuck(logdir: str, host: str) -> None:
     """Shut down while the writer hangs in a sink; report how long shutdown() took."""
     entered = os.path.join(logdir, "entered")
+    left = os.path.join(logdir, "left")
     if host == "thread":
         root = logging.getLogger()
         root.setLevel(logging.INFO)
@@ -188,7 +189,12 @@ def stuck(logdir: str, host: str) -> None:
         config = {
             "version": 1,
             "handlers": {
-                "stuck": {"()": "faults_common.StuckHandler", "entered": entered, "seconds": 30}
+                "stuck": {
+                    "()": "faults_common.StuckHandler",
+                    "entered": entered,
+                    "left": left,
+                    "seconds": 30,
+                }
             },
             "root": {"handlers": ["stuck"], "level": "INFO"},
         }
@@ -204,6 +210,9 @@ def stuck(logdir: str, host: str) -> None:
     started = time.monotonic()
     drained = funnel.shutdown(timeout=2)
     shutdown_seconds = time.monotonic() - started
+    # Whether the sink's hang (30 s, or GATE_WAIT) was still going on when shutdown()
+    # returned: a shutdown that waited for the writer would only return after it.
+    hang_over = gate.left.is_set() if host == "thread" else os.path.exists(left)
     writer_alive = False
     if host == "thread":
         gate.gate.set()
@@ -219,6 +228,7 @@ def stuck(logdir: str, host: str) -> None:
             "exitcode": child.exitcode,
             "drained": drained,
             "shutdown_seconds": round(shutdown_seconds, 3),
+            "hang_over_at_return": hang_over,
             "writer_alive_after_shutdown": writer_alive,
         }
     )

@@ -156,6 +156,9 @@ def drop(logdir: str, workers: int, records: int, pad: int, timeout: float, agai
         for proc in procs:
             proc.join(30)
     writer_blocked = gate.entered.is_set()
+    # The writer waited at the closed gate all along: no wait of the sink gave up
+    # (GATE_WAIT) before every worker had returned from all its calls.
+    gate_timeouts = gate.timeouts
     gate.gate.set()
     # Flow resumes: everything the sockets held is written before this returns.
     flushed_before = funnel.flush(60)
@@ -168,6 +171,7 @@ def drop(logdir: str, workers: int, records: int, pad: int, timeout: float, agai
             "workers": results,
             "exitcodes": [p.exitcode for p in procs],
             "writer_blocked": writer_blocked,
+            "gate_timeouts": gate_timeouts,
             "stuck_seconds": round(stuck_seconds, 2),
             "stats": stats,
             "flushed": flushed_before and flushed,
