@@ -200,15 +200,19 @@ def validate_spec(spec: dict[str, Any]) -> None:
         raise ValueError("give either config= or file=/fmt=/json=, not both")
 
 
-def configure_writer_process(spec: dict[str, Any]) -> None:
-    """Build the sinks of a writer process from ``install()``'s options."""
-    root = logging.getLogger()
-    # Levels are applied where records are made (the installing process and,
-    # through LOGFUNNEL_LEVELS, every child): the writer passes on all it gets
-    # unless the configuration itself sets levels.
-    root.setLevel(logging.NOTSET)
-    if spec.get("config") is not None:
-        logging.config.dictConfig(spec["config"])
-    else:
-        for handler in build_handlers(spec):
-            root.addHandler(handler)
+def configure_writer_process(spec: dict[str, Any]) -> list[logging.Handler] | None:
+    """Set up a writer process from ``install()``'s options; return its sinks, if it builds them.
+
+    With ``config=`` the writer process's logger tree is configured with
+    ``dictConfig`` and the writer hands records to that tree (None is
+    returned).  Otherwise the handlers ``build_handlers`` makes are returned,
+    for ``Writer(sinks=...)``; they are put on no logger.
+    """
+    if spec.get("config") is None:
+        return build_handlers(spec)
+    # Levels are applied where records are made (the installing process and
+    # every child): the writer passes on all it gets unless the configuration
+    # itself sets levels.
+    logging.getLogger().setLevel(logging.NOTSET)
+    logging.config.dictConfig(spec["config"])
+    return None

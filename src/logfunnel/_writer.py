@@ -13,7 +13,8 @@ Data flow::
       | selector: listening socket | one socket per process | control channel       |
       | recv -> FrameReader (length prefix, size limit), per connection:            |
       |   SITE/THREAD -> that peer's Tables                                         |
-      |   RECORD -> decode_record -> the logger tree's handlers, as Logger.handle   |
+      |   RECORD -> decode_record -> the sinks: Writer(sinks=...) when given,       |
+      |             else the logger tree's handlers, as Logger.handle would         |
       |   LINE (a writer process with install()'s own sinks) -> _sinks.write_line   |
       | after a quick busy turn: wait out the rest of _NAP, then select again       |
       +-----------------------------------------------------------------------------+
@@ -24,12 +25,17 @@ Who owns what:
   queue or socket is shared between processes.
 * The writer thread owns the listening socket, every accepted socket, the
   control channel's far end and every ``_Peer`` buffer.  Only it reads them.
-* The sinks are the handlers of the hosting process's logger tree.  In the
-  thread host that tree is the installing program's own: its threads keep
-  calling those handlers directly, the writer thread calls them for records
-  from other processes, and each handler's own lock orders the two.  In the
-  process host the tree is built from ``install()``'s sink options in a fresh
-  interpreter and only the writer thread touches it.
+* The sinks: with ``Writer(sinks=[...])`` exactly those handlers, on no
+  logger (a process host builds them from ``install()``'s options with
+  ``_sinks.build_handlers``).  Without, "adopt mode": the handlers of the
+  hosting process's logger tree.  In the thread host that tree is the
+  installing program's own: its threads keep calling those handlers directly,
+  the writer thread calls them for records from other processes, and each
+  handler's own lock orders the two.  A process host with ``config=`` builds
+  its tree with ``dictConfig`` and only the writer thread touches it.
+* The writer changes one thing on a handler it calls: ``handleError``, on the
+  instance (``_SinkWatch``); it puts the original back when its loop ends and
+  in a forked child.
 
 Where a record could be lost, and what happens instead:
 
@@ -54,7 +60,6 @@ import array
 import contextlib
 import dataclasses
 import fcntl
-import json
 import logging
 import os
 import selectors
@@ -66,7 +71,6 @@ import time
 from typing import Any, Final
 
 from logfunnel import _auth, _formatters, _sinks, _wire
-from logfunnel._options import level_snapshot
 
 _RECV_SIZE: Final = 256 * 1024
 _CONTROL: Final = "control"
@@ -163,6 +167,9 @@ def _queued_bytes(sock: socket.socket) -> int:
     return buf[0]
 
 
+_MISSING: Final = object()
+
+
 class _SinkWatch:
     """Report a handler's write errors once per episode instead of once per record.
 
@@ -171,12 +178,13 @@ class _SinkWatch:
     writer replaces the handler's ``handleError`` (on that instance only)
     with this: the first failure is reported in one line, the others are
     counted, and the writer logs "resumed after N failed records" once the
-    handler writes again.
+    handler writes again.  ``restore()`` puts the handler's own back.
     """
 
     def __init__(self, handler: logging.Handler) -> None:
         self.handler = handler
         self.failed = 0
+        self._original = vars(handler).get("handleError", _MISSING)
         handler.handleError = self  # type: ignore[method-assign]
 
     def __call__(self, record: logging.LogRecord) -> None:  # noqa: ARG002 - handleError's
@@ -189,9 +197,18 @@ class _SinkWatch:
                 file=sys.stderr,
             )
 
+    def restore(self) -> None:
+        """Give the handler its own ``handleError`` back (unless someone replaced ours since)."""
+        if vars(self.handler).get("handleError") is not self:
+            return
+        if self._original is _MISSING:
+            del self.handler.handleError
+        else:
+            self.handler.handleError = self._original
+
 
 class Writer:
-    """The loop: multiplex every connection, decode, and hand records to the logger tree."""
+    """The loop: multiplex every connection, decode, and hand records to the sinks."""
 
     def __init__(
         self,
@@ -202,7 +219,13 @@ class Writer:
         tcp_listener: socket.socket | None = None,
         token: str | None = None,
         tls: Any = None,
+        sinks: list[logging.Handler] | None = None,
     ) -> None:
+        """Serve ``listener`` (and ``tcp_listener``); ``sinks``: the handlers records go to.
+
+        Without ``sinks`` every record goes to the handlers of this process's
+        logger tree, as if it had been logged here ("adopt mode").
+        """
         self._tcp_listener = tcp_listener
         self._tls = tls  # an ssl.SSLContext for the TCP listener, or None
         self._token = token or ""
@@ -213,6 +236,8 @@ class Writer:
         self._control_reader = _wire.FrameReader(frame_limit)
         self._selector = selectors.DefaultSelector()
         self._peers: dict[int, _Peer] = {}
+        #: The handlers every record goes to; None: the logger tree's (adopt mode).
+        self._sinks = list(sinks) if sinks is not None else None
         self._loggers: dict[str, logging.Logger] = {}
         self._watches: dict[int, _SinkWatch] = {}
         #: Sinks that leave flushing to this loop (see _sinks.FileSink); set by run().
@@ -226,10 +251,6 @@ class Writer:
         self._read_bytes = 0  # in this turn of the loop
         self._in_barrier = False
         self._late_flushes: list[tuple[socket.socket, int]] = []
-        #: The installing process's levels, pushed over the control channel by
-        #: a process host's owner; a thread host reads its own process's.
-        self.levels: dict[str, Any] | None = None
-        self.levels_file: str | None = None
         self.stats = Stats()
 
     # -- the loop ---------------------------------------------------------------------
@@ -243,26 +264,19 @@ class Writer:
         if self._tcp_listener is not None:
             self._tcp_listener.setblocking(False)
             self._selector.register(self._tcp_listener, selectors.EVENT_READ, _TCP_LISTENER)
+        sinks = self._sinks if self._sinks is not None else logging.getLogger().handlers
         # The file sinks install() built leave flushing to this loop when it
         # writes through them: one write(2) per batch instead of per record.
         self._batched = [
-            h
-            for h in logging.getLogger().handlers
-            if isinstance(h, (_sinks.FileSink, _sinks.RotatingFileSink))
+            h for h in sinks if isinstance(h, (_sinks.FileSink, _sinks.RotatingFileSink))
         ]
         for handler in self._batched:
             handler.batch_thread = threading.get_ident()  # type: ignore[attr-defined]
-        root = logging.getLogger()
-        if (
-            self.lines_allowed
-            and root.handlers
-            and not root.filters
-            and all(
-                isinstance(h, _sinks.LINE_SINKS) and not h.filters and h.level == logging.NOTSET
-                for h in root.handlers
-            )
-        ):
-            self._line_sinks = list(root.handlers)
+        for handler in self._sinks or ():
+            # Watched from the start: the installing program's threads may
+            # write through them before this loop does (a thread host).
+            self._watch(handler)
+        self._line_sinks = self._find_line_sinks()
         self._running = True
         try:
             while self._running:
@@ -293,6 +307,30 @@ class Writer:
                 self._read_bytes = 0
         finally:
             self._close_everything()
+
+    def _find_line_sinks(self) -> list[logging.Handler] | None:
+        """Return the handlers LINE frames may be written to, or None: refuse LINEs.
+
+        Only when every sink is one whose formatter the senders were told of
+        (``_sinks.LINE_SINKS``) and nothing filters or drops a record here.
+        """
+        if not self.lines_allowed:
+            return None
+        if self._sinks is not None:
+            candidates, filtered = self._sinks, False
+        else:
+            root = logging.getLogger()
+            candidates, filtered = root.handlers, bool(root.filters)
+        if (
+            candidates
+            and not filtered
+            and all(
+                isinstance(h, _sinks.LINE_SINKS) and not h.filters and h.level == logging.NOTSET
+                for h in candidates
+            )
+        ):
+            return list(candidates)
+        return None
 
     def _accept_all(self, listener: socket.socket | None = None) -> None:
         remote = listener is not None
@@ -452,9 +490,7 @@ class Writer:
             if sinks is None or len(fields) != 2 or type(fields[1]) is not str:
                 self.stats.bad_frames += 1
                 why = "malformed" if sinks is not None else "not expected by this writer"
-                self._report(
-                    logging.ERROR, f"discarded a line from {peer.describe()}: {why}"
-                )
+                self._report(logging.ERROR, f"discarded a line from {peer.describe()}: {why}")
                 return
             self.stats.records += 1
             self.stats.lines += 1
@@ -495,9 +531,7 @@ class Writer:
             )
         elif kind == _wire.FLUSH and len(fields) == 2:
             self._flush_request(peer.sock, fields[1])
-        elif kind == _wire.LEVELS and len(fields) == 2:
-            self._send_to(peer.sock, [_wire.LEVELS, fields[1], self.level_snapshot()])
-        else:
+        else:  # LEVELS too: levels travel in a file the installer writes, not through here
             self.stats.bad_frames += 1
 
     def _hello(self, peer: _Peer, fields: list[Any]) -> bool:
@@ -519,15 +553,21 @@ class Writer:
         return False
 
     def _dispatch(self, record: logging.LogRecord) -> None:
-        """Hand ``record`` to the logger tree as if it had been logged in this process.
+        """Hand ``record`` to the sinks, or to the logger tree as if it had been logged here.
 
-        This is ``Logger.handle`` and ``Logger.callHandlers`` with two
-        differences: an exception escaping one handler (or a filter) is
-        counted and reported, and the other handlers still get the record;
-        and a handler that fails to write (``handleError``) is reported once,
-        not once per record (see ``_SinkWatch``).
+        With ``sinks``, every sink whose level the record reaches gets it.  In
+        adopt mode this is ``Logger.handle`` and ``Logger.callHandlers`` with
+        two differences: an exception escaping one handler (or a filter) is
+        counted and reported, and the other handlers still get the record; and
+        a handler that fails to write (``handleError``) is reported once, not
+        once per record (see ``_SinkWatch``).
         """
         self.stats.records += 1
+        if self._sinks is not None:
+            for handler in self._sinks:
+                if record.levelno >= handler.level:
+                    self._call_handler(handler, record)
+            return
         name = record.name
         logger = self._loggers.get(name)
         if logger is None:
@@ -561,13 +601,17 @@ class Writer:
             if last is not None and record.levelno >= last.level:
                 self._call_handler(last, record)
 
+    def _watch(self, handler: logging.Handler) -> _SinkWatch:
+        watch = self._watches.get(id(handler))
+        if watch is None:  # a watch holds its handler: the id is never reused meanwhile
+            watch = self._watches[id(handler)] = _SinkWatch(handler)
+        return watch
+
     def _call_handler(
         self, handler: logging.Handler, record: logging.LogRecord | None, line: str = ""
     ) -> None:
         """Hand ``handler`` a record, or (``record`` None) a line rendered for it."""
-        watch = self._watches.get(id(handler))
-        if watch is None or watch.handler is not handler:
-            watch = self._watches[id(handler)] = _SinkWatch(handler)
+        watch = self._watch(handler)
         failed = watch.failed
         try:
             if record is None:
@@ -646,32 +690,6 @@ class Writer:
         self.barrier()
         self._answer(sock, request)
 
-    def _save_levels(self) -> None:
-        """Keep pushed levels where a restarted writer process finds them."""
-        if self.levels_file is None:
-            return
-        with contextlib.suppress(OSError):
-            temporary = self.levels_file + ".new"
-            with open(temporary, "w", encoding="utf-8") as stream:
-                json.dump(self.levels, stream)
-            os.replace(temporary, self.levels_file)
-
-    def load_levels(self) -> None:
-        """Take the levels a previous writer process of this funnel was given."""
-        if self.levels_file is None:
-            return
-        with (
-            contextlib.suppress(OSError, ValueError),
-            open(self.levels_file, encoding="utf-8") as stream,
-        ):
-            levels = json.load(stream)
-            if isinstance(levels, dict):
-                self.levels = levels
-
-    def level_snapshot(self) -> dict[str, Any]:
-        """Return the installing process's logger levels, for a child that asks."""
-        return self.levels if self.levels is not None else level_snapshot()
-
     def _answer(self, sock: socket.socket, request: Any) -> None:
         self._send_to(sock, [_wire.FLUSHED, request])
 
@@ -709,6 +727,11 @@ class Writer:
                 self.stats.handler_errors += 1
 
     def _flush_sinks(self) -> None:
+        for handler in self._sinks or ():
+            try:
+                handler.flush()
+            except Exception:
+                self.stats.handler_errors += 1
         for logger in [logging.root, *logging.root.manager.loggerDict.values()]:
             if isinstance(logger, logging.Logger):
                 for handler in list(logger.handlers):
@@ -732,9 +755,6 @@ class Writer:
             elif kind == _wire.SHUTDOWN:
                 self._final_drain()
                 self._answer(self._control, fields[1] if len(fields) > 1 else 0)
-            elif kind == _wire.LEVELS and len(fields) == 3 and isinstance(fields[2], dict):
-                self.levels = fields[2]
-                self._save_levels()
             elif kind == _wire.STATS and len(fields) == 2:
                 frame = self._encoder.frame(
                     [_wire.STATS, fields[1], dataclasses.asdict(self.stats)]
@@ -790,6 +810,14 @@ class Writer:
                 with contextlib.suppress(OSError):
                     sock.close()
         self._selector.close()
+        self._restore_handlers()
+
+    def _restore_handlers(self) -> None:
+        """Give every handler this writer watched its own ``handleError`` back."""
+        watches = list(self._watches.values())
+        self._watches.clear()
+        for watch in watches:
+            watch.restore()
 
     def forget_in_child(self) -> None:
         """Close this writer's descriptors in a forked child, where no writer thread runs."""
@@ -804,6 +832,7 @@ class Writer:
                 sock.close()
         with contextlib.suppress(OSError):
             self._selector.close()
+        self._restore_handlers()
 
 
 # -- the process host -------------------------------------------------------------------
@@ -879,12 +908,15 @@ def _serve(
     announce: bool,
     tcp_listener: socket.socket | None,
 ) -> int:
-    """Build the sinks and run the writer loop (in the supervisor's forked child)."""
-    from logfunnel import _sinks  # noqa: PLC0415 - only writer processes build sinks
+    """Build the sinks and run the writer loop (in the supervisor's forked child).
 
+    With ``install()``'s own sinks (no ``config=``) they are built here and
+    given to the writer, on no logger; with ``config=`` the tree built by
+    ``dictConfig`` gets the records (adopt mode).
+    """
     encoder = _wire.Encoder()
     try:
-        _sinks.configure_writer_process(config)
+        sinks = _sinks.configure_writer_process(config)
     except Exception as exc:
         if announce:
             control.sendall(encoder.frame([_wire.CONFIG, f"{type(exc).__name__}: {exc}"]))
@@ -898,10 +930,9 @@ def _serve(
         tcp_listener=tcp_listener,
         token=config.get("token"),
         tls=tls_context(config.get("tls_cert"), config.get("tls_key")),
+        sinks=sinks,
     )
-    writer.lines_allowed = config.get("config") is None
-    writer.levels_file = os.path.join(os.path.dirname(str(listener.getsockname())), "levels.json")
-    writer.load_levels()
+    writer.lines_allowed = sinks is not None
     try:
         writer.run()
     finally:
