@@ -28,7 +28,8 @@ Who owns what:
 * The sinks: with ``Writer(sinks=[...])`` exactly those handlers, on no
   logger (a process host builds them from ``install()``'s options with
   ``_sinks.build_handlers``).  Without, "adopt mode": the handlers of the
-  hosting process's logger tree.  In the thread host that tree is the
+  hosting process's logger tree, found from a record's name without creating
+  a logger (see ``_dispatch``).  In the thread host that tree is the
   installing program's own: its threads keep calling those handlers directly,
   the writer thread calls them for records from other processes, and each
   handler's own lock orders the two.  A process host with ``config=`` builds
@@ -51,7 +52,14 @@ Where a record could be lost, and what happens instead:
   bytes that were queued in the kernel when the request was processed
   (``FIONREAD``), after accepting every pending connection.  A record whose
   logging call returned before ``flush()`` was called had all its bytes queued
-  by then, so it is written before the barrier answers.
+  by then, so it is written before the barrier answers.  What a barrier costs
+  does not grow with the logger names peers send: the writer creates no
+  logger, and flushes its sinks, the handlers it called and those of the
+  host's own tree.
+
+What a peer can make the writer keep is bounded: no logger per record name
+(a bounded cache of names resolved, ``_NAME_CACHE_SIZE``) and the tables of
+sites and threads (``_wire.Tables``).
 """
 
 from __future__ import annotations
@@ -91,6 +99,8 @@ _OWN_LOGGER: Final = "logfunnel"
 # still returns once its record is in the kernel; a barrier waits one nap more.
 _BUSY_BYTES: Final = 4096
 _NAP: Final = 0.001
+# Record names resolved to the logger whose handlers get them (_dispatch).
+_NAME_CACHE_SIZE: Final = 4096
 
 
 @dataclasses.dataclass
@@ -238,7 +248,10 @@ class Writer:
         self._peers: dict[int, _Peer] = {}
         #: The handlers every record goes to; None: the logger tree's (adopt mode).
         self._sinks = list(sinks) if sinks is not None else None
-        self._loggers: dict[str, logging.Logger] = {}
+        #: Adopt mode: record names with no logger of their own -> the logger a
+        #: logger of that name would have as parent (see _logger_for).
+        self._names: dict[str, logging.Logger] = {}
+        self._names_of: tuple[object, int] = (None, -1)  # the loggerDict they are valid for
         self._watches: dict[int, _SinkWatch] = {}
         #: Sinks that leave flushing to this loop (see _sinks.FileSink); set by run().
         self._batched: list[logging.Handler] = []
@@ -251,6 +264,8 @@ class Writer:
         self._read_bytes = 0  # in this turn of the loop
         self._in_barrier = False
         self._late_flushes: list[tuple[socket.socket, int]] = []
+        #: Loggers looked at and handlers flushed by the last barrier (tests read it).
+        self.barrier_work = 0
         self.stats = Stats()
 
     # -- the loop ---------------------------------------------------------------------
@@ -557,7 +572,8 @@ class Writer:
 
         With ``sinks``, every sink whose level the record reaches gets it.  In
         adopt mode this is ``Logger.handle`` and ``Logger.callHandlers`` with
-        two differences: an exception escaping one handler (or a filter) is
+        three differences: no logger is created for the record's name (see
+        ``_logger_for``); an exception escaping one handler (or a filter) is
         counted and reported, and the other handlers still get the record; and
         a handler that fails to write (``handleError``) is reported once, not
         once per record (see ``_SinkWatch``).
@@ -568,26 +584,25 @@ class Writer:
                 if record.levelno >= handler.level:
                     self._call_handler(handler, record)
             return
-        name = record.name
-        logger = self._loggers.get(name)
-        if logger is None:
-            # getLogger("root") is the root logger, as in the process that sent it.
-            logger = self._loggers[name] = logging.getLogger(name)
+        logger, own = self._logger_for(record.name)
         # Logger levels were applied where the record was made, when it was
         # made: checking them again here would drop a record whose logging
         # call returned, if the installing process raised a level between
         # the call and this moment.  Handler levels apply here, as always.
-        if logger.disabled:
-            return
-        try:
-            passed = logger.filter(record)
-        except Exception as exc:
-            self._handler_failed(name, exc)
-            return
-        if not passed:
-            return
-        if isinstance(passed, logging.LogRecord):  # Python 3.12+: a filter may replace it
-            record = passed
+        if own:
+            # As Logger.handle: the filters and `disabled` of the logger the
+            # record was logged on; a name with no logger here has neither.
+            if logger.disabled:
+                return
+            try:
+                passed = logger.filter(record)
+            except Exception as exc:
+                self._handler_failed(record.name, exc)
+                return
+            if not passed:
+                return
+            if isinstance(passed, logging.LogRecord):  # Python 3.12+: a filter may replace it
+                record = passed
         found = 0
         current: logging.Logger | None = logger
         while current is not None:
@@ -600,6 +615,56 @@ class Writer:
             last = logging.lastResort
             if last is not None and record.levelno >= last.level:
                 self._call_handler(last, record)
+
+    def _logger_for(self, name: str) -> tuple[logging.Logger, bool]:
+        """Return the logger a record of ``name`` starts at, and whether it is ``name``'s own.
+
+        ``logging.getLogger(name)`` would create a logger (and keep it forever)
+        for every name a peer sends: unbounded memory, and every barrier that
+        walks the tree slower.  A name with no logger here behaves as a new,
+        empty logger would: its records go to the handlers of the logger that
+        would be its parent (``Manager._fixupParents``: the nearest dotted
+        prefix that is a ``Logger``, not a ``PlaceHolder``) and up from there.
+
+        Those parents are cached (at most ``_NAME_CACHE_SIZE`` names) only
+        while the tree has as many entries as when they were found: a logger
+        created later for the name or a prefix between it and its parent adds
+        an entry, so it wins from the next record on.  A path through a
+        ``PlaceHolder`` is never cached (a logger made there replaces the
+        entry without adding one).  Handlers are read from the loggers at each
+        record, so a handler added later is used at once.
+        """
+        root = logging.root
+        if not name or name == root.name:
+            return root, True
+        loggers = root.manager.loggerDict
+        found = loggers.get(name)
+        if isinstance(found, logging.Logger):
+            return found, True
+        valid_for = (loggers, len(loggers))
+        names = self._names
+        if self._names_of[0] is not loggers or self._names_of[1] != valid_for[1]:
+            names.clear()
+            self._names_of = valid_for
+        parent = names.get(name)
+        if parent is not None and (parent is root or loggers.get(parent.name) is parent):
+            return parent, False
+        parent = root
+        cacheable = found is None
+        i = name.rfind(".")
+        while i > 0:
+            entry = loggers.get(name[:i])
+            if entry is not None:
+                if isinstance(entry, logging.Logger):
+                    parent = entry
+                    break
+                cacheable = False
+            i = name.rfind(".", 0, i - 1)  # as Manager._fixupParents
+        if cacheable:
+            if len(names) >= _NAME_CACHE_SIZE:
+                del names[next(iter(names))]  # the oldest entry
+            names[name] = parent
+        return parent, False
 
     def _watch(self, handler: logging.Handler) -> _SinkWatch:
         watch = self._watches.get(id(handler))
@@ -727,18 +792,29 @@ class Writer:
                 self.stats.handler_errors += 1
 
     def _flush_sinks(self) -> None:
+        """Flush every handler a record may have reached: the barrier's last step.
+
+        That is the sinks, every handler this loop called, and those on this
+        process's logger tree (a thread host's program writes through them
+        too).  The tree holds the program's own loggers only (the writer
+        creates none), so the cost does not grow with the names peers send.
+        """
+        handlers: dict[int, logging.Handler] = {}
         for handler in self._sinks or ():
+            handlers.setdefault(id(handler), handler)
+        for watch in self._watches.values():
+            handlers.setdefault(id(watch.handler), watch.handler)
+        loggers = [logging.root, *logging.root.manager.loggerDict.values()]
+        for logger in loggers:
+            if isinstance(logger, logging.Logger):
+                for handler in logger.handlers:
+                    handlers.setdefault(id(handler), handler)
+        for handler in list(handlers.values()):
             try:
                 handler.flush()
             except Exception:
                 self.stats.handler_errors += 1
-        for logger in [logging.root, *logging.root.manager.loggerDict.values()]:
-            if isinstance(logger, logging.Logger):
-                for handler in list(logger.handlers):
-                    try:
-                        handler.flush()
-                    except Exception:
-                        self.stats.handler_errors += 1
+        self.barrier_work = len(loggers) + len(handlers)
 
     def _serve_control(self) -> None:
         try:
