@@ -10,20 +10,21 @@ Data flow::
                  |                           |                       |
                  v                           v                       v
       +----------------------------- Writer.run (one thread) -----------------------+
-      | selector: listening socket | one socket per process | control channel       |
+      | selector: listening sockets | one socket per process | control channel      |
       | recv -> FrameReader (length prefix, size limit), per connection:            |
       |   SITE/THREAD -> that peer's Tables                                         |
       |   RECORD -> decode_record -> the sinks: Writer(sinks=...) when given,       |
       |             else the logger tree's handlers, as Logger.handle would         |
       |   LINE (a writer process with install()'s own sinks) -> _sinks.write_line   |
       | after a quick busy turn: wait out the rest of _NAP, then select again       |
+      | timers in the select timeout: challenge expiry, accept retries, summaries   |
       +-----------------------------------------------------------------------------+
 
 Who owns what:
 
 * Each source process owns its connection (``_handler.Connection``).  No lock,
   queue or socket is shared between processes.
-* The writer thread owns the listening socket, every accepted socket, the
+* The writer thread owns the listening sockets, every accepted socket, the
   control channel's far end and every ``_Peer`` buffer.  Only it reads them.
 * The sinks: with ``Writer(sinks=[...])`` exactly those handlers, on no
   logger (a process host builds them from ``install()``'s options with
@@ -48,18 +49,24 @@ Where a record could be lost, and what happens instead:
   connection (its stream can no longer be trusted); counted and reported.
 * A handler that raises: ``Handler.handleError`` reports it as logging always
   does, and anything escaping a filter is caught here; the loop goes on.
+* ``accept()`` failing for want of descriptors or memory: the listener is
+  left out of ``select`` for a pause growing from 10 ms to 1 s, reported once
+  and once more when accepting works again; connections already accepted are
+  served meanwhile, and new ones wait in the listen backlog.
 * ``Funnel.flush``: the barrier reads, from every connection, at least the
   bytes that were queued in the kernel when the request was processed
-  (``FIONREAD``), after accepting every pending connection.  A record whose
+  (``FIONREAD``), after accepting every pending connection (a listener paused
+  after ``accept()`` failed is left alone).  A record whose
   logging call returned before ``flush()`` was called had all its bytes queued
   by then, so it is written before the barrier answers.  What a barrier costs
   does not grow with the logger names peers send: the writer creates no
   logger, and flushes its sinks, the handlers it called and those of the
   host's own tree.
 
-What a peer can make the writer keep is bounded: no logger per record name
-(a bounded cache of names resolved, ``_NAME_CACHE_SIZE``) and the tables of
-sites and threads (``_wire.Tables``).
+What a peer can make the writer keep or write is bounded: no logger per
+record name (a bounded cache of names resolved, ``_NAME_CACHE_SIZE``), the
+tables of sites and threads (``_wire.Tables``), and for refused TCP
+connections one line, then at most one summary a minute (``_REPORT_INTERVAL``).
 """
 
 from __future__ import annotations
@@ -67,6 +74,7 @@ from __future__ import annotations
 import array
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import logging
 import os
@@ -99,6 +107,34 @@ _OWN_LOGGER: Final = "logfunnel"
 # still returns once its record is in the kernel; a barrier waits one nap more.
 _BUSY_BYTES: Final = 4096
 _NAP: Final = 0.001
+# accept() failing with these leaves the connection in the backlog, so the
+# listener stays readable: selecting it again at once would spin.  The writer
+# stops selecting it for a pause that doubles from _ACCEPT_PAUSE_MIN to
+# _ACCEPT_PAUSE_MAX, and accepts again when a timer in select's timeout ends.
+_ACCEPT_PAUSE_MIN: Final = 0.010
+_ACCEPT_PAUSE_MAX: Final = 1.0
+# accept() errors about one connection only (it is gone from the backlog):
+# Linux's accept(2) says to treat these as EAGAIN and accept the next one.
+_ONE_CONNECTION_ERRORS: Final = frozenset(
+    getattr(errno, name)
+    for name in (
+        "ECONNABORTED",
+        "EPROTO",
+        "EPERM",
+        "ENETDOWN",
+        "ENOPROTOOPT",
+        "EHOSTDOWN",
+        "ENONET",
+        "EHOSTUNREACH",
+        "EOPNOTSUPP",
+        "ENETUNREACH",
+    )
+    if hasattr(errno, name)
+)
+# Events anyone may cause (a TCP connection that does not prove the token, an
+# accept that fails) are written into the sinks at most once per interval, the
+# rest counted and summarised, so they cannot fill the user's log.
+_REPORT_INTERVAL: Final = 60.0
 # Record names resolved to the logger whose handlers get them (_dispatch).
 _NAME_CACHE_SIZE: Final = 4096
 
@@ -120,6 +156,8 @@ class Stats:
     handler_errors: int = 0
     #: TCP connections refused: wrong token, or no answer in time.
     refused: int = 0
+    #: accept() calls that failed for want of descriptors or memory (EMFILE, ENFILE, ...).
+    accept_failures: int = 0
 
 
 class _Peer:
@@ -137,6 +175,7 @@ class _Peer:
         "sock",
         "tables",
         "tls",
+        "where",
     )
 
     def __init__(self, sock: socket.socket, frame_limit: int) -> None:
@@ -153,10 +192,26 @@ class _Peer:
         #: TLS: the socket is an SSLSocket; its handshake may still be under way.
         self.tls = False
         self.handshaking = False
+        #: A TCP peer's ``host:port``, taken at accept (getpeername fails once it reset).
+        self.where = "?"
 
     def describe(self) -> str:
         """Name the process for a report line."""
         return f"process {self.pid if self.pid is not None else '?'} ({self.name})"
+
+
+class _Pause:
+    """A listener left out of ``select`` after ``accept()`` failed (EMFILE and the like)."""
+
+    __slots__ = ("delay", "failures", "reported", "since", "until")
+
+    def __init__(self, now: float, *, reported: bool) -> None:
+        self.since = now
+        self.failures = 1
+        self.delay = _ACCEPT_PAUSE_MIN
+        self.until = now + self.delay
+        #: Whether the start of this episode was written (then its end is too).
+        self.reported = reported
 
 
 def _would_block(exc: OSError) -> bool:
@@ -175,6 +230,15 @@ def _queued_bytes(sock: socket.socket) -> int:
     except OSError:
         return 0
     return buf[0]
+
+
+def _where(address: Any) -> str:
+    """Return ``host:port`` of a TCP peer's address (as ``accept()`` gives it), or ``?``."""
+    try:
+        host, port = address[:2]
+    except (TypeError, ValueError):
+        return "?"
+    return f"{host}:{port}"
 
 
 _MISSING: Final = object()
@@ -264,6 +328,13 @@ class Writer:
         self._read_bytes = 0  # in this turn of the loop
         self._in_barrier = False
         self._late_flushes: list[tuple[socket.socket, int]] = []
+        #: Listeners left out of select() after accept() failed, by selector tag.
+        self._paused: dict[str, _Pause] = {}
+        self._accept_reported: dict[str, float] = {}  # when an episode was last written
+        self._accept_unreported: dict[str, int] = {}  # episodes not written since
+        self._refusals_unreported = 0
+        self._refusal_last = ""
+        self._refusal_reported_at = -_REPORT_INTERVAL
         #: Loggers looked at and handlers flushed by the last barrier (tests read it).
         self.barrier_work = 0
         self.stats = Stats()
@@ -295,14 +366,11 @@ class Writer:
         self._running = True
         try:
             while self._running:
-                timeout = 1.0 if self._challenged else None
-                events = self._selector.select(timeout)
+                events = self._selector.select(self._timeout())
                 turn_started = time.monotonic()
                 for key, _ in events:
-                    if key.data is _LISTENER:
-                        self._accept_all()
-                    elif key.data is _TCP_LISTENER:
-                        self._accept_all(self._tcp_listener)
+                    if key.data is _LISTENER or key.data is _TCP_LISTENER:
+                        self._accept_all(key.data)
                     elif key.data is _CONTROL:
                         self._serve_control()
                     else:
@@ -311,8 +379,8 @@ class Writer:
                         # have closed this peer already: skip its stale event.
                         if self._peers.get(peer.fd) is peer:
                             self._read(peer)
-                if self._challenged:
-                    self._expire_challenges()
+                if self._running:
+                    self._timers()
                 if self._batched:
                     self._flush_batched()
                 if self._read_bytes >= _BUSY_BYTES:
@@ -347,19 +415,59 @@ class Writer:
             return list(candidates)
         return None
 
-    def _accept_all(self, listener: socket.socket | None = None) -> None:
-        remote = listener is not None
-        listener = listener or self._listener
-        if listener.fileno() == -1:  # closed by the final drain
+    def _timeout(self) -> float | None:
+        """Return how long select() may wait: until the next timer is due, or forever."""
+        timeout: float | None = 1.0 if self._challenged else None
+        due: list[float] = [pause.until for pause in self._paused.values()]
+        if self._refusals_unreported:
+            due.append(self._refusal_reported_at + _REPORT_INTERVAL)
+        if due:
+            wait = max(0.0, min(due) - time.monotonic())
+            timeout = wait if timeout is None else min(timeout, wait)
+        return timeout
+
+    def _timers(self) -> None:
+        if self._challenged:
+            self._expire_challenges()
+        now = time.monotonic()
+        for tag, pause in list(self._paused.items()):
+            if now >= pause.until:
+                self._accept_all(tag, retry=True)
+        if self._refusals_unreported and now >= self._refusal_reported_at + _REPORT_INTERVAL:
+            self._report_refusals()
+
+    # -- accepting ----------------------------------------------------------------------
+
+    def _listener_of(self, tag: str) -> socket.socket | None:
+        return self._listener if tag is _LISTENER else self._tcp_listener
+
+    def _accept_all(
+        self, tag: str = _LISTENER, *, retry: bool = False, force: bool = False
+    ) -> None:
+        """Accept every pending connection of a listener.
+
+        A paused listener (see ``_accept_failed``) is only tried again when its
+        timer ends (``retry``), or in the final drain (``force``).
+        """
+        listener = self._listener_of(tag)
+        if listener is None or listener.fileno() == -1:  # closed by the final drain
             return
+        pause = self._paused.get(tag)
+        if pause is not None and not (retry or force):
+            return
+        remote = tag is _TCP_LISTENER
+        accepted = 0
         while True:
             try:
-                sock, _ = listener.accept()
+                sock, address = listener.accept()
             except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                if exc.errno in _ONE_CONNECTION_ERRORS:
+                    continue  # that connection is gone; the next one may be fine
+                self._accept_failed(tag, listener, exc, accepted, force=force)
                 return
-            except OSError as exc:  # EMFILE and the like: report, keep serving the others
-                self._report(logging.ERROR, f"cannot accept a connection: {exc}")
-                return
+            accepted += 1
             sock.setblocking(False)
             if remote and self._tls is not None:
                 try:
@@ -370,12 +478,82 @@ class Writer:
                     sock.close()
                     continue
             peer = _Peer(sock, self._frame_limit)
-            if remote and not self._challenge(peer):
-                continue
+            if remote:
+                peer.where = _where(address)
+                if not self._challenge(peer):
+                    continue
             self._peers[peer.fd] = peer
             self._selector.register(sock, selectors.EVENT_READ, peer)
             self.stats.processes += 1
             self.stats.connections_open += 1
+        if pause is not None:  # the backlog is empty and nothing failed: it works again
+            self._accept_recovered(tag, listener, pause)
+
+    def _describe_listener(self, tag: str, listener: socket.socket) -> str:
+        if tag is _LISTENER:
+            return "the Unix socket"
+        try:
+            host, port = listener.getsockname()[:2]
+        except OSError:
+            return "the TCP listener"
+        return f"the TCP listener {host}:{port}"
+
+    def _accept_failed(
+        self,
+        tag: str,
+        listener: socket.socket,
+        exc: OSError,
+        accepted: int,
+        *,
+        force: bool,
+    ) -> None:
+        """Pause a listener whose accept() failed (EMFILE, ENFILE, ENOBUFS, ENOMEM ...).
+
+        The connection stays in the backlog, so the listener stays readable:
+        selecting it again at once would spin and report in a loop.  It is left
+        out of select() for a pause that doubles up to ``_ACCEPT_PAUSE_MAX``
+        (back to the shortest when some connections were accepted meanwhile),
+        reported once per episode (and at most once per ``_REPORT_INTERVAL``),
+        and tried again when ``_timers`` finds the pause over.
+        """
+        self.stats.accept_failures += 1
+        now = time.monotonic()
+        pause = self._paused.get(tag)
+        if pause is not None:
+            pause.failures += 1
+            pause.delay = _ACCEPT_PAUSE_MIN if accepted else min(pause.delay * 2, _ACCEPT_PAUSE_MAX)
+            pause.until = now + pause.delay
+            return
+        if force:  # the final drain: it stops accepting anyway
+            return
+        report = now - self._accept_reported.get(tag, -_REPORT_INTERVAL) >= _REPORT_INTERVAL
+        self._paused[tag] = _Pause(now, reported=report)
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(listener)
+        if not report:
+            self._accept_unreported[tag] = self._accept_unreported.get(tag, 0) + 1
+            return
+        self._accept_reported[tag] = now
+        earlier = self._accept_unreported.pop(tag, 0)
+        note = f" ({earlier} more such episodes since the last report)" if earlier else ""
+        self._report(
+            logging.WARNING,
+            f"cannot accept connections on {self._describe_listener(tag, listener)}: {exc}; "
+            f"serving the {len(self._peers)} it has, new ones wait in the backlog; trying "
+            f"again after a pause growing to {_ACCEPT_PAUSE_MAX:.0f} s{note}",
+        )
+
+    def _accept_recovered(self, tag: str, listener: socket.socket, pause: _Pause) -> None:
+        del self._paused[tag]
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self._selector.register(listener, selectors.EVENT_READ, tag)
+        if pause.reported:
+            self._report(
+                logging.WARNING,
+                f"accepting connections on {self._describe_listener(tag, listener)} again, "
+                f"after {pause.failures} failed attempts in "
+                f"{time.monotonic() - pause.since:.1f} s",
+            )
 
     # -- remote peers: the challenge (see _auth) -----------------------------------------
 
@@ -398,6 +576,7 @@ class Writer:
                 peer.sock.send(peer.nonce)  # 32 bytes into an empty buffer: never partial
             except OSError:
                 peer.sock.close()
+                self._refused(peer.where, "gone before its challenge could be sent")
                 return False
         with contextlib.suppress(OSError):
             peer.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -428,14 +607,44 @@ class Writer:
                 self._refuse(peer, f"no answer to the challenge in {_auth.ANSWER_TIMEOUT:.0f} s")
 
     def _refuse(self, peer: _Peer, why: str) -> None:
-        try:
-            host, port = peer.sock.getpeername()[:2]
-            where = f"{host}:{port}"
-        except OSError:
-            where = "?"
-        self.stats.refused += 1
         self._close_peer(peer, cut_ok=True)
-        self._report(logging.WARNING, f"refused a TCP connection from {where}: {why}")
+        self._refused(peer.where, why)
+
+    def _refused(self, where: str, why: str) -> None:
+        """Count a refused TCP connection; write the first, summarise the others.
+
+        Anyone who can reach the port can make refusals, so each one must not
+        cost a line in the user's log: after one written, the next are counted
+        and summarised in one line at most once per ``_REPORT_INTERVAL`` (and
+        at a barrier and at shutdown, so the count is there after ``flush()``).
+        """
+        self.stats.refused += 1
+        now = time.monotonic()
+        if not self._refusals_unreported and now - self._refusal_reported_at >= _REPORT_INTERVAL:
+            self._refusal_reported_at = now
+            self._report(
+                logging.WARNING,
+                f"refused a TCP connection from {where}: {why} (the next refusals are "
+                f"counted and summarised at most once a minute)",
+            )
+            return
+        self._refusals_unreported += 1
+        self._refusal_last = f"{where}: {why}"
+
+    def _report_refusals(self) -> None:
+        """Write the summary of the refusals not written yet, if any."""
+        count = self._refusals_unreported
+        if not count:
+            return
+        now = time.monotonic()
+        self._report(
+            logging.WARNING,
+            f"refused {count:,} more TCP connections in the last "
+            f"{now - self._refusal_reported_at:.0f} s (the last from {self._refusal_last}); "
+            f"{self.stats.refused:,} refused since the writer started",
+        )
+        self._refusals_unreported = 0
+        self._refusal_reported_at = now
 
     # -- reading ------------------------------------------------------------------------
 
@@ -688,10 +897,13 @@ class Writer:
             return
         if failed and watch.failed == failed:  # it wrote again
             watch.failed = 0
-            self._report(
-                logging.WARNING,
-                f"{handler!r} writes again: resumed after {failed} failed records",
-            )
+            self._report_resumed(handler, failed)
+
+    def _report_resumed(self, handler: logging.Handler, failed: int) -> None:
+        self._report(
+            logging.WARNING,
+            f"{handler!r} writes again: resumed after {failed} failed records",
+        )
 
     def _handler_failed(self, name: str, exc: Exception) -> None:
         self.stats.handler_errors += 1
@@ -713,6 +925,8 @@ class Writer:
     def _close_peer(self, peer: _Peer, *, cut_ok: bool = False) -> None:
         if self._peers.get(peer.fd) is not peer:
             return  # closed already
+        for pause in self._paused.values():
+            pause.until = 0.0  # a descriptor is free again: a paused accept may work now
         sock = peer.sock
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(sock)
@@ -733,9 +947,9 @@ class Writer:
         """Write everything any process had sent when this was called, then flush the sinks."""
         self._in_barrier = True
         try:
-            self._accept_all()
+            self._accept_all(_LISTENER)
             if self._tcp_listener is not None:
-                self._accept_all(self._tcp_listener)
+                self._accept_all(_TCP_LISTENER)
             for peer in list(self._peers.values()):
                 queued = _queued_bytes(peer.sock) if peer.nonce is None else 0
                 if queued:
@@ -743,6 +957,7 @@ class Writer:
                     self._read(peer, _RECV_SIZE * 64 if peer.tls else queued)
         finally:
             self._in_barrier = False
+        self._report_refusals()  # so the count is in the sinks after flush()
         self._flush_sinks()
         late, self._late_flushes = self._late_flushes, []
         for sock, request in late:
@@ -847,12 +1062,13 @@ class Writer:
         already queued is still read, up to the end of the stream.  So every
         record is either written here or handed to its sender's fallback.
         """
-        for listener in (self._listener, self._tcp_listener):
+        for tag in (_LISTENER, _TCP_LISTENER):
+            listener = self._listener_of(tag)
             if listener is None:
                 continue
-            remote = listener is self._tcp_listener
+            remote = tag is _TCP_LISTENER
             if remote:  # a TCP listener drops its backlog on shutdown: take it first
-                self._accept_all(listener)
+                self._accept_all(tag, force=True)
             # shutdown(), not just close(): a writer process's supervisor holds
             # this listening socket too, and it must refuse connections for
             # everyone.  A Unix listener's queued connections can still be
@@ -860,7 +1076,7 @@ class Writer:
             with contextlib.suppress(OSError):
                 listener.shutdown(socket.SHUT_RDWR)
             if not remote:
-                self._accept_all()
+                self._accept_all(tag, force=True)
             with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(listener)
             with contextlib.suppress(OSError):
@@ -875,6 +1091,7 @@ class Writer:
                 self._read(peer, _RECV_SIZE)
             else:
                 self._close_peer(peer)
+        self._report_refusals()
         self._flush_sinks()
         self._running = False
 
