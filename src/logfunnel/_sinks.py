@@ -2,17 +2,180 @@
 
 from __future__ import annotations
 
+import contextlib
+import locale
 import logging
 import logging.config
 import logging.handlers
 import os
 import threading
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from logfunnel._formatters import DEFAULT_FORMAT, JsonFormatter, LineFormatter
 from logfunnel._options import parse_level
 
-__all__ = ["DEFAULT_FORMAT", "FileSink", "JsonFormatter", "LineFormatter", "RotatingFileSink"]
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = [
+    "DEFAULT_FORMAT",
+    "FileSink",
+    "JsonFormatter",
+    "LineFormatter",
+    "LinesLostError",
+    "RotatingFileSink",
+]
+
+#: A file sink's pending lines are written once they reach this many bytes,
+#: even in the middle of a batch of the writer loop (bounds its memory).
+_BATCH_BYTES: Final = 64 * 1024
+
+
+class LinesLostError(OSError):
+    """A file sink could not write some lines (a full disk): they are dropped, and counted.
+
+    ``records`` lines did not reach the file; ``written`` lines of the same
+    batch did, whole.  Raised from ``LineFile.flush`` with the ``OSError``
+    that stopped the write as its cause and its ``errno`` and ``strerror``.
+    """
+
+    def __init__(self, cause: OSError, records: int, written: int, lost_bytes: int) -> None:
+        super().__init__(cause.errno, cause.strerror)
+        self.records = records
+        self.written = written
+        self.lost_bytes = lost_bytes
+
+
+class LineFile:
+    """The stream of a file sink: whole lines straight to a file descriptor, no hidden buffer.
+
+    ``io.TextIOWrapper`` over a ``BufferedWriter`` keeps bytes whose
+    ``write()`` failed (ENOSPC) and writes them later, maybe cut in the
+    middle of a line, so nobody can tell which records a full disk cost.
+    Here ``write()`` only keeps the encoded line; ``flush()`` writes the batch
+    with ``os.write`` and knows, line by line, what reached the file.  When a
+    write fails, the part of a line that did land is cut off again
+    (``ftruncate``: this sink is the file's only writer) and the lines not
+    written are dropped and counted (``LinesLostError``): a full disk costs whole
+    records, each counted once, and never tears a line.  Nothing is kept for
+    a later retry, and the object has no finaliser: a forked child's copy of
+    a batch can never reach the file.
+    """
+
+    __slots__ = ("_lines", "encoding", "errors", "fd", "name", "pending")
+
+    def __init__(self, path: str, mode: str, encoding: str | None, errors: str | None) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
+        flags |= os.O_TRUNC if mode.startswith("w") else os.O_APPEND
+        self.fd = os.open(path, flags, 0o666)
+        self.name = path
+        if encoding is None or encoding == "locale":  # what open() would pick
+            encoding = locale.getpreferredencoding(False)
+        self.encoding = encoding
+        self.errors = errors or "strict"
+        self._lines: list[bytes] = []
+        #: Bytes waiting for ``flush()``.
+        self.pending = 0
+
+    @property
+    def closed(self) -> bool:
+        """Return True once ``close()`` ran."""
+        return self.fd < 0
+
+    def fileno(self) -> int:
+        """Return the file descriptor (the fork sanitizer points it at /dev/null)."""
+        return self.fd
+
+    def write(self, text: str) -> int:
+        """Keep one line (its terminator included) for the next ``flush()``."""
+        if self.fd < 0:
+            raise ValueError("I/O operation on closed file.")
+        data = text.encode(self.encoding, self.errors)
+        self._lines.append(data)
+        self.pending += len(data)
+        return len(text)
+
+    def write_bytes(self, data: bytes) -> None:
+        """Keep one line already encoded."""
+        if self.fd < 0:
+            raise ValueError("I/O operation on closed file.")
+        self._lines.append(data)
+        self.pending += len(data)
+
+    def flush(self) -> int:
+        """Write the kept lines; return how many.  Raise ``LinesLostError`` if some could not be."""
+        lines = self._lines
+        if not lines or self.fd < 0:
+            return 0
+        self._lines, self.pending = [], 0
+        data = lines[0] if len(lines) == 1 else b"".join(lines)
+        view = memoryview(data)
+        done = 0
+        try:
+            while done < len(data):
+                done += os.write(self.fd, view[done:])
+        except OSError as exc:
+            whole = ended = 0
+            for line in lines:
+                if ended + len(line) > done:
+                    break
+                ended += len(line)
+                whole += 1
+            torn = done - ended
+            if torn:  # the start of a line landed: take it back, no torn line stays
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self.fd, os.lseek(self.fd, 0, os.SEEK_END) - torn)
+            raise LinesLostError(exc, len(lines) - whole, whole, len(data) - ended) from exc
+        return len(lines)
+
+    def close(self) -> None:
+        """Close the file; lines not flushed yet are dropped (the handler flushes first)."""
+        fd, self.fd = self.fd, -1
+        self._lines, self.pending = [], 0
+        if fd >= 0:
+            os.close(fd)
+
+    def __del__(self, _close: Callable[[int], None] = os.close) -> None:
+        """Close the descriptor of a file nobody closed; never write what it kept."""
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            try:  # noqa: SIM105 - contextlib may be gone when this runs at exit
+                _close(fd)
+            except OSError:
+                pass
+
+
+def _open_lines(handler: logging.FileHandler) -> Any:
+    """Open ``handler``'s file as a ``LineFile`` (text modes ``a`` and ``w``; others as stock)."""
+    if handler.mode not in ("a", "w"):
+        return logging.FileHandler._open(handler)  # the stock stream
+    return LineFile(handler.baseFilename, handler.mode, handler.encoding, handler.errors)
+
+
+def _flush_lines(handler: FileSink | RotatingFileSink) -> None:
+    """Flush ``handler``'s stream, counting in ``handler.landed`` the records that reached the file.
+
+    Lines a full disk refused go to ``handler.handleError``, once per failed
+    flush; the writer's ``_SinkWatch`` reads ``LinesLostError.records`` off the
+    exception, so its count is of records, not of failed calls.
+    """
+    handler.acquire()
+    try:
+        stream = handler.stream
+        if not isinstance(stream, LineFile):  # another mode (stock stream), or closed
+            if stream is not None:
+                stream.flush()
+            return
+        try:
+            handler.landed += stream.flush()
+        except LinesLostError as exc:
+            handler.landed += exc.written
+            handler.lines_lost(exc)
+            handler.handleError(
+                logging.makeLogRecord({"msg": f"{exc.records} records not written: {exc}"})
+            )
+    finally:
+        handler.release()
 
 
 class FileSink(logging.FileHandler):
@@ -29,6 +192,19 @@ class FileSink(logging.FileHandler):
 
     #: The writer loop's thread (``threading.get_ident()``), set by the loop.
     batch_thread: int | None = None
+    #: Records that reached the file (a full disk drops and counts the others).
+    landed = 0
+
+    def _open(self) -> Any:
+        """Open the file as a ``LineFile``: whole lines, and a true count of those lost."""
+        return _open_lines(self)
+
+    def flush(self) -> None:
+        """Write the lines kept so far; lines a full disk refuses go to ``handleError``, counted."""
+        _flush_lines(self)
+
+    def lines_lost(self, lost: LinesLostError) -> None:
+        """Nothing to correct here (``RotatingFileSink`` counts its size)."""
 
     def emit(self, record: logging.LogRecord) -> None:
         """Write ``record``; on the writer loop's thread, leave the flush to the loop."""
@@ -47,7 +223,11 @@ class FileSink(logging.FileHandler):
                 return
             stream = self.stream = self._open()
         stream.write(text + self.terminator)
-        if threading.get_ident() != self.batch_thread:
+        # Another thread's line goes out at once; the loop's when its batch is full.
+        if (
+            threading.get_ident() != self.batch_thread
+            or getattr(stream, "pending", 0) >= _BATCH_BYTES
+        ):
             self.flush()
 
 
@@ -63,7 +243,22 @@ class RotatingFileSink(logging.handlers.RotatingFileHandler):
 
     #: The writer loop's thread (``threading.get_ident()``), set by the loop.
     batch_thread: int | None = None
+    #: Records that reached the file (a full disk drops and counts the others).
+    landed = 0
     _size = -1
+
+    def _open(self) -> Any:
+        """Open the file as a ``LineFile``, as ``FileSink`` does."""
+        return _open_lines(self)
+
+    def flush(self) -> None:
+        """Write the lines kept so far, as ``FileSink.flush``."""
+        _flush_lines(self)
+
+    def lines_lost(self, lost: LinesLostError) -> None:
+        """Count out of the file's size what a full disk refused (``_flush_lines`` calls this)."""
+        if self._size >= 0:
+            self._size -= lost.lost_bytes
 
     def shouldRollover(self, record: logging.LogRecord | None) -> int:  # noqa: N802, ARG002 - stdlib
         """Return 1 if writing ``record`` would take the file past ``maxBytes``."""
@@ -76,7 +271,8 @@ class RotatingFileSink(logging.handlers.RotatingFileHandler):
         return int(self._size > 0 and self._size + self._pending_size >= self.maxBytes)
 
     def doRollover(self) -> None:  # noqa: N802 - stdlib name
-        """Rotate, and start counting the new file from zero."""
+        """Write what is kept for the old file, rotate, and start counting the new one from zero."""
+        self.flush()  # closing a LineFile drops what it keeps
         super().doRollover()
         self._size = 0
 
@@ -92,14 +288,27 @@ class RotatingFileSink(logging.handlers.RotatingFileHandler):
     def write_line(self, text: str) -> None:
         """Write a line rendered with this sink's formatter, rotating first if it would not fit."""
         line = text + self.terminator
-        self._pending_size = len(line) if line.isascii() else len(line.encode())
+        data = None
+        if line.isascii():
+            self._pending_size = len(line)
+        else:  # encoded once, as the file will hold it (lone surrogates escaped, never raising)
+            data = line.encode(self.encoding or "utf-8", self.errors or "strict")
+            self._pending_size = len(data)
         if self.shouldRollover(None):
             self.doRollover()
         if self.stream is None:
             self.stream = self._open()
-        self.stream.write(line)
+        stream = self.stream
+        if data is not None and isinstance(stream, LineFile):
+            stream.write_bytes(data)
+        else:
+            stream.write(line)
         self._size += self._pending_size
-        if threading.get_ident() != self.batch_thread:
+        # Another thread's line goes out at once; the loop's when its batch is full.
+        if (
+            threading.get_ident() != self.batch_thread
+            or getattr(stream, "pending", 0) >= _BATCH_BYTES
+        ):
             self.flush()
 
     _pending_size = 0

@@ -49,6 +49,10 @@ Where a record could be lost, and what happens instead:
   connection (its stream can no longer be trusted); counted and reported.
 * A handler that raises: ``Handler.handleError`` reports it as logging always
   does, and anything escaping a filter is caught here; the loop goes on.
+* A sink that cannot write (a full disk): reported once on stderr, its
+  records counted (``Stats.unwritten``; ``_sinks.LineFile`` counts whole
+  records a failed batch cost), and "resumed after N failed records" written
+  once it writes again.
 * ``accept()`` failing for want of descriptors or memory: the listener is
   left out of ``select`` for a pause growing from 10 ms to 1 s, reported once
   and once more when accepting works again; connections already accepted are
@@ -158,6 +162,8 @@ class Stats:
     refused: int = 0
     #: accept() calls that failed for want of descriptors or memory (EMFILE, ENFILE, ...).
     accept_failures: int = 0
+    #: Records a sink failed to write (a full disk), summed over the sinks.
+    unwritten: int = 0
 
 
 class _Peer:
@@ -253,23 +259,54 @@ class _SinkWatch:
     with this: the first failure is reported in one line, the others are
     counted, and the writer logs "resumed after N failed records" once the
     handler writes again.  ``restore()`` puts the handler's own back.
+
+    A failed flush of ``_sinks.FileSink`` or ``RotatingFileSink`` costs the
+    whole batch it held; it comes here once with a ``_sinks.LinesLostError`` that
+    says how many records that was.  Those sinks count the records that reach
+    the file (``landed``), so "writes again" means: records landed since the
+    last failure, checked after the writer flushed them, not when a record was
+    only handed over.
     """
 
     def __init__(self, handler: logging.Handler) -> None:
         self.handler = handler
-        self.failed = 0
+        self.failed = 0  # in this episode
+        self.total = 0  # since the writer started
+        #: ``handler.landed`` at the last failure (file sinks); None: other handlers.
+        self.mark: int | None = None
+        self.counts_landed = isinstance(handler, (_sinks.FileSink, _sinks.RotatingFileSink))
         self._original = vars(handler).get("handleError", _MISSING)
         handler.handleError = self  # type: ignore[method-assign]
 
     def __call__(self, record: logging.LogRecord) -> None:  # noqa: ARG002 - handleError's
-        self.failed += 1
-        if self.failed == 1 and logging.raiseExceptions:
-            exc = sys.exc_info()[1]
+        exc = sys.exc_info()[1]
+        count = exc.records if isinstance(exc, _sinks.LinesLostError) else 1
+        self.failed += count
+        self.total += count
+        if self.counts_landed:
+            self.mark = getattr(self.handler, "landed", 0)
+        if self.failed == count and logging.raiseExceptions:  # the first of this episode
+            if isinstance(exc, _sinks.LinesLostError) and exc.__cause__ is not None:
+                exc = exc.__cause__  # the OSError the file system gave
             print(
                 f"logfunnel: {self.handler!r} cannot write ({type(exc).__name__}: {exc}); its "
                 f"records are counted, not written, until it can again",
                 file=sys.stderr,
             )
+
+    def resumed(self) -> int:
+        """Return the failures of an episode that just ended (a file sink wrote again), or 0."""
+        if not self.failed or not self.counts_landed:
+            return 0
+        handler = self.handler
+        handler.acquire()  # the installing program's threads may be writing through it
+        try:
+            if getattr(handler, "landed", 0) <= (self.mark or 0):
+                return 0
+            failed, self.failed = self.failed, 0
+        finally:
+            handler.release()
+        return failed
 
     def restore(self) -> None:
         """Give the handler its own ``handleError`` back (unless someone replaced ours since)."""
@@ -895,7 +932,9 @@ class Writer:
         except Exception as exc:
             self._handler_failed(record.name if record is not None else "(a line)", exc)
             return
-        if failed and watch.failed == failed:  # it wrote again
+        # A file sink's records may only be buffered yet: it writes again
+        # when a flush lands some (_check_resumed).  Any other wrote it now.
+        if failed and not watch.counts_landed and watch.failed == failed:
             watch.failed = 0
             self._report_resumed(handler, failed)
 
@@ -904,6 +943,18 @@ class Writer:
             logging.WARNING,
             f"{handler!r} writes again: resumed after {failed} failed records",
         )
+
+    def _check_resumed(self) -> None:
+        """Report the file sinks that wrote records again since they last failed."""
+        again = [
+            (watch.handler, failed)
+            for watch in list(self._watches.values())
+            if watch.failed and (failed := watch.resumed())
+        ]
+        for handler, failed in again:
+            self._report_resumed(handler, failed)
+        if again:
+            self._flush_batched(check=False)  # the reports themselves
 
     def _handler_failed(self, name: str, exc: Exception) -> None:
         self.stats.handler_errors += 1
@@ -999,12 +1050,14 @@ class Writer:
                 if sock is not self._control:
                     sock.setblocking(False)
 
-    def _flush_batched(self) -> None:
+    def _flush_batched(self, *, check: bool = True) -> None:
         for handler in self._batched:
             try:
                 handler.flush()
             except Exception:
                 self.stats.handler_errors += 1
+        if check:
+            self._check_resumed()
 
     def _flush_sinks(self) -> None:
         """Flush every handler a record may have reached: the barrier's last step.
@@ -1030,6 +1083,7 @@ class Writer:
             except Exception:
                 self.stats.handler_errors += 1
         self.barrier_work = len(loggers) + len(handlers)
+        self._check_resumed()
 
     def _serve_control(self) -> None:
         try:
@@ -1047,6 +1101,7 @@ class Writer:
                 self._final_drain()
                 self._answer(self._control, fields[1] if len(fields) > 1 else 0)
             elif kind == _wire.STATS and len(fields) == 2:
+                self.stats.unwritten = sum(w.total for w in self._watches.values())
                 frame = self._encoder.frame(
                     [_wire.STATS, fields[1], dataclasses.asdict(self.stats)]
                 )
