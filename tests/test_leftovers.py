@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from conftest import child_env, run_python
-from logfunnel import _install
+from logfunnel import _rundir
 
 # An installer that says where its funnel is, then waits until its stdin closes.
 # With --no-stacks it handles SIGUSR2 itself, so it has no stack file (see _stacks):
@@ -208,7 +208,7 @@ def test_another_users_directory_is_untouched(base: Path) -> None:
 def test_one_install_examines_a_bounded_number_of_directories(base: Path) -> None:
     """One install() removes at most _LEFTOVER_LIMIT leftovers; the next one takes the rest."""
     extra = 20
-    for i in range(_install._LEFTOVER_LIMIT + extra):
+    for i in range(_rundir._LEFTOVER_LIMIT + extra):
         _fake_leftover(base / f"logfunnel-bound{i:03d}")
     _install_in(base)
     assert len(_funnel_dirs(base)) == extra

@@ -2,18 +2,27 @@
 
 Call ``install()`` once in the main process; every record from every process
 (fork, spawn and forkserver children, subprocesses, pool workers) then lands
-once, whole and in order, in sinks that a single writer owns.
+once, whole and in order, in sinks that a single writer owns, and every
+process's own logging configuration keeps working as it did.
+
+General layout, in the order a record travels:
+
+* ``_route``: every attached process's ``Logger.callHandlers`` also delivers
+  the record to the funnel -- no handler of the program's is added or taken;
+* ``_handler`` and ``_connection``: the process's one connection to the
+  writer, its backpressure and fallback; ``_wire``: the frames (no pickle);
+* ``_writer``: the one loop that owns every sink; ``_hosts``: a thread of the
+  installer, or an interpreter of its own; ``_sinks``, ``_formatters``;
+* joining: ``_hook`` and ``_bootstrap`` (new interpreters, when they import
+  ``logging``), ``_fork`` (forked children), ``_levels`` (levels through a
+  file), ``_rundir`` (the private directory);
+* ``_install``, ``_settings``, ``_snapshot``, ``_options``: ``install()`` and
+  what it checks, changes and puts back;
+* diagnosis: ``_stacks``, ``_repro``, ``_demo``, ``cli``.
+
+Every interpreter that joins a funnel imports this package, so nothing here is
+imported until it is used.
 """
-
-import typing as _typing
-
-from logfunnel import _fork
-from logfunnel._bootstrap import worker_init
-from logfunnel._handler import FunnelHandler
-
-if _typing.TYPE_CHECKING:
-    from logfunnel._formatters import JsonFormatter, LineFormatter
-    from logfunnel._install import Funnel, current, install
 
 __all__ = [
     "Funnel",
@@ -27,18 +36,26 @@ __all__ = [
 
 __version__ = "0.1.0"
 
-# Every interpreter that joins a funnel imports this package at start-up (the
-# .pth hook): the writer, install() and the sinks are imported on first use.
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
+if TYPE_CHECKING:
+    from logfunnel._bootstrap import worker_init
+    from logfunnel._formatters import JsonFormatter, LineFormatter
+    from logfunnel._handler import FunnelHandler
+    from logfunnel._install import Funnel, current, install
+del TYPE_CHECKING
+
 _LAZY = {
     "Funnel": "logfunnel._install",
     "current": "logfunnel._install",
     "install": "logfunnel._install",
+    "FunnelHandler": "logfunnel._handler",
+    "worker_init": "logfunnel._bootstrap",
     "JsonFormatter": "logfunnel._formatters",
     "LineFormatter": "logfunnel._formatters",
 }
 
 
-def __getattr__(name: str) -> _typing.Any:
+def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:
         msg = f"module 'logfunnel' has no attribute {name!r}"
@@ -52,6 +69,3 @@ def __getattr__(name: str) -> _typing.Any:
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})
-
-
-_fork.register()

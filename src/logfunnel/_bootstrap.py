@@ -1,23 +1,22 @@
-"""How a new interpreter joins a funnel: the start-up hook and ``worker_init``.
+"""How a process joins a funnel: from the environment, at start-up or by ``worker_init``.
 
 ``install()`` publishes the writer's address in ``LOGFUNNEL_ADDRESS``.  Every
 interpreter started while it is set (multiprocessing's spawn and forkserver
 children, ``subprocess`` Python children, joblib/loky workers) inherits it,
-and ``logfunnel-hook.pth``, which ``site`` runs at start-up, calls
-``join_from_environment()``: the process takes the installing process's
-logger levels and sends every record that reaches its root logger to the
-writer.  Forked children need none of this: they inherit the attachment and
+and ``logfunnel-hook.pth`` arms ``_hook``, which calls
+``join_from_environment()`` once ``logging`` is imported: the process takes
+the installing process's logger levels (``_levels``) and its records start
+reaching the funnel (``_route``), without a handler being added anywhere.
+Forked children need none of this: they inherit the attachment, and
 ``_fork`` renews it.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import sys
 
-from logfunnel import _fork, _handler, _stacks
-from logfunnel._options import ENV_ADDRESS, ENV_LEVELS, ENV_OPTIONS, Options, apply_levels
+from logfunnel import _fork, _handler, _levels, _route, _rundir
+from logfunnel._options import ENV_ADDRESS, ENV_OPTIONS, every_record_from_env
 
 
 def join_from_environment() -> bool:
@@ -30,15 +29,16 @@ def join_from_environment() -> bool:
     if not address:
         return False
     try:
+        options = os.environ.get(ENV_OPTIONS)
         if _handler.attached_address() != address:
-            _handler.attach(address, Options.from_env(os.environ.get(ENV_OPTIONS)))
-            apply_levels(os.environ.get(ENV_LEVELS))
-        root = logging.getLogger()
-        if not any(isinstance(h, _handler.FunnelHandler) for h in root.handlers):
-            root.addHandler(_handler.FunnelHandler(stand_in_for=root))
+            _handler.attach_from_environment(address, options)
+            _levels.join(_rundir.levels_path(address))
+        _route.enable(_handler.send, every_record=every_record_from_env(options))
         _fork.register()
-        _stacks.register(address)
+        _rundir.register_stacks(address)
     except Exception as exc:  # a start-up hook must never stop an interpreter
+        import sys  # noqa: PLC0415
+
         print(f"logfunnel: could not join the funnel at {address}: {exc!r}", file=sys.stderr)
         return False
     return True
@@ -52,8 +52,9 @@ def worker_init() -> None:
     to join (``install()`` was not called before the pool was created).
     """
     if _handler.attached_address() is None and not join_from_environment():
-        funnel_owner = sys.modules.get("logfunnel._install")
-        if funnel_owner is not None and funnel_owner.current() is not None:
+        from logfunnel import _install  # noqa: PLC0415 - the installer has imported it already
+
+        if _install.current() is not None:
             return  # the installing process itself
         msg = "no funnel to join: call logfunnel.install() before creating the pool"
         raise RuntimeError(msg)

@@ -18,14 +18,20 @@ touches anything the parent's threads may have been using:
   use (``_handler.after_fork_in_child``);
 * a thread host's writer descriptors are closed (``Funnel.after_fork_in_child``);
 * every handler inherited on every logger is set aside and replaced by one
-  ``FunnelHandler`` per logger, at the lowest level the replaced handlers had
-  (``sanitize_handlers``).  The writer hands the child's records to the
-  installing process's handlers -- the very objects the child inherited copies
-  of -- so output is the same as if the child had logged in the parent, and the
-  child's copies of queues, streams and locks are never used.  A stand-in
-  stands for the inherited configuration only: if the child then adds a
-  handler of its own to that logger, the child's choice wins and the stand-in
-  stays silent, so no record is written twice.
+  stand-in ``FunnelHandler`` per logger (``sanitize_handlers``), so
+  ``logger.handlers`` looks as it did in the parent and ``basicConfig()`` or
+  "add a handler if there is none" behave as they would without logfunnel.
+  Stand-ins deliver nothing and do not count as the child's own handlers: the
+  route (``_route``) sends the child's records to the writer, which hands
+  them to the installing process's handlers -- the very objects the child
+  inherited copies of -- so output is as if the child had logged in the
+  parent, and the child's copies of queues, streams and locks are never used.
+  A handler the child adds itself is its own configuration, and works as
+  without logfunnel;
+* the queues inherited ``QueueHandler``s feed get fresh locks, for the
+  program's own exit hooks (``_renew_queue_locks``);
+* a child forked by a process that joined through the environment (a
+  forkserver's) takes the installer's level changes since (``_levels``).
 
 The hook runs in the child right after ``fork()`` returns there, before any of
 the child's own code, with only one thread alive: it takes no lock that a
@@ -38,16 +44,13 @@ import contextlib
 import logging
 import os
 import sys
-from typing import Any, Final
+import threading
 
-from logfunnel import _handler, _stacks
-from logfunnel._options import apply_level_snapshot
+from logfunnel import _handler, _levels, _route, _rundir
 
-# How long a forked child waits for the writer to tell it the current levels;
-# past that it keeps the levels it inherited.  A writer that is gone answers at
-# once (connection refused); one that is behind answers after its backlog, so
-# the bound is generous: 2 s was seen to expire on a loaded 2-core machine.
-_LEVELS_TIMEOUT: Final = 10.0
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
+if TYPE_CHECKING:
+    from typing import Any
 
 # Handlers set aside in this process.  They are kept alive *forever*: their
 # streams may hold a parent thread's half-flushed buffer, and on 3.10-3.13 a
@@ -114,6 +117,7 @@ def sanitize_handlers() -> int:
 
 def _set_aside_handler(handler: logging.Handler) -> None:
     _set_aside.append(handler)
+    _renew_queue_locks(handler)
     # A module list is cleared during interpreter finalisation; an extra
     # reference the interpreter does not know of is not, so the object (and
     # its stream's buffer) is never finalised in this process.
@@ -128,28 +132,43 @@ def _set_aside_handler(handler: logging.Handler) -> None:
             os.close(devnull)
 
 
+def _renew_queue_locks(handler: logging.Handler) -> None:
+    """Give a ``queue.Queue`` that an inherited ``QueueHandler`` feeds locks of its own.
+
+    The child never uses the handler again, but the program's own code may
+    still reach its queue: the cookbook's ``atexit.register(listener.stop)``
+    puts a sentinel on it when the child exits.  A parent's thread may have
+    held the queue's mutex at the instant of ``fork()`` (the seed's hang), and
+    nothing in the child would ever release it.  The queue's contents are the
+    parent's, and stay as they are.
+    """
+    queue_module = sys.modules.get("queue")
+    queue = getattr(handler, "queue", None)
+    if queue_module is None or not isinstance(queue, queue_module.Queue):
+        return
+    mutex = threading.Lock()
+    queue.mutex = mutex
+    queue.not_empty = threading.Condition(mutex)
+    queue.not_full = threading.Condition(mutex)
+    queue.all_tasks_done = threading.Condition(mutex)
+
+
 def _after_fork_in_child() -> None:
     _handler.after_fork_in_child()
     # Through sys.modules: a process that only joined a funnel never imports
     # _install (it would cost every new interpreter its start-up time).
     install_module = sys.modules.get("logfunnel._install")
     funnel = install_module.current() if install_module is not None else None
-    parent_installed = funnel is not None and funnel._owner_pid == os.getppid()
     if funnel is not None:
         funnel.after_fork_in_child()
-    if _handler.attached_address() is None:
+    address = _handler.attached_address()
+    if address is None:
         return
     sanitize_handlers()
-    _stacks.register(_handler.attached_address())
-    if not parent_installed:
-        # The parent got its levels when it started (a forkserver, or a child
-        # with a pool of its own): a setLevel in the installing process since
-        # then only the writer knows of.  Ask before any of our code logs.
-        connection = _handler.current_connection()
-        if connection is not None:
-            snapshot = _handler.request_levels(connection, _LEVELS_TIMEOUT)
-            if snapshot is not None:
-                apply_level_snapshot(snapshot)
+    # The installer may deliver to sinks in its own process; a child sends.
+    _route.rebind(_handler.send)
+    _rundir.register_stacks(address)
+    _levels.refresh_after_fork(_rundir.levels_path(address))
 
 
 _registered = False

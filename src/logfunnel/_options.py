@@ -1,62 +1,118 @@
-"""Options every process attached to a funnel shares, and how they travel in the environment."""
+"""Options every process attached to a funnel shares, and the environment variables that carry them.
+
+Who owns what: nothing here is mutable state.  ``install()`` builds one
+``Options`` and publishes it in ``LOGFUNNEL_OPTIONS``; every process that joins
+reads its own copy.  This module is imported by every interpreter that joins a
+funnel, before its program runs, so it imports nothing that ``logging`` does
+not already bring (no ``typing``, and ``json`` only when options are read or
+written).
+"""
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 
-# A NamedTuple, not a dataclass: this module is imported at every interpreter
-# start-up that joins a funnel, and dataclasses costs ~10 ms (it imports inspect).
-from typing import Any, Final, Literal, NamedTuple
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
+if TYPE_CHECKING:
+    from typing import Any, Final, Literal
 
-from logfunnel._wire import DEFAULT_FRAME_LIMIT
+    OnFull = Literal["block", "drop"]
 
 #: The writer's address, ``unix:/path`` or ``tcp:host:port``; its presence makes
 #: a new interpreter attach itself (see ``logfunnel-hook.pth``).
 ENV_ADDRESS: Final = "LOGFUNNEL_ADDRESS"
 #: JSON: the options below, for processes that attach through the environment.
 ENV_OPTIONS: Final = "LOGFUNNEL_OPTIONS"
-#: JSON: ``{"levels": {logger name: level}, "disable": level}`` of the installing
-#: process, refreshed whenever a level changes there.
-ENV_LEVELS: Final = "LOGFUNNEL_LEVELS"
+#: ``PID:FINGERPRINT`` of the process that installed the funnel and of its
+#: ``install()`` arguments: a child calling ``install()`` with the same ones joins.
+ENV_INSTALLER: Final = "LOGFUNNEL_INSTALLER"
 #: For ``tls:`` addresses: the CA certificate(s) to verify the writer with
 #: (default: the system's trusted CAs).
 ENV_TLS_CA: Final = "LOGFUNNEL_TLS_CA"
 #: The shared secret a TCP peer must prove it knows.
 ENV_TOKEN: Final = "LOGFUNNEL_TOKEN"  # noqa: S105 - the variable's name, not a secret
 
-OnFull = Literal["block", "drop"]
+#: Largest frame payload in bytes, unless ``install(frame_limit=)`` says otherwise.
+DEFAULT_FRAME_LIMIT: Final = 4 * 1024 * 1024
+
+_FIELDS: Final = ("frame_limit", "on_full", "full_timeout", "fallback", "render", "every_record")
 
 
-class Options(NamedTuple):
-    """How a process sends records: limits, backpressure policy and fallback."""
+class Options:
+    """How a process sends records: limits, backpressure policy, fallback and routing.
 
-    #: Largest frame payload in bytes; longer text is cut with a marker.
-    frame_limit: int = DEFAULT_FRAME_LIMIT
-    #: ``"block"``: a logging call waits while the writer is behind (lossless).
-    #: ``"drop"``: it waits at most ``full_timeout`` seconds, then drops the
-    #: record and counts it; the count reaches the sinks once flow resumes.
-    on_full: OnFull = "block"
-    full_timeout: float = 0.1
-    #: Where records go while the writer cannot be reached: ``None`` for
-    #: standard error, or the path of a file to append to.
-    fallback: str | None = None
-    #: Set by ``install(host="process")`` with its own sinks (``file=``,
-    #: ``json=``, ``console=``): the sinks' format, ``{"fmt": ..., "datefmt":
-    #: ..., "json": bool}``.  Each process then renders the lines of its plain
-    #: records itself and sends the text (see ``_handler.Connection``).
-    render: dict[str, Any] | None = None
+    A plain class with ``__slots__`` rather than a dataclass or a NamedTuple:
+    it is built in every joining interpreter, and ``dataclasses`` (``inspect``)
+    and ``typing`` cost several milliseconds of start-up there.
+    """
+
+    __slots__ = _FIELDS
+
+    def __init__(
+        self,
+        frame_limit: int = DEFAULT_FRAME_LIMIT,
+        on_full: OnFull = "block",
+        full_timeout: float = 0.1,
+        fallback: str | None = None,
+        render: dict[str, Any] | None = None,
+        every_record: bool = False,
+    ) -> None:
+        """Hold the options; ``install()`` checks them (``check_options``)."""
+        #: Largest frame payload in bytes; longer text is cut with a marker.
+        self.frame_limit = frame_limit
+        #: ``"block"``: a logging call waits while the writer is behind (lossless).
+        #: ``"drop"``: it waits at most ``full_timeout`` seconds, then drops the
+        #: record and counts it; the count reaches the sinks once flow resumes.
+        self.on_full: OnFull = on_full
+        self.full_timeout = full_timeout
+        #: Where records go while the writer cannot be reached: ``None`` for
+        #: standard error, or the path of a file to append to.
+        self.fallback = fallback
+        #: Set by ``install(host="process")`` with its own sinks: the sinks'
+        #: format, ``{"fmt": ..., "datefmt": ..., "json": bool}``.  Each process
+        #: then renders its plain records' lines itself and sends the text.
+        self.render = render
+        #: True when the funnel's sinks are install()'s own (``file=``, ``json=``,
+        #: ``console=``, ``config=``): every record of every process goes to
+        #: them, besides that process's own handlers.  False (adopt mode): a
+        #: process's record goes to the funnel only if no handler of its own
+        #: took it (see ``_route``).
+        self.every_record = every_record
+
+    def replace(self, **changes: Any) -> Options:
+        """Return a copy with ``changes`` applied."""
+        values = {name: getattr(self, name) for name in _FIELDS}
+        values.update(changes)
+        return Options(**values)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the fields as a dict."""
+        return {name: getattr(self, name) for name in _FIELDS}
+
+    def __eq__(self, other: object) -> bool:
+        """Compare field by field."""
+        return isinstance(other, Options) and self.as_dict() == other.as_dict()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable fields: render is a dict
+
+    def __repr__(self) -> str:
+        """Show the fields."""
+        inner = ", ".join(f"{k}={v!r}" for k, v in self.as_dict().items())
+        return f"Options({inner})"
 
     def to_env(self) -> str:
         """Return these options as the JSON kept in ``LOGFUNNEL_OPTIONS``."""
-        return json.dumps(self._asdict(), separators=(",", ":"))
+        import json  # noqa: PLC0415 - only the installer writes them
+
+        return json.dumps(self.as_dict(), separators=(",", ":"))
 
     @classmethod
     def from_env(cls, text: str | None) -> Options:
         """Parse ``LOGFUNNEL_OPTIONS``; unknown or malformed entries fall back to defaults."""
         if not text:
             return cls()
+        import json  # noqa: PLC0415 - read when a process first connects, not at start-up
+
         try:
             raw = json.loads(text)
         except ValueError:
@@ -64,69 +120,52 @@ class Options(NamedTuple):
         if not isinstance(raw, dict):
             return cls()
         try:
-            return cls(**{k: v for k, v in raw.items() if k in cls._fields})
+            return cls(**{k: v for k, v in raw.items() if k in _FIELDS})
         except TypeError:
             return cls()
 
 
-def validate_options(options: Options) -> None:
+def every_record_from_env(text: str | None) -> bool:
+    """Tell from ``LOGFUNNEL_OPTIONS`` text whether the funnel takes every record.
+
+    Read at start-up, so it does not parse the JSON (``json`` costs a
+    millisecond there): ``to_env`` writes ``"every_record":true`` verbatim.
+    """
+    return bool(text) and '"every_record":true' in text  # type: ignore[operator]
+
+
+def check_options(options: Options) -> None:
     """Raise ``ValueError`` saying what to change if ``options`` cannot work."""
-    if not isinstance(options.frame_limit, int) or options.frame_limit < 4096:
-        msg = f"frame_limit={options.frame_limit!r}: give a whole number of bytes >= 4096"
+    frame_limit = options.frame_limit
+    if isinstance(frame_limit, bool) or not isinstance(frame_limit, int) or frame_limit < 4096:
+        msg = f"frame_limit={frame_limit!r}: give a whole number of bytes >= 4096"
         raise ValueError(msg)
     if options.on_full not in ("block", "drop"):
         msg = f"on_full={options.on_full!r}: use 'block' (lossless, the default) or 'drop'"
         raise ValueError(msg)
-    if not isinstance(options.full_timeout, (int, float)) or options.full_timeout < 0:
-        msg = f"full_timeout={options.full_timeout!r}: give a number of seconds >= 0"
+    timeout = options.full_timeout
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not 0 <= timeout < float("inf")
+    ):
+        msg = f"full_timeout={timeout!r}: give a number of seconds >= 0 that is finite, e.g. 0.1"
         raise ValueError(msg)
     if options.fallback is not None:
-        directory = os.path.dirname(os.path.abspath(options.fallback))
+        path = os.path.abspath(options.fallback)
+        directory = os.path.dirname(path)
+        if os.path.isdir(path):
+            msg = f"fallback={options.fallback!r} is a directory: give the path of a file"
+            raise ValueError(msg)
         if not os.path.isdir(directory):
             msg = f"fallback={options.fallback!r}: directory {directory!r} does not exist"
             raise ValueError(msg)
 
 
-def level_snapshot() -> dict[str, Any]:
-    """Return the levels of this process's loggers, as ``LOGFUNNEL_LEVELS`` carries them."""
-    # loggerDict also holds PlaceHolder objects for names no one asked for yet;
-    # only real loggers with a level of their own matter.
-    levels = {"": logging.root.level}
-    for name, logger in list(logging.root.manager.loggerDict.items()):
-        if isinstance(logger, logging.Logger) and logger.level:
-            levels[name] = logger.level
-    return {"levels": levels, "disable": logging.root.manager.disable}
-
-
-def apply_levels(text: str | None) -> None:
-    """Set this process's logger levels from ``LOGFUNNEL_LEVELS`` text."""
-    if not text:
-        return
-    try:
-        snapshot = json.loads(text)
-    except ValueError:
-        return
-    apply_level_snapshot(snapshot)
-
-
-def apply_level_snapshot(snapshot: Any) -> None:
-    """Set this process's logger levels from a ``level_snapshot()`` dict."""
-    try:
-        levels = snapshot["levels"]
-        disable = int(snapshot.get("disable", 0))
-    except (KeyError, TypeError, ValueError, AttributeError):
-        return
-    if not isinstance(levels, dict):
-        return
-    for name, level in levels.items():
-        if isinstance(name, str) and isinstance(level, int):
-            logging.getLogger(name or None).setLevel(level)
-    if disable != logging.root.manager.disable:
-        logging.disable(disable)
-
-
 def parse_level(level: int | str, what: str = "level") -> int:
     """Return a level number for ``level``, or raise ``ValueError`` naming the choices."""
+    import logging  # noqa: PLC0415 - this module must not import logging itself
+
     if isinstance(level, bool):
         pass  # bool is an int subclass, and never meant as a level
     elif isinstance(level, int):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import faulthandler
 import logging
 import os
 import re
@@ -25,7 +24,18 @@ import signal
 import sys
 import threading
 import time
-from typing import IO, TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final
+
+from logfunnel._rundir import (
+    FUNNEL_DIR_PREFIX,
+    SOCKET_NAME,
+    STACKS_NAME,
+    alive,
+    funnel_bases,
+    has_live_process,
+    listening,
+    stacks_directory,
+)
 
 if TYPE_CHECKING:
     from logfunnel._install import Funnel
@@ -41,39 +51,6 @@ _LOCK_SOURCE: Final = re.compile(
 )
 _THREAD_HEADER: Final = re.compile(r"^(?:Current thread|Thread) 0x[0-9a-f]+")
 
-_stack_file: IO[bytes] | None = None
-
-
-def stacks_directory(address: str | None) -> str | None:
-    """Return the directory of per-process stack files for a Unix-socket funnel."""
-    if not address or not address.startswith("unix:"):
-        return None
-    return os.path.join(os.path.dirname(address.removeprefix("unix:")), "stacks")
-
-
-def register(address: str | None) -> bool:
-    """Make this process dump its stacks into its own file on ``SIGUSR2``; True if done."""
-    global _stack_file
-    directory = stacks_directory(address)
-    if directory is None or threading.current_thread() is not threading.main_thread():
-        return False
-    current = signal.getsignal(STACK_SIGNAL)
-    # An inherited faulthandler registration shows as SIG_DFL too; a Python
-    # handler of the program's own does not, and then SIGUSR2 is not ours.
-    if current not in (signal.SIG_DFL, None):
-        return False
-    try:
-        stream = open(os.path.join(directory, f"{os.getpid()}.txt"), "ab")  # noqa: SIM115
-        faulthandler.register(STACK_SIGNAL, file=stream, all_threads=True, chain=False)
-    except (OSError, ValueError, RuntimeError):
-        return False
-    previous, _stack_file = _stack_file, stream
-    if previous is not None:  # a parent's file, inherited through fork
-        with contextlib.suppress(OSError):
-            previous.close()
-    return True
-
-
 def collect(address: str, timeout: float = 5.0) -> dict[int, str]:
     """Signal every registered live process of a funnel and return each one's stack dump."""
     directory = stacks_directory(address)
@@ -84,7 +61,7 @@ def collect(address: str, timeout: float = 5.0) -> dict[int, str]:
         if not name.endswith(".txt") or not name[:-4].isdigit():
             continue
         pid, path = int(name[:-4]), os.path.join(directory, name)
-        if not _alive(pid):
+        if not alive(pid):
             with contextlib.suppress(OSError):
                 os.unlink(path)  # a process gone: its file tells nothing more
             continue
@@ -124,19 +101,6 @@ def _read_from(path: str, offset: int) -> str:
             return stream.read().decode("utf-8", "replace")
     except OSError:
         return ""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie answers kill(0) but dumps nothing.
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    return True
 
 
 def _process_name(pid: int) -> str:
@@ -209,51 +173,6 @@ def report(dumps: dict[int, str]) -> str:
 # -- funnel directories: what find_funnels and install()'s cleanup both know -----------
 
 #: ``install()`` makes each funnel's private directory with
-#: ``tempfile.mkdtemp(prefix=FUNNEL_DIR_PREFIX)``, in ``FALLBACK_BASE`` instead when
-#: ``TMPDIR`` is too long for a Unix socket path; the writer's socket is ``SOCKET_NAME``
-#: in it, next to the ``STACKS_NAME`` directory of stack files.
-FUNNEL_DIR_PREFIX: Final = "logfunnel-"
-FALLBACK_BASE: Final = "/tmp"  # noqa: S108 - a private mkdtemp directory, never a fixed name
-SOCKET_NAME: Final = "writer.sock"
-STACKS_NAME: Final = "stacks"
-
-
-def funnel_bases() -> list[str]:
-    """Return the directories ``install()`` makes funnel directories in, TMPDIR's first."""
-    import tempfile  # noqa: PLC0415 - the command's needs, kept off every start-up
-
-    return list(dict.fromkeys([tempfile.gettempdir(), FALLBACK_BASE]))
-
-
-def has_live_process(stacks: str) -> bool:
-    """Return True if a live process has a stack file in ``stacks`` (a pid can be reused)."""
-    return any(
-        name.endswith(".txt") and name[:-4].isdigit() and _alive(int(name[:-4]))
-        for name in os.listdir(stacks)
-    )
-
-
-def listening(path: str, timeout: float = 1.0) -> bool | None:
-    """Say whether a writer accepts connections on the Unix socket ``path``.
-
-    True if a connection was made (and closed at once); False if certainly
-    nobody listens: the connection was refused (a socket file left by a dead
-    process) or there is no such file; None if it cannot be told (a full
-    backlog, with ``timeout=0``: never waits; a timeout; no permission).
-    """
-    import socket  # noqa: PLC0415 - the command's needs, kept off every start-up
-
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(timeout)
-        try:
-            probe.connect(path)
-        except (ConnectionRefusedError, FileNotFoundError):
-            return False
-        except OSError:
-            return None
-    return True
-
-
 def find_funnels(pid: int | None = None) -> list[str]:
     """Return the addresses of this user's funnels (with PID attached, if given).
 

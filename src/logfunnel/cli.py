@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import runpy
+import signal
 import sys
 import traceback
 from typing import Any
@@ -114,6 +115,7 @@ def run(argv: list[str]) -> int:
         watchdog = HangWatchdog(funnel, args.hang_timeout)
         watchdog.start()
     code: int = 0
+    interrupted = False
     try:
         if args.module is not None:
             sys.argv = [args.module, *program]
@@ -126,6 +128,9 @@ def run(argv: list[str]) -> int:
             runpy.run_path(script, run_name="__main__")
     except SystemExit as exc:
         code = _exit_code(exc.code)
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        interrupted = True
     except BaseException:  # the program's own failure: show it as python would
         traceback.print_exc()
         code = 1
@@ -133,6 +138,11 @@ def run(argv: list[str]) -> int:
         if watchdog is not None:
             watchdog.stop()
         funnel.shutdown()
+    if interrupted:
+        # As python does for an uncaught KeyboardInterrupt (bpo-1054041): end by
+        # SIGINT itself, so a shell sees 130 and a parent sees -SIGINT.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
     return code
 
 

@@ -1,0 +1,279 @@
+"""``install()``'s arguments, checked whole before anything is started: ``Settings``.
+
+Every check of an argument lives here, so a wrong configuration fails at
+``install()`` with a message that says what to change, and nothing has been
+created, opened or changed when it does.  Who owns what: a ``Settings`` is
+immutable; ``install()`` builds one and hands it to the host it starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import time
+from typing import Any, Literal
+
+from logfunnel._formatters import DEFAULT_FORMAT
+from logfunnel._options import DEFAULT_FRAME_LIMIT, Options, check_options, parse_level
+
+Host = Literal["thread", "process"]
+
+# Attributes a format may name: those of every LogRecord, and what Formatter adds.
+_RECORD_ATTRS = frozenset(
+    {*logging.makeLogRecord({}).__dict__, "message", "asctime", "taskName"}
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What ``install()`` was asked for, checked."""
+
+    options: Options
+    host: Host = "thread"
+    file: str | None = None
+    level: int | None = None
+    fmt: str | None = None
+    datefmt: str | None = None
+    max_bytes: int = 0
+    backups: int = 0
+    json: bool = False
+    console: bool = False
+    config: dict[str, Any] | None = None
+    listen: tuple[str, int] | None = None
+    token: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    #: Identifies these arguments: a child calling install() with the same ones joins.
+    fingerprint: str = ""
+
+    @property
+    def has_sinks(self) -> bool:
+        """Tell whether install() builds the sinks itself (else: adopt this program's handlers)."""
+        return bool(self.file or self.json or self.console or self.fmt or self.config is not None)
+
+    def spec(self) -> dict[str, Any]:
+        """Return the sink options as plain values (a writer process gets them in a frame)."""
+        return {
+            "file": self.file,
+            "fmt": self.fmt,
+            "datefmt": self.datefmt,
+            "max_bytes": self.max_bytes,
+            "backups": self.backups,
+            "json": self.json,
+            "console": self.console,
+            "config": self.config,
+            "frame_limit": self.options.frame_limit,
+            "token": self.token,
+            "tls_cert": self.tls_cert,
+            "tls_key": self.tls_key,
+        }
+
+
+def check(arguments: dict[str, Any]) -> Settings:
+    """Return the ``Settings`` for ``install()``'s keyword arguments, or raise ``ValueError``."""
+    a = arguments
+    options = Options(
+        frame_limit=a["frame_limit"],
+        on_full=a["on_full"],
+        full_timeout=a["full_timeout"],
+        fallback=_path(a["fallback"], "fallback"),
+    )
+    check_options(options)
+    file = _path(a["file"], "file")
+    if file is not None:
+        _check_file(file)
+    level = parse_level(a["level"]) if a["level"] is not None else None
+    for name in ("json", "console"):
+        if not isinstance(a[name], bool):
+            raise ValueError(f"{name}={a[name]!r}: give True or False")  # noqa: TRY004
+    fmt, datefmt = a["fmt"], a["datefmt"]
+    if a["json"] and (fmt is not None or datefmt is not None):
+        raise ValueError(
+            "fmt=/datefmt= format text lines, and json=True writes JSON objects: give one or the "
+            "other"
+        )
+    _check_format(fmt, datefmt)
+    max_bytes, backups = a["max_bytes"], a["backups"]
+    for name, value in (("max_bytes", max_bytes), ("backups", backups)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            what = "a size in bytes >= 0 (0: never rotate)" if name == "max_bytes" else (
+                "a number of rotated files to keep, >= 0"
+            )
+            raise ValueError(f"{name}={value!r}: give {what}")
+    if backups and not max_bytes:
+        raise ValueError(f"backups={backups} needs max_bytes: rotation happens at that size")
+    if max_bytes and file is None:
+        raise ValueError("max_bytes needs file=: only a file sink rotates")
+    config = a["config"]
+    if config is not None and not isinstance(config, dict):
+        raise ValueError(
+            f"config must be a logging.config.dictConfig dict, not {type(config).__name__}"
+        )
+    if config is not None and (file or a["json"] or fmt or a["console"]):
+        raise ValueError("give either config= or file=/fmt=/json=/console=, not both")
+    listen = _parse_listen(a["listen"])
+    token, tls_cert, tls_key = a["token"], _path(a["tls_cert"], "tls_cert"), _path(
+        a["tls_key"], "tls_key"
+    )
+    if listen is None:
+        for name, value in (("token", token), ("tls_cert", tls_cert), ("tls_key", tls_key)):
+            if value is not None:
+                raise ValueError(
+                    f"{name}= is for the TCP listener: give listen='tcp:HOST:PORT' too, or "
+                    f"leave {name}= out"
+                )
+    if token is not None:
+        _check_token(token)
+    if tls_key is not None and tls_cert is None:
+        raise ValueError("tls_key= needs tls_cert=: the key goes with a certificate chain")
+    host: Host = a["host"] or "thread"
+    if host not in ("thread", "process"):
+        raise ValueError(f"host={host!r}: use 'thread' (writer in this process) or 'process'")
+    settings = Settings(
+        options=options,
+        host=host,
+        file=file,
+        level=level,
+        fmt=fmt,
+        datefmt=datefmt,
+        max_bytes=max_bytes,
+        backups=backups,
+        json=a["json"],
+        console=a["console"],
+        config=config,
+        listen=listen,
+        token=token,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        fingerprint=fingerprint(a),
+    )
+    if host == "process" and not settings.has_sinks:
+        raise ValueError(
+            "host='process' runs the writer in a fresh interpreter, which cannot use this "
+            "program's handlers: pass file=, json=, console= or config= to say what it "
+            "writes, or use host='thread'"
+        )
+    return settings
+
+
+def fingerprint(arguments: dict[str, Any]) -> str:
+    """Return a short digest of ``install()``'s arguments (the same ones give the same)."""
+    text = repr(sorted((k, _stable(k, v)) for k, v in arguments.items()))
+    return hashlib.sha256(text.encode("utf-8", "backslashreplace")).hexdigest()[:16]
+
+
+_PATHS = frozenset({"file", "fallback", "tls_cert", "tls_key"})
+
+
+def _stable(name: str, value: Any) -> Any:
+    if name in _PATHS and isinstance(value, (str, os.PathLike)):
+        return os.path.abspath(os.fspath(value))
+    return value
+
+
+def defaults_fingerprint() -> str:
+    """Return the fingerprint of ``install()`` with every argument left at its default."""
+    return fingerprint(DEFAULTS)
+
+
+DEFAULTS: dict[str, Any] = {
+    "file": None,
+    "level": None,
+    "fmt": None,
+    "datefmt": None,
+    "max_bytes": 0,
+    "backups": 0,
+    "json": False,
+    "console": False,
+    "config": None,
+    "host": None,
+    "on_full": "block",
+    "full_timeout": 0.1,
+    "fallback": None,
+    "frame_limit": DEFAULT_FRAME_LIMIT,
+    "listen": None,
+    "token": None,
+    "tls_cert": None,
+    "tls_key": None,
+}
+
+
+def _path(value: Any, name: str) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, (str, os.PathLike)) and not isinstance(value, bytes):
+        path = os.fspath(value)
+        if isinstance(path, str) and path:
+            return path
+    raise ValueError(f"{name}={value!r}: give a path (a non-empty str or os.PathLike)")
+
+
+def _check_file(file: str) -> None:
+    path = os.path.abspath(file)
+    if os.path.isdir(path):
+        raise ValueError(f"file={file!r} is a directory: give the path of a file in it")
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        raise ValueError(f"file={file!r}: directory {directory!r} does not exist; create it first")
+    if not os.access(directory, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise ValueError(f"file={file!r}: this user cannot write there")
+
+
+def _check_format(fmt: Any, datefmt: Any) -> None:
+    """Format a sample record with ``fmt`` and ``datefmt``; raise ``ValueError`` if that fails."""
+    if fmt is not None and not isinstance(fmt, str):
+        raise ValueError(f"fmt={fmt!r}: give a %-style format string, e.g. {DEFAULT_FORMAT!r}")
+    if datefmt is not None:
+        if not isinstance(datefmt, str):
+            raise ValueError(f"datefmt={datefmt!r}: give a time.strftime format, e.g. '%H:%M:%S'")
+        try:
+            time.strftime(datefmt)
+        except ValueError as exc:
+            raise ValueError(f"datefmt={datefmt!r} is not a time.strftime format: {exc}") from None
+    if fmt is None:
+        return
+    try:
+        formatter = logging.Formatter(fmt, datefmt, validate=True)
+    except ValueError as exc:
+        raise ValueError(f"fmt={fmt!r} is not a valid %-style format: {exc}") from None
+    sample = logging.makeLogRecord({"msg": "sample", "levelno": logging.INFO, "levelname": "INFO"})
+    sample.taskName = None
+    try:
+        formatter.format(sample)
+    except KeyError as exc:
+        known = ", ".join(sorted(a for a in _RECORD_ATTRS if not a.startswith("_")))
+        raise ValueError(
+            f"fmt={fmt!r} names %({exc.args[0]})s, which a LogRecord does not have ({known}); "
+            f"for a field your filters or extra= add, use config= with a formatter that has "
+            f"defaults="
+        ) from None
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"fmt={fmt!r} cannot format a record: {exc}") from None
+
+
+def _parse_listen(listen: Any) -> tuple[str, int] | None:
+    """Check ``listen=`` and return its host and port."""
+    if listen is None:
+        return None
+    kind, _, where = str(listen).partition(":")
+    host, _, port = where.rpartition(":")
+    if kind != "tcp" or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(
+            f"listen={listen!r}: give tcp:HOST:PORT, e.g. tcp:0.0.0.0:9020 (port 0: any free)"
+        )
+    return host.strip("[]"), int(port)
+
+
+def _check_token(token: Any) -> None:
+    if not isinstance(token, str) or len(token) < 16:
+        raise ValueError(
+            "token= must be a string of at least 16 characters (or None for a random one)"
+        )
+    try:
+        token.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            "token= holds characters that UTF-8 cannot encode (lone surrogates): give plain text"
+        ) from None
