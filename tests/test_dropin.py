@@ -529,3 +529,35 @@ def test_the_hook_file_is_installed_beside_the_package() -> None:
     ]
     assert found, "logfunnel-hook.pth is not installed: children will not join"
     assert "logfunnel._hook" in Path(found[0]).read_text()
+
+
+def _has_cpython_tests() -> bool:
+    import importlib.util  # noqa: PLC0415
+
+    try:
+        return importlib.util.find_spec("test.test_logging") is not None
+    except ImportError:
+        return False
+
+
+@pytest.mark.skipif(not _has_cpython_tests(), reason="this Python has no test package")
+@pytest.mark.timeout(300)
+def test_cpythons_own_test_logging_passes_under_run(tmp_path: Path) -> None:
+    """`logfunnel run -m test test_logging`: all pass; with --file, all but test_last_resort.
+
+    With funnel-owned sinks the funnel is a handler of every record, so
+    ``logging.lastResort`` (which prints only when no handler exists) stays
+    silent: the one test that checks it is the one place where the funnel is
+    the point (docs/guarantees.md).
+    """
+    adopt = run_python("-m", "logfunnel", "run", "-m", "test", "test_logging", "-v",
+                       cwd=tmp_path, timeout=280, check=False)
+    assert adopt.returncode == 0, adopt.stdout[-3000:] + adopt.stderr[-3000:]
+    sinks = run_python("-m", "logfunnel", "run", "--file", str(tmp_path / "f.log"), "-m",
+                       "test", "test_logging", "-v", cwd=tmp_path, timeout=280, check=False)
+    failed = sorted(
+        line.split()[1]
+        for line in (sinks.stdout + sinks.stderr).splitlines()
+        if line.startswith(("FAIL:", "ERROR:"))
+    )
+    assert failed == ["test_last_resort"], (sinks.stdout + sinks.stderr)[-3000:]

@@ -108,6 +108,13 @@ def send(record: logging.LogRecord) -> None:
             _fallback_without_funnel().record(record)
         else:
             connection.send_record(record)
+    except ImportError:
+        # The first record of a process that is shutting down (a __del__ that
+        # logs during finalisation): the connection module can no longer be
+        # imported.  Do what logging does without a handler, as without logfunnel.
+        last = logging.lastResort
+        if last is not None and record.levelno >= last.level:
+            last.handle(record)
     except Exception:
         _report_failure(record)
 

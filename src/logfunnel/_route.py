@@ -110,6 +110,8 @@ def _basic_config(**kwargs: Any) -> None:
 
 
 _basic_config.__doc__ = _stdlib_basic_config.__doc__
+# It stands for logging.basicConfig (which logging.__all__ lists as its own).
+_basic_config.__module__, _basic_config.__qualname__ = "logging", "basicConfig"
 _basic_config.__wrapped__ = _stdlib_basic_config  # type: ignore[attr-defined]
 
 
