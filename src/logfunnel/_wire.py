@@ -82,6 +82,8 @@ from typing import Any, Final
 
 import msgpack
 
+from logfunnel import _options
+
 PROTOCOL_VERSION: Final = 2
 
 # Frame kinds: the first element of every frame's array.
@@ -103,8 +105,10 @@ LINE: Final = 13  # [LINE, text]: a record the sender rendered with the writer's
 HEADER: Final = struct.Struct(">I")
 HEADER_SIZE: Final = HEADER.size
 
-#: Default largest payload a writer accepts and a sender produces (bytes).
-DEFAULT_FRAME_LIMIT: Final = 4 * 1024 * 1024
+#: Default largest payload a writer accepts and a sender produces (bytes).  Defined
+#: with the options every joining process reads (which must not import this module,
+#: nor msgpack, at start-up); kept here under its old name.
+DEFAULT_FRAME_LIMIT: Final = _options.DEFAULT_FRAME_LIMIT
 
 # The order of the fields after the kind in a RECORD frame.  ``site`` and
 # ``thread`` are ids the same connection defined earlier with SITE and THREAD
