@@ -266,7 +266,7 @@ def _check_drop(
 
 
 def test_stuck_sink_under_drop_never_blocks_and_counts_every_drop(tmp_path: Path) -> None:
-    """A sink stuck for seconds with on_full='drop': calls return within the bound, delivered + dropped == logged."""
+    """A sink stuck for seconds with on_full='drop': no call waits for it, delivered + dropped == logged."""
     workers, records = 3, 40
     report = run_script("faults_slow.py", "drop", tmp_path, workers, records, 20_000, 0.05)
     sink, dropped = _check_drop(tmp_path, report, workers)
