@@ -23,7 +23,7 @@ import socket
 import time
 from typing import Any
 
-from logfunnel import _handler, _writer
+from logfunnel import _connection, _writer
 
 
 class _BatchFileHandler(logging.FileHandler):
@@ -38,12 +38,12 @@ class _BatchFileHandler(logging.FileHandler):
             self.handleError(record)
 
 
-def _file_handlers() -> list[logging.FileHandler]:
+def _file_connections() -> list[logging.FileHandler]:
     return [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
 
 
 def batchflush() -> None:
-    handlers = _file_handlers()
+    handlers = _file_connections()
     for h in handlers:
         h.__class__ = _BatchFileHandler
     original = _writer.Writer._read
@@ -57,7 +57,7 @@ def batchflush() -> None:
 
 
 def asctime() -> None:
-    for h in _file_handlers():
+    for h in _file_connections():
         fmt = h.formatter
         if fmt is None:
             continue
@@ -81,14 +81,14 @@ def asctime() -> None:
 
 
 def sndbuf() -> None:
-    original = _handler.connect
+    original = _connection.connect
 
     def connect(address: str, timeout: float = 5.0) -> socket.socket:
         sock = original(address, timeout)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         return sock
 
-    _handler.connect = connect
+    _connection.connect = connect
 
 
 PATCHES = {"batchflush": batchflush, "asctime": asctime, "sndbuf": sndbuf}

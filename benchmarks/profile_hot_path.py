@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import _patches
 import msgpack
 
-from logfunnel import _handler, _wire
+from logfunnel import _connection, _handler, _route, _wire
 from logfunnel._options import Options
 
 if TYPE_CHECKING:
@@ -132,16 +132,17 @@ def worker_side(tmp: str) -> None:
     row("sock.sendall(frame) on a Unix socket (drained by another process)",
         best_us(lambda: parent.sendall(frame, flags), 50_000))
 
-    conn = _handler.Connection("unix:/nonexistent", Options())
+    conn = _connection.Connection("unix:/nonexistent", Options())
     conn._sock = parent  # a connected socket: send_record takes the hot path
     conn.send_record(record)  # defines the site and thread, as a first record does
     row("Connection.send_record(record) (lock + encode + sendall)",
         best_us(lambda: conn.send_record(record), 50_000))
-    fhandler = _handler.FunnelHandler()
-    _handler._connection = conn  # the handler's process-wide connection, for this measurement
-    logger.handlers = [fhandler]
+    _handler._connection = conn  # the process-wide connection, for this measurement
+    logger.handlers = []
+    _route.enable(_handler.send, every_record=True)
     total = best_us(call, 50_000)
-    row("logger.info -> FunnelHandler (the whole worker-side path)", total,
+    _route.disable()
+    row("logger.info -> route -> send_record (the whole worker-side path)", total,
         f"= {total / floor:.2f}x floor")
     parent.close()
     proc.join()

@@ -550,13 +550,29 @@ def plot(path: Path, data: dict[str, Any]) -> bool:
     return True
 
 
+#: Sections another benchmark writes into the same page (``benchmarks/startup.py``),
+#: each between its markers and naming its own command; a new report keeps them.
+KEPT_SECTIONS = (("<!-- startup:begin -->", "<!-- startup:end -->"),)
+
+
+def kept_sections(out: Path) -> str:
+    """Return the sections of ``out`` that other benchmarks wrote, to append to a new report."""
+    text = out.read_text(encoding="utf-8") if out.exists() else ""
+    kept = ""
+    for begin, end in KEPT_SECTIONS:
+        if begin in text and end in text:
+            kept += "\n\n" + text[text.index(begin) : text.index(end) + len(end)]
+    return kept + "\n"
+
+
 def write_report(args: argparse.Namespace, data: dict[str, Any], command: str,
                  elapsed: float) -> str:
     lines = [
         "# Benchmarks",
         "",
         ("Produced by one invocation of `benchmarks/run.py` (see its docstring for the method); "
-        "every number on this page comes from that one run."),
+        "every number on this page comes from that one run, except in sections that name "
+        "another command."),
         "",
         "```",
         command,
@@ -760,6 +776,7 @@ def main(argv: list[str] | None = None) -> int:
         plot(Path(args.plot), data)
     report = write_report(args, data, command, elapsed)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    report = report.rstrip("\n") + kept_sections(Path(args.out))
     Path(args.out).write_text(report, encoding="utf-8")
     print(report)
     print(f"\nwrote {args.out} and {args.json} in {elapsed / 60:.1f} min", file=sys.stderr)

@@ -502,6 +502,7 @@ def _publish(funnel: Funnel, settings: Settings) -> None:
     else:
         os.environ.pop(ENV_TOKEN, None)
     _fork.register()
+    _fork.prepare_in_installer()
     if settings.host == "process":
         _handler.attach(funnel.address, funnel.options)
         _route.enable(_handler.send, every_record=True)
