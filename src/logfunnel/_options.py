@@ -4,8 +4,7 @@ Who owns what: nothing here is mutable state.  ``install()`` builds one
 ``Options`` and publishes it in ``LOGFUNNEL_OPTIONS``; every process that joins
 reads its own copy.  This module is imported by every interpreter that joins a
 funnel, before its program runs, so it imports nothing that ``logging`` does
-not already bring (no ``typing``, and ``json`` only when options are read or
-written).
+not already bring (no ``typing``, no ``json``).
 """
 
 from __future__ import annotations
@@ -101,37 +100,98 @@ class Options:
         return f"Options({inner})"
 
     def to_env(self) -> str:
-        """Return these options as the JSON kept in ``LOGFUNNEL_OPTIONS``."""
-        import json  # noqa: PLC0415 - only the installer writes them
-
-        return json.dumps(self.as_dict(), separators=(",", ":"))
+        """Return these options as ``LOGFUNNEL_OPTIONS`` carries them (see ``_encode_env``)."""
+        return _encode_env(self.as_dict())
 
     @classmethod
     def from_env(cls, text: str | None) -> Options:
         """Parse ``LOGFUNNEL_OPTIONS``; unknown or malformed entries fall back to defaults."""
         if not text:
             return cls()
-        import json  # noqa: PLC0415 - read when a process first connects, not at start-up
-
         try:
-            raw = json.loads(text)
+            values = _decode_env(text)
         except ValueError:
             return cls()
-        if not isinstance(raw, dict):
-            return cls()
         try:
-            return cls(**{k: v for k, v in raw.items() if k in _FIELDS})
+            return cls(**{k: v for k, v in values.items() if k in _FIELDS})
         except TypeError:
             return cls()
 
 
-def every_record_from_env(text: str | None) -> bool:
-    """Tell from ``LOGFUNNEL_OPTIONS`` text whether the funnel takes every record.
+# LOGFUNNEL_OPTIONS is read by every process when it first connects, and json costs
+# ~1 ms to import there: the options travel as NAME=T:VALUE items separated by
+# \x1f, T one of n (None), b, i, f, s (str, with \ and \x1f escaped as \\ and \u);
+# a dict field as NAME.KEY items.
+_SEP: Final = "\x1f"
 
-    Read at start-up, so it does not parse the JSON (``json`` costs a
-    millisecond there): ``to_env`` writes ``"every_record":true`` verbatim.
-    """
-    return bool(text) and '"every_record":true' in text  # type: ignore[operator]
+
+def _encode_env(values: dict[str, Any]) -> str:
+    items: list[str] = []
+    for name, value in values.items():
+        if isinstance(value, dict):
+            items += [_encode_item(f"{name}.{k}", v) for k, v in value.items()]
+        else:
+            items.append(_encode_item(name, value))
+    return _SEP.join(items)
+
+
+def _encode_item(name: str, value: Any) -> str:
+    if value is None:
+        return f"{name}=n:"
+    if isinstance(value, bool):
+        return f"{name}=b:{int(value)}"
+    if isinstance(value, int):
+        return f"{name}=i:{value}"
+    if isinstance(value, float):
+        return f"{name}=f:{value!r}"
+    text = str(value).replace("\\", "\\\\").replace(_SEP, "\\u")
+    return f"{name}=s:{text}"
+
+
+def _decode_env(text: str) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for item in text.split(_SEP):
+        name, equals, typed = item.partition("=")
+        kind, colon, raw = typed.partition(":")
+        if not equals or not colon:
+            raise ValueError(item)
+        value: Any
+        if kind == "n":
+            value = None
+        elif kind == "b":
+            value = raw == "1"
+        elif kind == "i":
+            value = int(raw)
+        elif kind == "f":
+            value = float(raw)
+        elif kind == "s":
+            value = _unescape(raw)
+        else:
+            raise ValueError(item)
+        field, dot, key = name.partition(".")
+        if dot:
+            values.setdefault(field, {})[key] = value
+        else:
+            values[name] = value
+    return values
+
+
+def _unescape(raw: str) -> str:
+    if "\\" not in raw:
+        return raw
+    out, chars = [], iter(raw)
+    for char in chars:
+        if char == "\\":
+            escaped = next(chars, "")
+            out.append(_SEP if escaped == "u" else escaped)
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def every_record_from_env(text: str | None) -> bool:
+    """Tell from ``LOGFUNNEL_OPTIONS`` text whether the funnel takes every record."""
+    return bool(text) and f"{_SEP}every_record=b:1" in f"{_SEP}{text}"
 
 
 def check_options(options: Options) -> None:

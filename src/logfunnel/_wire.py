@@ -78,11 +78,14 @@ import itertools
 import logging
 import math
 import struct
-from typing import Any, Final
 
 import msgpack
 
 from logfunnel import _options
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 PROTOCOL_VERSION: Final = 2
 
