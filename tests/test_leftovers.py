@@ -32,7 +32,10 @@ import signal, sys
 import logfunnel
 if "--no-stacks" in sys.argv:
     signal.signal(signal.SIGUSR2, lambda *_: None)
-funnel = logfunnel.install()
+if "--process" in sys.argv:  # a writer process, with install()'s own file sink
+    funnel = logfunnel.install(file=sys.argv[sys.argv.index("--process") + 1], host="process")
+else:
+    funnel = logfunnel.install()
 print(funnel.address, flush=True)
 sys.stdin.read()
 print("shut down" if funnel.shutdown() else "shutdown failed", flush=True)
@@ -128,6 +131,25 @@ def test_a_dead_old_directory_is_removed(base: Path) -> None:
     _install_in(base)
     assert not directory.exists()
     assert _funnel_dirs(base) == set()  # the cleaner's own went at its shutdown
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_killed_process_host_installers_directory_is_removed(
+    base: Path, tmp_path: Path, how: signal.Signals
+) -> None:
+    """A writer process's directory holds a levels file too: still recognised as ours."""
+    with _installer(base, "--process", str(tmp_path / "f.log")) as (proc, directory):
+        proc.send_signal(how)
+        proc.wait(timeout=60)
+    assert list(directory.glob("levels*")), "no levels file: nothing to test"
+    # The writer process drains and ends once its installer is gone.
+    deadline = time.monotonic() + 60
+    while _rundir.listening(str(directory / "writer.sock"), timeout=0.0) is not False:
+        assert time.monotonic() < deadline, "the writer process outlived its installer"
+        time.sleep(0.05)  # polling the socket: the writer's exit is the condition
+    _age(directory)
+    _install_in(base)
+    assert not directory.exists()
 
 
 def test_a_dead_but_fresh_directory_is_kept(base: Path) -> None:
