@@ -4,8 +4,10 @@ Usage::
 
     python benchmarks/startup.py              # ~1 min; rewrites its section of docs/benchmarks.md
     python benchmarks/startup.py --runs 50 --out /tmp/startup.md
-    python benchmarks/startup.py --cpython-mp    # also CPython's test_multiprocessing_forkserver
-                                                 # with and without `logfunnel run` (~10 min)
+    python benchmarks/startup.py --cpython-mp PYTHON   # also CPython's
+        # test_multiprocessing_forkserver with and without `logfunnel run`, run by
+        # PYTHON (an interpreter whose test package has it, with logfunnel installed;
+        # 3.11's pyenv build here lacks it), ~3 min
 
 Measured, each as the median of ``--runs`` fresh children, side by side in one run:
 
@@ -115,7 +117,7 @@ def process_starts(method: str, runs: int, funnel: bool, tmp: str) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def cpython_mp(tmp: str) -> tuple[float, float]:
+def cpython_mp(python: str, tmp: str) -> tuple[float, float]:
     """Wall seconds of CPython's forkserver multiprocessing tests, without and with the funnel."""
     def timed(argv: list[str]) -> float:
         start = time.perf_counter()
@@ -124,8 +126,8 @@ def cpython_mp(tmp: str) -> tuple[float, float]:
         return time.perf_counter() - start
 
     test = ["-m", "test", "test_multiprocessing_forkserver"]
-    plain = timed([sys.executable, *test])
-    funneled = timed([sys.executable, "-m", "logfunnel", "run", "--", *test])
+    plain = timed([python, *test])
+    funneled = timed([python, "-m", "logfunnel", "run", *test])
     return plain, funneled
 
 
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
-    p.add_argument("--cpython-mp", action="store_true")
+    p.add_argument("--cpython-mp", metavar="PYTHON", help="also time CPython's mp tests")
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT / "src"))
     import logfunnel  # noqa: PLC0415
@@ -154,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             for method in ("fork", "spawn")
             for with_funnel in (False, True)
         }
-        mp = cpython_mp(tmp) if args.cpython_mp else None
+        mp = cpython_mp(args.cpython_mp, tmp) if args.cpython_mp else None
     idle_row = (
         f"| `python -c pass` (never logs), CPU ms | {idle[0]:.1f} | {idle[1]:.1f} | "
         f"{idle[1] - idle[0]:+.1f} |"
@@ -183,11 +185,14 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(f"| `{method}`, ms | {a:.2f} | {b:.2f} | {b / a:.2f}x |")
     if mp is not None:
         mp_line = (
-            f"CPython's `test_multiprocessing_forkserver`: {mp[0]:.0f} s without logfunnel, "
-            f"{mp[1]:.0f} s under `logfunnel run` ({mp[1] / mp[0]:.2f}x)."
+            f"CPython's `test_multiprocessing_forkserver` (run by `{args.cpython_mp}`): "
+            f"{mp[0]:.0f} s without logfunnel, {mp[1]:.0f} s under `logfunnel run` "
+            f"({mp[1] / mp[0]:.2f}x)."
         )
         rows += ["", mp_line]
-    command = "python benchmarks/startup.py" + (" --cpython-mp" if args.cpython_mp else "")
+    command = "python benchmarks/startup.py" + (
+        f" --cpython-mp {args.cpython_mp}" if args.cpython_mp else ""
+    )
     heading = (
         f"`{command}`, medians of {args.runs} children, Python {sys.version.split()[0]}, "
         f"{os.cpu_count()} cores:"
