@@ -16,7 +16,9 @@ and its thread, or the writer process) and the control channel to it.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -144,3 +146,38 @@ def start_process(
         msg = f"the writer process could not build its sinks: {why}"
         raise ValueError(msg)
     return process, control
+
+
+def stop_process(process: subprocess.Popen[bytes], deadline: float) -> bool:
+    """Wait for a writer process to end; kill its group if it does not in time."""
+    try:
+        process.wait(max(0.1, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(OSError):  # the supervisor and the writer it forked
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        _wait_for_group_to_die(process.pid, timeout=2.0)
+        return False
+    return True
+
+
+def _wait_for_group_to_die(group: int, timeout: float) -> None:
+    """Wait until no live process is left in process group ``group`` (SIGKILL is asynchronous)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = False
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            # fields[0] is the state, fields[2] the process group.
+            if int(fields[2]) == group and fields[0] not in ("Z", "X"):
+                alive = True
+                break
+        if not alive:
+            return
+        time.sleep(0.01)  # polling the kernel's view; bounded by timeout

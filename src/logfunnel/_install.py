@@ -22,7 +22,6 @@ import itertools
 import logging
 import logging.config
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -214,7 +213,7 @@ class Funnel:
             self._thread.join(max(0.0, deadline - time.monotonic()))
             stopped = not self._thread.is_alive()
         if self._process is not None:
-            stopped = _stop_process(self._process, deadline) and stopped
+            stopped = _hosts.stop_process(self._process, deadline) and stopped
         for handler in self._sinks:
             with contextlib.suppress(Exception):
                 handler.flush()
@@ -243,41 +242,6 @@ class Funnel:
         self._lock = threading.Lock()
         if not self._closed and _handler.attached_address() != self.address:
             _handler.attach(self.address, self.options)
-
-
-def _stop_process(process: subprocess.Popen[bytes], deadline: float) -> bool:
-    """Wait for a writer process to end; kill its group if it does not in time."""
-    try:
-        process.wait(max(0.1, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(OSError):  # the supervisor and the writer it forked
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        _wait_for_group_to_die(process.pid, timeout=2.0)
-        return False
-    return True
-
-
-def _wait_for_group_to_die(group: int, timeout: float) -> None:
-    """Wait until no live process is left in process group ``group`` (SIGKILL is asynchronous)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        alive = False
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
-                    fields = stat.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            # fields[0] is the state, fields[2] the process group.
-            if int(fields[2]) == group and fields[0] not in ("Z", "X"):
-                alive = True
-                break
-        if not alive:
-            return
-        time.sleep(0.01)  # polling the kernel's view; bounded by timeout
 
 
 _installed: Funnel | None = None
