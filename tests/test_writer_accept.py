@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from test_writer_support import Host, RawPeer, cpu_seconds, wait_for
+from test_writer_support import COMMAND_LOOP, Host, RawPeer, cpu_seconds, wait_for
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -48,18 +48,8 @@ print(json.dumps({
     "token": funnel.token,
     "pid": os.getpid(),
 }), flush=True)
-for line in sys.stdin:
-    command = line.strip()
-    if command == "flush":
-        answer = funnel.flush(timeout=60)
-    elif command == "stats":
-        answer = funnel.stats()
-    else:
-        answer = funnel.shutdown(timeout=60)
-    print(json.dumps(answer), flush=True)
-    if command == "quit":
-        break
-"""
+""" + COMMAND_LOOP
+
 
 FREE = 20  # descriptors the writer may open: one per accepted connection
 GOOD = 16  # peers connected first, within the limit

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from test_writer_support import Host
+from test_writer_support import COMMAND_LOOP, Host
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -23,18 +23,8 @@ import json, sys
 import logfunnel
 funnel = logfunnel.install(file=sys.argv[1], host=sys.argv[2], listen="tcp:127.0.0.1:0")
 print(json.dumps({"remote": funnel.remote_address}), flush=True)
-for line in sys.stdin:
-    command = line.strip()
-    if command == "flush":
-        answer = funnel.flush(timeout=60)
-    elif command == "stats":
-        answer = funnel.stats()
-    else:
-        answer = funnel.shutdown(timeout=60)
-    print(json.dumps(answer), flush=True)
-    if command == "quit":
-        break
-"""
+""" + COMMAND_LOOP
+
 
 CYCLES = 2000
 

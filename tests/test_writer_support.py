@@ -27,6 +27,22 @@ from logfunnel import _auth, _wire
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+#: The end of every host script: answer "flush", "stats" and "quit" on stdin, one JSON line each.
+COMMAND_LOOP = r"""
+for line in sys.stdin:
+    command = line.strip()
+    if command == "flush":
+        answer = funnel.flush(timeout=60)
+    elif command == "stats":
+        answer = funnel.stats()
+    else:
+        answer = funnel.shutdown(timeout=60)
+    print(json.dumps(answer), flush=True)
+    if command == "quit":
+        break
+"""
+
+
 DEADLINE = 60.0  # seconds any one step may take before a test gives up on it
 
 
