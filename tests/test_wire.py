@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import re
-import socket
 import struct
 import sys
 import threading
@@ -15,118 +12,33 @@ from typing import Any
 
 import msgpack
 import pytest
-from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
-from logfunnel import _wire
-from logfunnel._sinks import JsonFormatter, LineFormatter
-
-CUT_MARKER = re.compile(
-    r"^(.*)\.\.\. \[logfunnel: ([\d,]+) of ([\d,]+) characters cut\]$", re.DOTALL
+from conftest import run_python
+from logfunnel import _plain, _wire
+from test_wire_support import (
+    CUT_MARKER,
+    FIELD_LIMIT,
+    PROPERTY,
+    Opaque,
+    any_values,
+    backslashed,
+    check_degraded,
+    decode_frames,
+    extra_keys,
+    format_both,
+    handle_and_format,
+    has_surrogate,
+    kinds_of,
+    make_record,
+    plain_leaves,
+    plain_values,
+    roundtrip,
+    split_frames,
+    table_text_limit,
+    texts,
 )
-FIELD_LIMIT = _wire.DEFAULT_FRAME_LIMIT // 16
-
-PROPERTY = settings(
-    max_examples=150,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-
-
-def make_record(
-    msg: object = "hello %s",
-    args: Any = ("world",),
-    *,
-    name: str = "test.wire",
-    level: int = logging.INFO,
-    exc_info: Any = None,
-    func: str | None = "make_record",
-    extra: dict[str, Any] | None = None,
-    stack_info: str | None = None,
-) -> logging.LogRecord:
-    """Build a record the way Logger.makeRecord does."""
-    record = logging.LogRecord(name, level, __file__, 42, msg, args, exc_info, func, stack_info)
-    for key, value in (extra or {}).items():
-        record.__dict__[key] = value
-    return record
-
-
-def table_text_limit(frame_limit: int = _wire.DEFAULT_FRAME_LIMIT) -> int:
-    """Return how many characters of a site's or thread's text travel under ``frame_limit``."""
-    return max(16, min(_wire.TABLE_TEXT_LIMIT, frame_limit // 32))
-
-
-def split_frames(data: bytes, frame_limit: int = _wire.DEFAULT_FRAME_LIMIT) -> list[list[Any]]:
-    """Split the bytes of one or more frames into their arrays, each payload within the limit."""
-    offset = 0
-    while offset < len(data):
-        (size,) = _wire.HEADER.unpack_from(data, offset)
-        assert size <= frame_limit, f"a frame of {size} bytes exceeds the limit {frame_limit}"
-        offset += _wire.HEADER_SIZE + size
-    assert offset == len(data), "the bytes end in the middle of a frame"
-    reader = _wire.FrameReader(frame_limit)
-    frames = reader.feed(data)
-    assert reader.pending == 0
-    return frames
-
-
-def decode_frames(frames: list[list[Any]], tables: _wire.Tables) -> list[logging.LogRecord]:
-    """Handle frames as the writer does: definitions into ``tables``, RECORDs decoded."""
-    records = []
-    for fields in frames:
-        if fields[0] in (_wire.SITE, _wire.THREAD):
-            tables.define(fields)
-        else:
-            assert fields[0] == _wire.RECORD, fields
-            records.append(_wire.decode_record(fields, tables))
-    return records
-
-
-def kinds_of(data: bytes) -> list[int]:
-    """Return the kind of every frame in ``data``."""
-    return [fields[0] for fields in split_frames(data)]
-
-
-def roundtrip(record: logging.LogRecord, frame_limit: int = _wire.DEFAULT_FRAME_LIMIT) -> Any:
-    """Encode, frame, read back and decode one record; return the rebuilt record.
-
-    A new encoder's first record comes as a SITE, a THREAD and a RECORD frame,
-    each within the frame limit.
-    """
-    frames = split_frames(_wire.Encoder(frame_limit).record(record), frame_limit)
-    assert [fields[0] for fields in frames] == [_wire.SITE, _wire.THREAD, _wire.RECORD]
-    (decoded,) = decode_frames(frames, _wire.Tables())
-    return decoded
-
-
-def backslashed(text: str) -> str:
-    """Return ``text`` as the codec re-encodes strings that are not valid Unicode."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def check_degraded(original: str, received: str, limit: int) -> None:
-    """Assert ``received`` is ``original`` or a documented degradation of it."""
-    if len(original) <= limit and received == backslashed(original):
-        return
-    expected = backslashed(_wire.cut(original, limit))
-    if received == expected:
-        return
-    # Cut a second time to fit the frame limit: a cut of the first form.
-    match = CUT_MARKER.match(received)
-    assert match is not None, f"{received[:200]!r} is neither {expected[:200]!r} nor cut"
-    assert expected.startswith(match.group(1))
-
-
-def format_both(record: logging.LogRecord) -> tuple[str, str]:
-    """Format a decoded record with both stock sinks' formatters; neither may raise."""
-    line = LineFormatter("%(asctime)s %(levelname)s %(name)s %(funcName)s: %(message)s").format(
-        record
-    )
-    as_json = JsonFormatter().format(record)
-    assert "\n" not in as_json
-    json.loads(as_json)
-    return line, as_json
-
 
 # -- round trips ------------------------------------------------------------------------
 
@@ -155,289 +67,6 @@ def test_every_allow_listed_field_round_trips() -> None:
     assert decoded.getMessage() == "hello world"
 
 
-def test_extras_plain_values_travel_as_they_are() -> None:
-    """Plain extras (and lists, tuples and dicts of them) keep their value; tuples become lists."""
-    extra = {
-        "s": "text",
-        "i": -(2**63),
-        "u": 2**64 - 1,
-        "f": 1.5,
-        "nan": math.inf,
-        "b": True,
-        "n": None,
-        "raw": b"\x00\x01\xff",
-        "nested": {"list": [1, [2, [3]]], "tuple": (1, "two")},
-    }
-    decoded = roundtrip(make_record(extra=extra))
-    for key, value in extra.items():
-        if key != "nested":
-            assert getattr(decoded, key) == value
-    assert decoded.nested == {"list": [1, [2, [3]]], "tuple": [1, "two"]}
-
-
-def test_extras_that_are_not_plain_travel_as_repr() -> None:
-    """Locks, sockets, generators, recursive and too deep or too long structures become repr()."""
-    lock = threading.Lock()
-    recursive: list[Any] = [1]
-    recursive.append(recursive)
-    deep: list[Any] = []
-    node = deep
-    for _ in range(20):
-        node.append([])
-        node = node[0]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        extra = {
-            "lock": lock,
-            "sock": sock,
-            "gen": (i for i in range(3)),
-            "recursive": recursive,
-            "deep": deep,
-            "long": list(range(1001)),
-            "big": 2**70,
-            "keys": {1: "int key", (2, 3): "tuple key"},
-            "subclass": type("MyDict", (dict,), {})(a=1),
-        }
-        decoded = roundtrip(make_record(extra=extra))
-        assert decoded.lock == repr(lock)
-        assert decoded.sock == repr(sock)
-    assert decoded.gen.startswith("<generator object")
-    node = decoded.recursive  # unrolled to the depth limit, then its repr
-    for _ in range(7):
-        assert node[0] == 1
-        node = node[1]
-    assert node == [1, repr(recursive)]
-    assert isinstance(decoded.deep, list)
-    assert "[[[" in json.dumps(decoded.deep)
-    assert decoded.long == repr(list(range(1001)))
-    assert decoded.big == str(2**70)
-    assert decoded.keys == {"1": "int key", "(2, 3)": "tuple key"}
-    assert decoded.subclass == "{'a': 1}"
-
-
-def test_extra_whose_repr_raises_becomes_a_marker() -> None:
-    """An extra whose __repr__ raises travels as <unrepresentable T: ExcType>."""
-
-    class Bad:
-        def __repr__(self) -> str:
-            raise RuntimeError("no repr")
-
-    decoded = roundtrip(make_record(extra={"bad": Bad()}))
-    assert decoded.bad == (
-        "<unrepresentable test_extra_whose_repr_raises_becomes_a_marker.<locals>.Bad: RuntimeError>"
-    )
-
-
-@pytest.fixture
-def int_digits_limit() -> Any:
-    """Set str()'s limit on int digits to its default (4,300) for one test."""
-    if not hasattr(sys, "set_int_max_str_digits"):
-        pytest.skip("this Python has no limit on int digits")
-    saved = sys.get_int_max_str_digits()
-    sys.set_int_max_str_digits(4300)
-    yield
-    sys.set_int_max_str_digits(saved)
-
-
-@pytest.mark.usefixtures("int_digits_limit")
-def test_ints_too_long_for_str_travel_as_their_digit_count() -> None:
-    """An int str() refuses (over 4,300 digits) arrives as <int with N digits>, the record whole.
-
-    As a value, in a list or dict, as a key, in a text field and in a repr (issue 9, item 7).
-    """
-    huge = 10**5000
-    record = make_record(
-        "huge %s",
-        (huge,),
-        extra={"x": huge, "neg": -huge, "inner": [1, {"k": huge}], "keyed": {huge: 1}},
-    )
-    record.name = huge  # type: ignore[assignment]  # a filter's doing
-    decoded = roundtrip(record)
-    assert decoded.x == "<int with 5,001 digits>"
-    assert decoded.neg == "<negative int with 5,001 digits>"
-    assert decoded.inner == [1, {"k": "<int with 5,001 digits>"}]
-    assert decoded.keyed == {"<int with 5,001 digits>": 1}
-    assert decoded.name == "<int with 5,001 digits>"
-    assert decoded.msg.startswith("<unformattable message: ValueError")
-    assert decoded.msg.endswith("args=(<int with 5,001 digits>,)")
-    assert _wire.safe_repr({(1, huge): [huge]}) == (
-        "{(1, <int with 5,001 digits>): [<int with 5,001 digits>]}"
-    )
-    assert _wire.int_text(10**4299) == str(10**4299)  # within the limit: its digits
-
-
-def test_digit_count_of_a_long_int_is_exact() -> None:
-    """The digit count is exact around every power of ten and two; past 2**18 bits, "about"."""
-    if hasattr(sys, "set_int_max_str_digits"):
-        saved = sys.get_int_max_str_digits()
-        sys.set_int_max_str_digits(0)  # str() may convert them all, to check
-    try:
-        values = [10**n + d for n in range(4290, 4400) for d in (-1, 0, 1)]
-        values += [2**b + d for b in range(14_000, 15_000) for d in (-1, 0)]
-        values += [10**70_000 - 1, 10**70_000, 2**235_112]  # near a close call of the float
-        for value in values:
-            assert _wire._long_int(value) == f"<int with {len(str(value)):,} digits>"
-            assert _wire._long_int(-value) == f"<negative int with {len(str(value)):,} digits>"
-    finally:
-        if hasattr(sys, "set_int_max_str_digits"):
-            sys.set_int_max_str_digits(saved)
-    assert _wire._long_int(10**1_000_000) == "<int with about 1,000,000 digits>"
-
-
-def test_safe_repr_never_raises() -> None:
-    """A repr that raises, returns a lying str subclass, or a type whose name raises: a marker."""
-
-    class NoName(type):
-        def __getattribute__(cls, name: str) -> Any:
-            if name == "__qualname__":
-                raise RuntimeError("no name")
-            return super().__getattribute__(name)
-
-    class Nameless(metaclass=NoName):
-        def __repr__(self) -> str:
-            raise RuntimeError("no repr")
-
-    class Lying(str):
-        __slots__ = ()
-
-        def __len__(self) -> int:
-            return 0
-
-    class LyingRepr:
-        def __repr__(self) -> str:
-            return Lying("x" * 20_000)
-
-    class Raises:
-        def __repr__(self) -> str:
-            raise ValueError("no repr")
-
-    assert _wire.safe_repr(Nameless()) == "<unrepresentable object>"
-    assert _wire.safe_repr(Raises()).startswith("<unrepresentable ")
-    assert _wire.safe_repr(Raises()).endswith("Raises: ValueError>")
-    assert CUT_MARKER.match(_wire.safe_repr(LyingRepr())) is not None
-    assert _wire.plain({Nameless(): [Raises()]}) == {
-        "<unrepresentable object>": [_wire.safe_repr(Raises())]
-    }
-
-
-def _strict_json(line: str) -> Any:
-    """Parse ``line`` as RFC 8259 JSON (no NaN or Infinity), checking it is one line."""
-    assert "\n" not in line
-
-    def refuse(constant: str) -> Any:
-        raise ValueError(f"{constant} is not JSON")
-
-    return json.loads(line, parse_constant=refuse)
-
-
-class _ReprRaises:
-    def __repr__(self) -> str:
-        raise RuntimeError("no repr")
-
-
-@pytest.mark.usefixtures("int_digits_limit")
-def test_json_formatter_writes_extras_json_cannot_hold_as_the_codec_sends_them() -> None:
-    """In the installer's own JSON sink, odd keys and long ints give one line of strict JSON.
-
-    What the sink shows is what a record from another process shows: the codec's plain form.
-    """
-    bad_key = _ReprRaises()
-    extra = {
-        "x_int": 10**5000,
-        "x_tk": {(1, 2): "v"},
-        "x_tkn": {"a": {((1, 2), (3,)): [{(4, 5): "w"}]}},
-        "x_bk": {b"k": 1},
-        "x_rk": {bad_key: 1},
-        "x_nk": {math.nan: 1},
-        "x_ik": {10**5000: 1},
-        "x_raw": ("caf\udcc3",),
-    }
-    record = make_record("m" * 50_000, None, extra=extra)
-    record.__dict__[(1, 2)] = "top"  # type: ignore[index]
-    record.__dict__[bad_key] = "top-bad"  # type: ignore[index]
-    obj = _strict_json(JsonFormatter().format(record))
-    assert obj["message"] == "m" * 50_000  # the record's own texts are not cut like extras
-    assert obj["x_int"] == "<int with 5,001 digits>"
-    assert obj["x_tk"] == {"(1, 2)": "v"}
-    assert obj["x_tkn"] == {"a": {"((1, 2), (3,))": [{"(4, 5)": "w"}]}}
-    assert obj["x_bk"] == {"b'k'": 1}
-    assert obj["x_rk"] == {"<unrepresentable _ReprRaises: RuntimeError>": 1}
-    assert obj["x_nk"] == {"nan": 1}
-    assert obj["x_ik"] == {"<int with 5,001 digits>": 1}
-    assert obj["x_raw"] == ["caf\\udcc3"]
-    assert obj["(1, 2)"] == "top"
-    assert obj["<unrepresentable _ReprRaises: RuntimeError>"] == "top-bad"
-    decoded = roundtrip(record)  # the same record from another process: the same object
-    assert _strict_json(JsonFormatter().format(decoded)) == obj
-
-
-def test_huge_repr_of_an_extra_is_cut_with_a_marker() -> None:
-    """An extra whose repr is 5 MB arrives cut to 10,000 characters, saying how much was cut."""
-
-    class Huge:
-        def __repr__(self) -> str:
-            return "r" * 5_000_000
-
-    decoded = roundtrip(make_record(extra={"huge": Huge()}))
-    match = CUT_MARKER.match(decoded.huge)
-    assert match is not None
-    assert match.group(1) == "r" * 10_000
-    assert match.group(2) == f"{5_000_000 - 10_000:,}"
-
-
-def test_shared_references_in_extras_cost_bounded_memory() -> None:
-    """A list that shares one big list a million times encodes within the budget, not its size."""
-    inner = [0] * 1000
-    fan = [[inner] * 1000] * 1000  # a billion items through shared references
-    big_strings = ["x" * 1_000_000] * 1001  # a repr of a gigabyte
-    tracemalloc.start()
-    try:
-        fanned = roundtrip(make_record(extra={"fan": fan}))
-        strings = roundtrip(make_record(extra={"strings": big_strings}))
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 64 * 1024 * 1024
-    assert _wire.EXTRA_CUT_MARKER in json.dumps(fanned.fan)
-    assert strings.strings.startswith("['xxxxx")
-    assert strings.strings.endswith("... [logfunnel: repr cut at 10,000 characters]")
-
-
-def test_unformattable_message_says_what_went_wrong() -> None:
-    """A %-mismatch or a __str__ that raises gives a message naming the error, msg and args."""
-
-    class StrRaises:
-        def __str__(self) -> str:
-            raise RuntimeError("no str")
-
-    mismatch = roundtrip(make_record("tag-a %s %s", (1,)))
-    assert mismatch.msg.startswith("<unformattable message: TypeError: ")
-    assert "msg='tag-a %s %s' args=(1,)" in mismatch.msg
-    wrong_type = roundtrip(make_record("tag-b %d", ("x",)))
-    assert wrong_type.msg.startswith("<unformattable message: TypeError")
-    raising = roundtrip(make_record("tag-c %s", (StrRaises(),)))
-    assert raising.msg.startswith("<unformattable message: RuntimeError: RuntimeError('no str')>")
-    assert "tag-c" in raising.msg
-
-
-def test_unformattable_huge_message_stays_bounded() -> None:
-    """The account of an unformattable 50 MB template repr()s at most 2,000 characters of it.
-
-    ``%`` itself allocates a buffer the size of the template before it fails;
-    a whole ``repr`` of 50 MB of NULs would take 200 MB more.
-    """
-    template = "tag %s %s " + "\x00" * 50_000_000
-    tracemalloc.start()
-    try:
-        decoded = roundtrip(make_record(template, (1,)))
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < len(template) * 1.5
-    assert decoded.msg.startswith("<unformattable message: TypeError")
-    assert "characters cut]" in decoded.msg
-    assert len(decoded.msg) < 10_000
-
-
 def test_long_message_traceback_and_stack_are_cut_with_markers() -> None:
     """Text over the field limit ends with a marker saying how many characters were cut."""
     long_text = "m" * (FIELD_LIMIT + 12_345)
@@ -456,19 +85,6 @@ def test_long_message_traceback_and_stack_are_cut_with_markers() -> None:
     assert decoded.exc_text.startswith("Traceback (most recent call last):")
 
 
-def test_invalid_unicode_is_backslash_escaped_everywhere() -> None:
-    """Lone surrogates in the message, traceback, stack and extras arrive backslash-escaped."""
-    bad = b"caf\xc3\xa9 \xff\xfe end".decode("utf-8", "surrogateescape")
-    record = make_record(bad + " %s", ("\ud800",), stack_info=bad, extra={"e": bad, bad: 1})
-    record.exc_text = bad
-    decoded = roundtrip(record)
-    assert decoded.msg == "café \\udcff\\udcfe end \\ud800"
-    assert decoded.stack_info == "café \\udcff\\udcfe end"
-    assert decoded.exc_text == "café \\udcff\\udcfe end"
-    assert decoded.e == "café \\udcff\\udcfe end"
-    assert decoded.__dict__["café \\udcff\\udcfe end"] == 1
-
-
 def test_long_message_with_lone_surrogate_keeps_the_field_limit() -> None:
     """A lone surrogate does not make a long message be cut shorter than the field limit."""
     text = "a" * 50_000 + "\udcff"
@@ -480,50 +96,6 @@ def test_nul_and_newlines_travel_unchanged() -> None:
     """NUL bytes and every kind of newline arrive as sent (the sinks decide how to write them)."""
     text = "a\x00b\nc\r\nd\re\u2028f"
     assert roundtrip(make_record(text, None)).msg == text
-
-
-def test_exception_chains_groups_notes_and_unpicklable_exceptions() -> None:
-    """Chained, grouped, annotated and unpicklable exceptions travel as traceback text."""
-
-    class UnpicklableError(Exception):
-        def __init__(self) -> None:
-            super().__init__("cannot pickle me")
-            self.lock = threading.Lock()
-
-    try:
-        try:
-            raise UnpicklableError  # noqa: TRY301
-        except UnpicklableError as exc:
-            if sys.version_info >= (3, 11):
-                exc.add_note("a note on the cause")
-            raise KeyError("outer") from exc
-    except KeyError:
-        exc_info = sys.exc_info()
-    decoded = roundtrip(make_record("chained", None, exc_info=exc_info))
-    assert "cannot pickle me" in decoded.exc_text
-    assert "The above exception was the direct cause" in decoded.exc_text
-    assert "KeyError: 'outer'" in decoded.exc_text
-    if sys.version_info >= (3, 11):
-        assert "a note on the cause" in decoded.exc_text
-        group = ExceptionGroup("many", [ValueError("one"), TypeError("two")])  # noqa: F821
-        grouped = roundtrip(make_record("grouped", None, exc_info=(ExceptionGroup, group, None)))  # noqa: F821
-        assert "ExceptionGroup: many (2 sub-exceptions)" in grouped.exc_text
-        assert "ValueError: one" in grouped.exc_text
-
-
-def test_exception_whose_str_raises_is_still_rendered() -> None:
-    """An exception whose __str__ raises still gives a traceback naming its type."""
-
-    class BadStrError(Exception):
-        def __str__(self) -> str:
-            raise RuntimeError("no str")
-
-    try:
-        raise BadStrError  # noqa: TRY301
-    except BadStrError:
-        exc_info = sys.exc_info()
-    decoded = roundtrip(make_record("bad str", None, exc_info=exc_info))
-    assert "BadStrError" in decoded.exc_text
 
 
 def test_odd_standard_fields_are_coerced_to_what_the_writer_accepts() -> None:
@@ -602,86 +174,6 @@ def test_control_frames_with_invalid_unicode_still_encode() -> None:
 
 
 # -- property tests of the codec --------------------------------------------------------
-
-plain_leaves = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
-    | st.floats(allow_nan=False)
-    | st.text(max_size=50)
-    | st.binary(max_size=50)
-)
-plain_values = st.recursive(
-    plain_leaves,
-    lambda children: st.lists(children, max_size=5)
-    | st.dictionaries(st.text(max_size=10), children, max_size=5),
-    max_leaves=20,
-)
-# No backslashes: "\\udcff" and a lone "\udcff" would be one key once escaped.
-extra_keys = st.text(min_size=1, max_size=12).filter(
-    lambda k: k not in _wire.STANDARD_ATTRS and not hasattr(logging.LogRecord, k) and "\\" not in k
-)
-
-
-class Opaque:
-    """An object msgpack cannot encode, with a fixed repr."""
-
-    def __repr__(self) -> str:
-        """Return a fixed text."""
-        return "<Opaque>"
-
-
-# Ints str() refuses under its default limit of 4,300 digits.
-huge_ints = st.integers(min_value=4300, max_value=4400).map(lambda n: 10**n + 7) | st.integers(
-    min_value=4300, max_value=4400
-).map(lambda n: -(10**n))
-# Keys msgpack and JSON cannot hold as they are (issue 9, item 7).
-odd_keys = (
-    st.integers()
-    | huge_ints
-    | st.floats()
-    | st.tuples(st.integers(), st.text(max_size=3))
-    | st.tuples(st.tuples(st.integers()), st.none())
-    | st.binary(max_size=4)
-    | st.builds(_ReprRaises)
-    | st.none()
-    | st.booleans()
-)
-any_values = st.recursive(
-    plain_leaves
-    | st.integers()
-    | huge_ints
-    | st.floats()
-    | st.text(max_size=20_000)
-    | st.builds(Opaque)
-    | st.builds(threading.Lock),
-    lambda children: st.lists(children, max_size=5)
-    | st.tuples(children, children)
-    | st.dictionaries(st.text(max_size=5) | odd_keys, children, max_size=5)
-    | st.sets(st.integers(), max_size=3),
-    max_leaves=15,
-)
-texts = st.text() | st.text(alphabet=st.characters(codec=None), max_size=30) | st.just("")
-
-
-@PROPERTY
-@given(extra=st.dictionaries(extra_keys, plain_values, max_size=5))
-def test_plain_extras_round_trip_exactly(extra: dict[str, Any]) -> None:
-    """Any plain extra (valid Unicode, within the size limits) arrives with the same value."""
-    assume(all(not _has_surrogate(v) and not _has_surrogate(k) for k, v in extra.items()))
-    decoded = roundtrip(make_record(extra=extra))
-    for key, value in extra.items():
-        assert decoded.__dict__[key] == value
-
-
-def _has_surrogate(value: Any) -> bool:
-    if isinstance(value, str):
-        return any("\ud800" <= ch <= "\udfff" for ch in value)
-    if isinstance(value, list):
-        return any(_has_surrogate(v) for v in value)
-    if isinstance(value, dict):
-        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in value.items())
-    return False
 
 
 @PROPERTY
@@ -773,69 +265,6 @@ def test_frame_limit_is_respected_for_any_input(texts_: list[Any], frame_limit: 
 
 
 @PROPERTY
-@given(extra=st.dictionaries(odd_keys | extra_keys, any_values, max_size=4))
-def test_extras_under_any_keys_give_one_record_and_strict_json(extra: dict[Any, Any]) -> None:
-    """Extras under keys of any type, holding anything: the record arrives, the JSON sink is strict.
-
-    Both where the record is logged (the installer's own JSON sink) and after the wire.
-    """
-    record = make_record("odd keys", None)
-    record.__dict__.update(extra)  # what Logger.makeRecord does with extra=
-    decoded = roundtrip(record)
-    format_both(decoded)
-    assert decoded.msg == "odd keys"
-    assert _strict_json(JsonFormatter().format(record))["message"] == "odd keys"
-    assert _strict_json(JsonFormatter().format(decoded))["message"] == "odd keys"
-
-
-repr_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
-    | st.binary(max_size=20),
-    lambda children: st.lists(children, max_size=5)
-    | st.tuples(children)
-    | st.tuples(children, children)
-    | st.dictionaries(st.text(max_size=5) | st.integers(), children, max_size=5)
-    | st.sets(st.integers(), max_size=4)
-    | st.frozensets(st.text(max_size=3), max_size=4),
-    max_leaves=25,
-)
-
-
-@PROPERTY
-@given(value=repr_values)
-def test_bounded_repr_equals_repr_when_within_the_limit(value: Any) -> None:
-    """For built-in containers whose repr fits the limit, safe_repr is exactly repr."""
-    assert _wire.safe_repr(value, 10**6) == repr(value)
-
-
-@PROPERTY
-@given(value=repr_values, limit=st.integers(min_value=1, max_value=200))
-@example(value="abcdef", limit=2)
-@example(value=b"abcdef", limit=2)
-@example(value=["abcdef", 1, 2, 3], limit=5)
-def test_bounded_repr_is_a_prefix_of_repr_with_a_marker(value: Any, limit: int) -> None:
-    """A repr over the limit is its first characters followed by a marker saying it was cut."""
-    text = _wire.safe_repr(value, limit)
-    full = repr(value)
-    if isinstance(value, (str, bytes)):  # the repr of the first `limit` characters (bytes)
-        if len(value) <= limit:
-            assert text == _wire.cut(full, limit)
-        else:
-            unit = "characters" if isinstance(value, str) else "bytes"
-            tail = f"... [logfunnel: {len(value) - limit:,} of {len(value):,} {unit} cut]"
-            assert text == repr(value[:limit]) + tail
-        return
-    if len(full) <= limit:
-        assert text == full
-        return
-    marker = re.search(r"\.\.\. \[logfunnel: .*cut.*\]$", text)
-    assert marker is not None, text
-    head = text[: marker.start()]
-    assert len(head) <= limit
-    assert full.startswith(head)
-
-
-@PROPERTY
 @given(created=st.floats(min_value=-62_135_596_800.0 + 86_400, max_value=253_402_300_799.0 - 86_400))
 def test_any_created_time_the_decoder_accepts_formats_in_every_sink(created: float) -> None:
     """Every `created` that decode_record accepts can be rendered by both stock formatters."""
@@ -859,7 +288,7 @@ frames_strategy = st.lists(
 @given(arrays=frames_strategy)
 def test_split_at_every_byte_boundary_yields_the_same_frames(arrays: list[list[Any]]) -> None:
     """Feeding a stream in two parts, split anywhere, or byte by byte, yields the same frames."""
-    assume(not _has_surrogate(arrays))
+    assume(not has_surrogate(arrays))
     encoder = _wire.Encoder()
     stream = b"".join(encoder.frame(array) for array in arrays)
     expected = _wire.FrameReader().feed(stream)
@@ -945,7 +374,7 @@ def test_valid_frames_then_garbage_raise_frame_error_only(
     arrays: list[list[Any]], garbage: bytes, split: int
 ) -> None:
     """Valid frames followed by a garbage frame, fed in two parts, give frames then FrameError."""
-    assume(not _has_surrogate(arrays))
+    assume(not has_surrogate(arrays))
     encoder = _wire.Encoder()
     stream = b"".join(encoder.frame(a) for a in arrays)
     stream += struct.pack(">I", len(garbage)) + garbage
@@ -1013,28 +442,7 @@ def test_garbage_never_raises_anything_but_frame_error(data: bytes, limit: int) 
     for fields in frames:
         assert type(fields) is list
         assert type(fields[0]) is int
-        _handle_and_format(fields, tables)
-
-
-def _handle_and_format(fields: list[Any], tables: _wire.Tables) -> None:
-    """Handle a frame as the writer does; a record that decodes must render in both sinks.
-
-    A SITE or THREAD frame either defines its id (below ``TABLE_SIZE``) or
-    raises ``FrameError``; a RECORD either decodes or raises ``FrameError``.
-    """
-    try:
-        if fields[0] in (_wire.SITE, _wire.THREAD):
-            tables.define(fields)
-            assert 0 <= fields[1] < _wire.TABLE_SIZE
-            return
-        if fields[0] != _wire.RECORD:
-            return
-        record = _wire.decode_record(fields, tables)
-    except _wire.FrameError:
-        return
-    assert fields[8] in tables.sites
-    assert fields[9] in tables.threads
-    format_both(record)
+        handle_and_format(fields, tables)
 
 
 field_values = st.one_of(
@@ -1102,7 +510,7 @@ def test_valid_looking_records_with_wrong_types_raise_frame_error_or_format(
     tables.define([_wire.SITE, 1, "", "", "", 0, None])
     tables.define([_wire.THREAD, 2, None, None, None, None])
     for decoded in frames:
-        _handle_and_format(decoded, tables)
+        handle_and_format(decoded, tables)
 
 
 # The types each field of a SITE or THREAD frame must have (ints within 64 bits).
@@ -1526,3 +934,22 @@ def test_a_site_value_whose_hash_raises_is_converted() -> None:
     record = logging.LogRecord("n", logging.INFO, "p.py", 1, "m", None, None, "f")
     record.lineno = _HashRaises()  # type: ignore[assignment]
     assert roundtrip(record).lineno == 5
+
+
+def test_what_wire_exports_is_defined_once() -> None:
+    """A name ``_wire`` exports from ``_plain`` is the very object defined there."""
+    for name in _wire.__all__:
+        assert hasattr(_wire, name), name
+        for home in (_plain,):
+            if name in vars(home):
+                assert getattr(_wire, name) is vars(home)[name], name
+
+
+def test_the_codec_imports_neither_typing_nor_msgpack_before_it_needs_them() -> None:
+    """``_plain`` imports no msgpack, and neither it nor ``_wire`` imports typing."""
+    probe = (
+        "import sys; import logfunnel._plain;"
+        " print('msgpack' in sys.modules, 'typing' in sys.modules);"
+        " import logfunnel._wire; print('typing' in sys.modules)"
+    )
+    assert run_python("-c", probe).stdout.split() == ["False", "False", "False"]

@@ -16,7 +16,8 @@ both sides (``benchmarks/profile_hot_path.py``).
 
 What a record undergoes on its way out of a process (``encode_record``), in
 the order it happens -- the conversions ``QueueHandler.prepare`` documents,
-and a few more:
+and a few more (making a value plain, items 1, 2, 4, 6 and the cuts of 5, is
+``_plain``'s; this module applies it):
 
 1. ``record.getMessage()`` merges ``msg`` and ``args`` into one string.  If that
    raises (a ``%`` mismatch, a ``__str__`` that raises), the message becomes
@@ -39,7 +40,7 @@ and a few more:
    ``sys.get_int_max_str_digits()`` digits, 4,300 by default), in a repr too.
    None of this can raise: a value that cannot be made plain never costs the
    record (``safe_repr`` ends in ``<unrepresentable object>``).  All the
-   extras of one record together hold at most ``_EXTRA_BUDGET`` values (a
+   extras of one record together hold at most ``_plain.EXTRA_BUDGET`` values (a
    string counting one more per 64 characters); values past that budget become
    ``EXTRA_CUT_MARKER``, so a structure that shares one list many times over
    cannot make the sender allocate more than that.
@@ -82,10 +83,40 @@ import struct
 import msgpack
 
 from logfunnel import _options
+from logfunnel._plain import (
+    BASE_LEN,
+    EXTRA_CUT_MARKER,
+    NONE,
+    PLAIN_LEAVES,
+    STANDARD_ATTRS,
+    as_str,
+    coerce,
+    cut,
+    exception_text,
+    get_message,
+    has_no_extras,
+    int_text,
+    plain,
+    record_extras,
+    safe_repr,
+    sanitize,
+    valid_text,
+)
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
 if TYPE_CHECKING:
     from typing import Any, Final
+
+# The codec as the rest of the package reaches it (`_wire.X`), wherever each name is defined.
+__all__ = [
+    "CONFIG", "DEFAULT_FRAME_LIMIT", "DROPPED", "DUMP_STACKS", "EXTRA_CUT_MARKER", "FLUSH",
+    "FLUSHED", "HEADER", "HEADER_SIZE", "HELLO", "LEVELS", "LINE", "LOGRECORD_FIELDS",
+    "PROTOCOL_VERSION", "RECORD", "RECORD_FIELDS", "SHUTDOWN", "SITE", "SITE_FIELDS", "STACKS",
+    "STANDARD_ATTRS", "STATS", "TABLE_SIZE", "TABLE_TEXT_LIMIT", "THREAD", "THREAD_FIELDS",
+    "TOO_LARGE_MESSAGE", "Encoder", "FrameError", "FrameReader", "Tables", "cut", "decode_payload",
+    "decode_record", "exception_text", "get_message", "has_no_extras", "hello_fields", "int_text",
+    "plain", "safe_repr", "sanitize",
+]
 
 PROTOCOL_VERSION: Final = 2
 
@@ -151,311 +182,14 @@ TABLE_TEXT_LIMIT: Final = 512
 # Room for cut()'s marker after a text cut at its limit.
 _MARKER_ROOM: Final = 100
 
-# Every attribute a stock LogRecord has, plus those Formatter.format adds:
-# anything else in record.__dict__ came through `extra=` (or a filter).
-STANDARD_ATTRS: Final = frozenset(
-    (*logging.makeLogRecord({}).__dict__, "message", "asctime", "taskName", "exc_info", "args")
-)
 
-_PLAIN_LEAVES: Final = (str, int, float, bool, bytes, type(None))
-_MAX_DEPTH: Final = 8
-_MAX_ITEMS: Final = 1000
-_REPR_LIMIT: Final = 10_000
-#: What all the extras of one record may hold together: a value counts 1, and a string
-#: or bytes value 1 more for every 64 characters (bytes).
-_EXTRA_BUDGET: Final = 100_000
-#: What an ``extra=`` value past ``_EXTRA_BUDGET`` becomes.
-EXTRA_CUT_MARKER: Final = "[logfunnel: cut, the extras of this record are too large]"
 #: The message of a record that does not fit the frame limit even when cut.
 TOO_LARGE_MESSAGE: Final = "<record too large to send>"
-_REPR_DEPTH: Final = 50
-_INT64_MIN: Final = -(2**63)
-_UINT64_MAX: Final = 2**64 - 1
 
 
 class FrameError(ValueError):
     """A peer sent bytes that are not a valid frame; its connection is dropped."""
 
-
-def safe_repr(value: object, limit: int = _REPR_LIMIT) -> str:
-    """Return ``repr(value)`` cut to ``limit`` characters, or a marker if ``repr`` raises.
-
-    Never raises (for an ``Exception``).  Strings, bytes and built-in
-    containers are rendered within the limit, so their ``repr`` never costs
-    more memory than the limit (a list that holds one big string a thousand
-    times would otherwise have a huge ``repr``).  An int with more digits than
-    ``str()`` converts (``sys.get_int_max_str_digits()``) becomes
-    ``<int with N digits>``.
-    """
-    try:
-        kind = type(value)
-        if kind is str or kind is bytes or kind is bytearray:
-            size = len(value)  # type: ignore[arg-type]
-            if size > limit:
-                head = repr(value[:limit])  # type: ignore[index]
-                unit = "characters" if kind is str else "bytes"
-                return f"{head}... [logfunnel: {size - limit:,} of {size:,} {unit} cut]"
-            text = repr(value)
-        elif kind is int:
-            text = int_text(value)  # type: ignore[arg-type]
-        elif kind in _CONTAINER_OPEN:
-            return _BoundedRepr(limit).render(value)
-        else:
-            text = repr(value)
-            if type(text) is not str:  # a str subclass: its own len() and slicing may lie
-                text = str.__str__(text)
-    except Exception as exc:  # a __repr__ that raises must not stop the record
-        return _unrepresentable(value, exc)
-    return cut(text, limit)
-
-
-def _unrepresentable(value: object, exc: BaseException) -> str:
-    """Return ``<unrepresentable T: ExcType>`` for a value whose ``repr`` raised ``exc``."""
-    try:
-        name, error = type(value).__qualname__, type(exc).__name__
-    except Exception:  # a metaclass whose __qualname__ raises
-        return "<unrepresentable object>"
-    if type(name) is not str or type(error) is not str:
-        return "<unrepresentable object>"
-    return f"<unrepresentable {name}: {error}>"
-
-
-#: Above this many bits an int's digits are estimated, not counted: counting
-#: them exactly needs a power of ten as large as the int.
-_EXACT_DIGITS_BITS: Final = 1 << 18
-
-
-def int_text(value: int) -> str:
-    """Return ``str(value)``, or ``<int with N digits>`` when it has too many digits to convert.
-
-    ``str()`` of an int over ``sys.get_int_max_str_digits()`` digits (4,300 by
-    default) raises ``ValueError``; converting it anyway would cost time
-    quadratic in its size.
-    """
-    try:
-        return int.__repr__(value)
-    except ValueError:
-        return _long_int(value)
-
-
-def _long_int(value: int) -> str:
-    """Return ``<int with N digits>`` (``<negative int ...>``) without converting ``value``."""
-    magnitude = -value if value < 0 else value
-    sign = "negative " if value < 0 else ""
-    bits = magnitude.bit_length()
-    # The digits of 2 ** (bits - 1), as a float computes them: right, or one off.
-    digits = int((bits - 1) * _LOG10_2) + 1
-    if bits > _EXACT_DIGITS_BITS:
-        return f"<{sign}int with about {digits:,} digits>"
-    if magnitude < 10 ** (digits - 1):
-        digits -= 1
-    elif magnitude >= 10**digits:
-        digits += 1
-    return f"<{sign}int with {digits:,} digits>"
-
-
-_LOG10_2: Final = math.log10(2)
-
-
-_CONTAINER_OPEN: Final[dict[type, str]] = {
-    list: "[",
-    tuple: "(",
-    dict: "{",
-    set: "{",
-    frozenset: "frozenset({",
-}
-_CONTAINER_CLOSE: Final[dict[type, str]] = {
-    list: "]",
-    tuple: ")",
-    dict: "}",
-    set: "}",
-    frozenset: "})",
-}
-
-
-class _ReprFullError(Exception):
-    """The bounded repr reached its limit."""
-
-
-class _BoundedRepr:
-    """``repr()`` of built-in containers that stops once ``limit`` characters are built."""
-
-    __slots__ = ("_active", "_left", "_limit", "_parts")
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._left = limit
-        self._parts: list[str] = []
-        self._active: set[int] = set()
-
-    def render(self, value: object) -> str:
-        try:
-            self._add_value(value, 0)
-        except _ReprFullError:
-            text = "".join(self._parts)[: self._limit]
-            return f"{text}... [logfunnel: repr cut at {self._limit:,} characters]"
-        return "".join(self._parts)
-
-    def _add(self, text: str) -> None:
-        self._parts.append(text)
-        self._left -= len(text)
-        if self._left < 0:
-            raise _ReprFullError
-
-    def _add_value(self, value: Any, depth: int) -> None:
-        kind = type(value)
-        if kind not in _CONTAINER_OPEN:
-            if kind is str or kind is bytes or kind is bytearray:
-                value = value[: self._left + 1]
-            self._add(safe_repr(value, self._left + 1))
-            return
-        if id(value) in self._active or depth >= _REPR_DEPTH:
-            self._add("[...]" if kind is list else "{...}" if kind is dict else "(...)")
-            return
-        if not value and (kind is set or kind is frozenset):
-            self._add(f"{kind.__name__}()")
-            return
-        self._active.add(id(value))
-        self._add(_CONTAINER_OPEN[kind])
-        if kind is dict:
-            for index, (key, item) in enumerate(value.items()):
-                if index:
-                    self._add(", ")
-                self._add_value(key, depth + 1)
-                self._add(": ")
-                self._add_value(item, depth + 1)
-        else:
-            for index, item in enumerate(value):
-                if index:
-                    self._add(", ")
-                self._add_value(item, depth + 1)
-            if kind is tuple and len(value) == 1:
-                self._add(",")
-        self._add(_CONTAINER_CLOSE[kind])
-        self._active.discard(id(value))
-
-
-def cut(text: str, limit: int) -> str:
-    """Cut ``text`` to ``limit`` characters, ending with a marker that says how much was cut."""
-    if len(text) <= limit:
-        return text
-    dropped = len(text) - limit
-    return f"{text[:limit]}... [logfunnel: {dropped:,} of {len(text):,} characters cut]"
-
-
-def plain(value: Any, depth: int = 0, budget: list[int] | None = None) -> Any:
-    """Convert an ``extra=`` value to something msgpack encodes, or its ``repr()``.
-
-    ``budget`` (a one-item list, shared by the calls for one record) caps the
-    items and characters produced; past it every value becomes ``EXTRA_CUT_MARKER``.
-    """
-    if budget is None:
-        budget = [_EXTRA_BUDGET]
-    if budget[0] <= 0:
-        return EXTRA_CUT_MARKER
-    kind = type(value)
-    if kind in _PLAIN_LEAVES:
-        if kind is int and not _INT64_MIN <= value <= _UINT64_MAX:
-            value = int_text(value)
-        elif (kind is str or kind is bytes) and len(value) > _REPR_LIMIT:
-            value = safe_repr(value, _REPR_LIMIT) if kind is bytes else cut(value, _REPR_LIMIT)
-        budget[0] -= 1 + (len(value) >> 6 if type(value) in (str, bytes) else 0)
-        return value
-    if depth < _MAX_DEPTH:
-        if kind is list or kind is tuple:
-            if len(value) <= _MAX_ITEMS:
-                budget[0] -= 1
-                return [plain(item, depth + 1, budget) for item in value]
-        elif kind is dict and len(value) <= _MAX_ITEMS:
-            budget[0] -= 1
-            return {
-                (k if type(k) is str else safe_repr(k, 200)): plain(v, depth + 1, budget)
-                for k, v in value.items()
-            }
-    text = safe_repr(value)
-    budget[0] -= 1 + (len(text) >> 6)
-    return text
-
-
-def get_message(record: logging.LogRecord) -> str:
-    """Return ``record.getMessage()``, or a readable account of why it could not be formatted."""
-    try:
-        message = record.getMessage()
-    except Exception as exc:
-        return (
-            f"<unformattable message: {type(exc).__name__}: {safe_repr(exc, 500)}> "
-            f"msg={safe_repr(record.msg, 2000)} args={safe_repr(record.args, 2000)}"
-        )
-    if type(message) is not str:  # a str subclass whose __str__ returned one
-        return safe_repr(message)
-    return message
-
-
-def exception_text(record: logging.LogRecord) -> str | None:
-    """Return the record's traceback as text, formatting ``exc_info`` if needed."""
-    try:
-        if record.exc_text:
-            return _text(record.exc_text)
-        if not record.exc_info:
-            return None
-        return logging.Formatter().formatException(record.exc_info)
-    except Exception as exc:  # a traceback that cannot be rendered still tells its type
-        info = record.exc_info
-        value = info[1] if isinstance(info, tuple) and len(info) == 3 else info
-        return f"<traceback could not be formatted: {type(exc).__name__}> {safe_repr(value, 2000)}"
-
-
-def _text(value: object) -> str:
-    """Return ``value`` as an exact ``str`` (``str()`` of it, or its safe repr if that fails)."""
-    if type(value) is str:
-        return value
-    if isinstance(value, str):
-        return str.__str__(value)
-    try:
-        text = str(value)
-    except Exception:
-        return safe_repr(value)
-    return text if type(text) is str else safe_repr(value)
-
-
-def _extras(record: logging.LogRecord) -> dict[str, Any] | None:
-    budget = [_EXTRA_BUDGET]
-    extra = {
-        (k if type(k) is str else safe_repr(k, 200)): plain(v, 0, budget)
-        for k, v in record.__dict__.items()
-        if k not in STANDARD_ATTRS
-    }
-    return extra or None
-
-
-def _valid_text(text: str) -> str:
-    """Return ``text`` with lone surrogates backslash-escaped (as ``sanitize`` does)."""
-    if not text.isascii():
-        try:
-            text.encode()
-        except UnicodeEncodeError:
-            return str(sanitize(text))
-    return text
-
-
-def has_no_extras(record: logging.LogRecord) -> bool:
-    """Return True if ``record`` carries no attribute beyond the standard ones."""
-    return all(key in STANDARD_ATTRS for key in record.__dict__)
-
-
-def sanitize(value: Any) -> Any:
-    """Re-encode every string so that msgpack's strict UTF-8 encoder accepts it."""
-    if isinstance(value, str):
-        return value.encode("utf-8", "backslashreplace").decode("utf-8")
-    if isinstance(value, list):
-        return [sanitize(v) for v in value]
-    if isinstance(value, dict):
-        return {sanitize(k): sanitize(v) for k, v in value.items()}
-    return value
-
-
-# Attributes every LogRecord has, so `len(record.__dict__)` above this means `extra=`.
-_BASE_LEN: Final = len(logging.makeLogRecord({}).__dict__)
 
 # The range of `created` that every stock formatter can render (years 1 to 9999, with a
 # day to spare for time zones): time.localtime and datetime raise outside it.
@@ -471,7 +205,6 @@ _EXC_TEXT: Final = 10
 _STACK_INFO: Final = 11
 _EXTRA: Final = 13
 
-_NONE: Final = type(None)
 _FIELD_TYPES: Final[tuple[tuple[type, ...], ...]] = (
     (str,),  # name
     (int,),  # levelno
@@ -482,23 +215,23 @@ _FIELD_TYPES: Final[tuple[tuple[type, ...], ...]] = (
     (float, int),  # relativeCreated
     (int,),  # site: an id, always made by the encoder
     (int,),  # thread: an id, always made by the encoder
-    (str, _NONE),  # exc_text
-    (str, _NONE),  # stack_info
-    (str, _NONE),  # taskName
-    (dict, _NONE),  # extra
+    (str, NONE),  # exc_text
+    (str, NONE),  # stack_info
+    (str, NONE),  # taskName
+    (dict, NONE),  # extra
 )
 _SITE_TYPES: Final[tuple[tuple[type, ...], ...]] = (
     (str,),  # pathname
     (str,),  # filename
     (str,),  # module
     (int,),  # lineno
-    (str, _NONE),  # funcName: LogRecord(..., func=None) leaves it None
+    (str, NONE),  # funcName: LogRecord(..., func=None) leaves it None
 )
 _THREAD_TYPES: Final[tuple[tuple[type, ...], ...]] = (
-    (int, _NONE),  # thread
-    (str, _NONE),  # threadName
-    (int, _NONE),  # process
-    (str, _NONE),  # processName
+    (int, NONE),  # thread
+    (str, NONE),  # threadName
+    (int, NONE),  # process
+    (str, NONE),  # processName
 )
 
 # Every valid combination of field types of a frame, kind included: checking a
@@ -517,29 +250,9 @@ def _times_valid(fields: list[Any]) -> bool:
     )
 
 
-def _coerce(value: Any, types: tuple[type, ...]) -> Any:
-    """Convert one standard field to a value of ``types`` (see item 7 of the module doc)."""
-    if type(value) in types:
-        if type(value) is float and not math.isfinite(value):
-            return 0.0
-        if type(value) is int and not _INT64_MIN <= value <= _UINT64_MAX:
-            return int_text(value) if str in types else (None if _NONE in types else 0)
-        return value
-    if value is None and _NONE in types:
-        return None
-    if str in types:
-        return "" if value is None else _text(value)
-    number: Any
-    try:
-        number = float(value) if float in types else int(value)
-    except Exception:
-        number = 0
-    return _coerce(number, types)
-
-
 def _coerce_fields(fields: list[Any], record: logging.LogRecord) -> list[Any]:
     """Convert the standard fields a filter (or makeLogRecord) left with odd values."""
-    fields = [RECORD, *(_coerce(v, t) for v, t in zip(fields[1:], _FIELD_TYPES, strict=True))]
+    fields = [RECORD, *(coerce(v, t) for v, t in zip(fields[1:], _FIELD_TYPES, strict=True))]
     if record.name is None:  # makeLogRecord({}): the root logger, as getLogger(None)
         fields[1] = "root"
     if not _CREATED_MIN <= fields[_CREATED] <= _CREATED_MAX:
@@ -609,8 +322,8 @@ class Encoder:
             exc_text = cut(exc_text, limit)
         stack_info = record.stack_info
         if stack_info is not None:
-            stack_info = cut(_text(stack_info), limit)
-        extra = _extras(record) if len(record.__dict__) > _BASE_LEN else None
+            stack_info = cut(as_str(stack_info), limit)
+        extra = record_extras(record) if len(record.__dict__) > BASE_LEN else None
         definitions = b""
         key: tuple[Any, ...] = (
             record.pathname,
@@ -671,10 +384,10 @@ class Encoder:
     ) -> tuple[int, bytes]:
         """Return the id of a site or thread, and the frame defining it if it is new."""
         limit = self._table_text
-        values = [_coerce(v, t) for v, t in zip(key, types, strict=True)]
+        values = [coerce(v, t) for v, t in zip(key, types, strict=True)]
         # Escaped first, then cut: what travels is at most `limit` characters
         # and a marker, which is what the writer accepts.
-        values = [cut(_valid_text(v), limit) if type(v) is str else v for v in values]
+        values = [cut(valid_text(v), limit) if type(v) is str else v for v in values]
         clean = tuple(values)
         ident = table.get(clean)
         if ident is not None:  # `key` had odd values that convert to a known entry
@@ -715,7 +428,7 @@ class Encoder:
 
 def hello_fields(pid: int, process_name: str) -> list[Any]:
     """Return the fields of a HELLO frame (the name cut to 200 characters)."""
-    return [HELLO, PROTOCOL_VERSION, pid, cut(_text(process_name), 200)]
+    return [HELLO, PROTOCOL_VERSION, pid, cut(as_str(process_name), 200)]
 
 
 class FrameReader:
@@ -806,7 +519,7 @@ _HAS_TASK_NAME: Final = "taskName" in logging.makeLogRecord({}).__dict__
 def _plain_value(value: Any, depth: int = 0) -> bool:
     """Return True if a decoded extra is made of plain values under string keys only."""
     kind = type(value)
-    if kind in _PLAIN_LEAVES:
+    if kind in PLAIN_LEAVES:
         return True
     if depth > 64:
         return False
