@@ -5,7 +5,8 @@ and returns plain values -- str, int, float, bool, bytes, None, lists and dicts
 of those, within fixed size bounds -- and none of them can raise for an
 ``Exception`` a user's object raises.  The rules they apply are items 1, 2, 4,
 5 (for a ``repr``) and 6 of the list in ``_wire``'s docstring, which says in
-what order the encoder applies them, and describes the wire format.
+what order the encoder applies them; the wire format itself is in
+``_protocol``.
 
 Who owns what: nothing here holds state.  The functions are shared by the
 encoder (``_wire.Encoder``), the sending side (``_connection``: the fallback's

@@ -1,20 +1,11 @@
-"""The wire format: length-prefixed msgpack frames carrying allow-listed record fields.
+"""Frames to and from bytes: the encoder (records and control messages) and the frame reader.
 
-A frame is a 4-byte big-endian payload length followed by that many bytes of
-msgpack encoding one array whose first element is the frame kind.  msgpack
-only ever builds plain values (str, bytes, int, float, bool, None, lists and
-dicts of those): nothing received from a socket is unpickled or evaluated.
+The format -- frame kinds, the fields of each frame, the limits, what the writer
+checks -- is described and defined in ``_protocol``; making a value plain is
+``_plain``.  Both are re-exported here (one definition, imported), so the rest
+of the package and its tests reach the whole codec as ``_wire``.
 
-A record travels as a RECORD frame holding what changes from call to call
-(logger, level, message, times, traceback, extras) and two small ids: its call
-site (path, file, module, line, function) and its thread (thread and process
-ids and names).  The first record from a new site or thread is preceded, in the
-same write, by a SITE or THREAD frame defining the id on this connection; the
-writer keeps those definitions per connection (at most ``TABLE_SIZE`` of each).
-Sending them once instead of with every record halves the encoding work on
-both sides (``benchmarks/profile_hot_path.py``).
-
-What a record undergoes on its way out of a process (``encode_record``), in
+What a record undergoes on its way out of a process (``Encoder.record``), in
 the order it happens -- the conversions ``QueueHandler.prepare`` documents,
 and a few more (making a value plain, items 1, 2, 4, 6 and the cuts of 5, is
 ``_plain``'s; this module applies it):
@@ -61,33 +52,24 @@ and a few more (making a value plain, items 1, 2, 4, 6 and the cuts of 5, is
    does not fit the frame limit, a minimal record with the level, the logger
    name and ``<record too large to send>`` travels instead.
 
-The writer's side (``FrameReader``, ``decode_payload``, ``decode_record``)
-trusts nothing: a length prefix over the limit is refused before any of the
-claimed payload is buffered, anything that is not a msgpack array starting
-with an int kind raises ``FrameError`` (and only ``FrameError``), and a RECORD
-frame must carry exactly the declared fields with the declared types, finite
-times, ids its connection defined, and extras that are plain values under
-string keys; SITE and THREAD frames must have exactly their declared types and
-an id below ``TABLE_SIZE``.  Extras named like
-a ``LogRecord`` attribute or method (``getMessage``, ``msg``, ...) are not set,
-so a peer cannot make the sinks' formatting raise.
+Who owns what: an ``Encoder`` belongs to one connection (the sending side's
+``_connection.Connection``, or a writer's control channel) and is not
+thread-safe; it holds the sites and threads it defined on that connection.  A
+``FrameReader`` belongs to one connection on the reading side and holds the
+bytes that do not yet form a whole frame.  This is the one module of the codec
+that imports msgpack.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
-import math
 import struct
 
 import msgpack
 
-from logfunnel import _options
 from logfunnel._plain import (
     BASE_LEN,
     EXTRA_CUT_MARKER,
-    NONE,
-    PLAIN_LEAVES,
     STANDARD_ATTRS,
     as_str,
     coerce,
@@ -101,6 +83,48 @@ from logfunnel._plain import (
     safe_repr,
     sanitize,
     valid_text,
+)
+from logfunnel._protocol import (
+    AT_CREATED,
+    AT_EXTRA,
+    AT_LEVELNAME,
+    AT_LEVELNO,
+    AT_NAME,
+    AT_RELATIVE,
+    AT_SITE,
+    AT_THREAD,
+    CONFIG,
+    CREATED_MAX,
+    CREATED_MIN,
+    DEFAULT_FRAME_LIMIT,
+    DROPPED,
+    DUMP_STACKS,
+    FIELD_TYPES,
+    FLUSH,
+    FLUSHED,
+    HELLO,
+    LEVELS,
+    LINE,
+    LOGRECORD_FIELDS,
+    PROTOCOL_VERSION,
+    RECORD,
+    RECORD_FIELDS,
+    RECORD_SHAPES,
+    SHUTDOWN,
+    SITE,
+    SITE_FIELDS,
+    SITE_TYPES,
+    STACKS,
+    STATS,
+    TABLE_SIZE,
+    TABLE_TEXT_LIMIT,
+    THREAD,
+    THREAD_FIELDS,
+    THREAD_TYPES,
+    FrameError,
+    Tables,
+    decode_record,
+    times_valid,
 )
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
@@ -118,145 +142,22 @@ __all__ = [
     "plain", "safe_repr", "sanitize",
 ]
 
-PROTOCOL_VERSION: Final = 2
-
-# Frame kinds: the first element of every frame's array.
-HELLO: Final = 0  # [HELLO, version, pid, process name]: first frame on a connection
-RECORD: Final = 1  # [RECORD, *RECORD_FIELDS]: site and thread are ids, see below
-DROPPED: Final = 2  # [DROPPED, count]: the sender dropped records under on_full="drop"
-FLUSH: Final = 3  # [FLUSH, request id]: a barrier; the writer answers FLUSHED
-FLUSHED: Final = 4  # [FLUSHED, request id]
-SHUTDOWN: Final = 5  # [SHUTDOWN, request id]: only honoured on the owner's control channel
-CONFIG: Final = 6  # [CONFIG, dict]: the sinks of a writer process, on its control channel
-DUMP_STACKS: Final = 7  # [DUMP_STACKS, request id]: ask the writer to write every stack
-STACKS: Final = 8  # [STACKS, pid, text]: a process's Python stacks, for `logfunnel stacks`
-STATS: Final = 9  # [STATS, request id] on the control channel; answered [STATS, id, dict]
-LEVELS: Final = 10  # [LEVELS, request id]: ask for the installer's levels; [LEVELS, id, dict]
-SITE: Final = 11  # [SITE, id, *SITE_FIELDS]: (re)defines a call site id of this connection
-THREAD: Final = 12  # [THREAD, id, *THREAD_FIELDS]: (re)defines a thread id of this connection
-LINE: Final = 13  # [LINE, text]: a record the sender rendered with the writer's formatter
-
+# The frame header: the payload's length.  Defined here, where frames are made and
+# read, not imported: CPython compiles `HEADER.pack(...)` on an imported name as an
+# attribute load plus a call: a bound method made per frame (FrameReader.feed 7% slower).
 HEADER: Final = struct.Struct(">I")
 HEADER_SIZE: Final = HEADER.size
-
-#: Default largest payload a writer accepts and a sender produces (bytes).  Defined
-#: with the options every joining process reads (which must not import this module,
-#: nor msgpack, at start-up); kept here under its old name.
-DEFAULT_FRAME_LIMIT: Final = _options.DEFAULT_FRAME_LIMIT
-
-# The order of the fields after the kind in a RECORD frame.  ``site`` and
-# ``thread`` are ids the same connection defined earlier with SITE and THREAD
-# frames: what stays the same from one record to the next (where the call is,
-# which thread and process made it) travels once, not with every record.
-RECORD_FIELDS: Final = (
-    "name",
-    "levelno",
-    "levelname",
-    "msg",
-    "created",
-    "msecs",
-    "relativeCreated",
-    "site",
-    "thread",
-    "exc_text",
-    "stack_info",
-    "taskName",
-    "extra",
-)
-# The fields after [SITE, id] and [THREAD, id].
-SITE_FIELDS: Final = ("pathname", "filename", "module", "lineno", "funcName")
-THREAD_FIELDS: Final = ("thread", "threadName", "process", "processName")
-#: Every LogRecord attribute a record arrives with (besides extras).
-LOGRECORD_FIELDS: Final = (
-    *(f for f in RECORD_FIELDS if f not in ("site", "thread", "extra")),
-    *SITE_FIELDS,
-    *THREAD_FIELDS,
-)
-#: How many sites (and, separately, threads) a connection may have defined at
-#: once.  A sender that needs more starts again from id 0, redefining ids as it
-#: reuses them, so a writer never holds more than this many per connection.
-TABLE_SIZE: Final = 1024
-#: Longest text (characters, before the cut marker) of a SITE or THREAD field.  With
-#: ``TABLE_SIZE`` this bounds what a writer keeps per connection (a few MB at worst).
-TABLE_TEXT_LIMIT: Final = 512
-# Room for cut()'s marker after a text cut at its limit.
-_MARKER_ROOM: Final = 100
-
-
 #: The message of a record that does not fit the frame limit even when cut.
 TOO_LARGE_MESSAGE: Final = "<record too large to send>"
 
 
-class FrameError(ValueError):
-    """A peer sent bytes that are not a valid frame; its connection is dropped."""
-
-
-# The range of `created` that every stock formatter can render (years 1 to 9999, with a
-# day to spare for time zones): time.localtime and datetime raise outside it.
-_CREATED_MIN: Final = -62_135_596_800.0 + 86_400
-_CREATED_MAX: Final = 253_402_300_799.0 - 86_400
-
-# Indexes (in a RECORD frame, kind at 0) of the fields the sender cuts or checks.
-_MESSAGE: Final = 4
-_CREATED: Final = 5
-_MSECS: Final = 6
-_RELATIVE: Final = 7
-_EXC_TEXT: Final = 10
-_STACK_INFO: Final = 11
-_EXTRA: Final = 13
-
-_FIELD_TYPES: Final[tuple[tuple[type, ...], ...]] = (
-    (str,),  # name
-    (int,),  # levelno
-    (str,),  # levelname
-    (str,),  # msg
-    (float, int),  # created
-    (float, int),  # msecs
-    (float, int),  # relativeCreated
-    (int,),  # site: an id, always made by the encoder
-    (int,),  # thread: an id, always made by the encoder
-    (str, NONE),  # exc_text
-    (str, NONE),  # stack_info
-    (str, NONE),  # taskName
-    (dict, NONE),  # extra
-)
-_SITE_TYPES: Final[tuple[tuple[type, ...], ...]] = (
-    (str,),  # pathname
-    (str,),  # filename
-    (str,),  # module
-    (int,),  # lineno
-    (str, NONE),  # funcName: LogRecord(..., func=None) leaves it None
-)
-_THREAD_TYPES: Final[tuple[tuple[type, ...], ...]] = (
-    (int, NONE),  # thread
-    (str, NONE),  # threadName
-    (int, NONE),  # process
-    (str, NONE),  # processName
-)
-
-# Every valid combination of field types of a frame, kind included: checking a
-# frame's types costs one tuple and one set lookup.
-_RECORD_SHAPES: Final = frozenset(itertools.product((int,), *_FIELD_TYPES))
-_SITE_SHAPES: Final = frozenset(itertools.product((int,), (int,), *_SITE_TYPES))
-_THREAD_SHAPES: Final = frozenset(itertools.product((int,), (int,), *_THREAD_TYPES))
-
-
-def _times_valid(fields: list[Any]) -> bool:
-    """Return True if a RECORD's times can be rendered by every stock formatter."""
-    return bool(
-        _CREATED_MIN <= fields[_CREATED] <= _CREATED_MAX
-        and math.isfinite(fields[_MSECS])
-        and math.isfinite(fields[_RELATIVE])
-    )
-
-
 def _coerce_fields(fields: list[Any], record: logging.LogRecord) -> list[Any]:
     """Convert the standard fields a filter (or makeLogRecord) left with odd values."""
-    fields = [RECORD, *(coerce(v, t) for v, t in zip(fields[1:], _FIELD_TYPES, strict=True))]
+    fields = [RECORD, *(coerce(v, t) for v, t in zip(fields[1:], FIELD_TYPES, strict=True))]
     if record.name is None:  # makeLogRecord({}): the root logger, as getLogger(None)
-        fields[1] = "root"
-    if not _CREATED_MIN <= fields[_CREATED] <= _CREATED_MAX:
-        fields[_CREATED] = 0.0
+        fields[AT_NAME] = "root"
+    if not CREATED_MIN <= fields[AT_CREATED] <= CREATED_MAX:
+        fields[AT_CREATED] = 0.0
     return fields
 
 
@@ -337,14 +238,14 @@ class Encoder:
         except Exception:  # a filter left an unhashable value (or one whose hash raises)
             site = None
         if site is None:
-            site, definitions = self._define(SITE, self._sites, key, _SITE_TYPES)
+            site, definitions = self._define(SITE, self._sites, key, SITE_TYPES)
         key = (record.thread, record.threadName, record.process, record.processName)
         try:
             thread = self._threads.get(key)
         except Exception:
             thread = None
         if thread is None:
-            thread, definition = self._define(THREAD, self._threads, key, _THREAD_TYPES)
+            thread, definition = self._define(THREAD, self._threads, key, THREAD_TYPES)
             definitions += definition
         fields: list[Any] = [
             RECORD,
@@ -362,7 +263,7 @@ class Encoder:
             getattr(record, "taskName", None),
             extra,
         ]
-        if tuple(map(type, fields)) not in _RECORD_SHAPES or not _times_valid(fields):
+        if tuple(map(type, fields)) not in RECORD_SHAPES or not times_valid(fields):
             fields = _coerce_fields(fields, record)
         try:
             payload: bytes = self._packer.pack(fields)
@@ -400,27 +301,27 @@ class Encoder:
     def _shrink(self, fields: list[Any]) -> bytes:
         """Cut an over-long record until its payload fits the frame limit."""
         limit = max(64, self._frame_limit // 64)
-        name, levelname = fields[1], fields[3]
-        for index in range(1, _EXTRA):
+        name, levelname = fields[AT_NAME], fields[AT_LEVELNAME]
+        for index in range(AT_NAME, AT_EXTRA):
             if isinstance(fields[index], str):
                 fields[index] = cut(fields[index], limit)
-        if fields[_EXTRA] is not None:
-            fields[_EXTRA] = {"logfunnel_extra_cut": safe_repr(fields[_EXTRA], limit)}
+        if fields[AT_EXTRA] is not None:
+            fields[AT_EXTRA] = {"logfunnel_extra_cut": safe_repr(fields[AT_EXTRA], limit)}
         payload: bytes = self._packer.pack(fields)
         if len(payload) > self._frame_limit:  # a tiny frame limit: keep level, name and times
             fields = [
                 RECORD,
                 cut(name, 100),
-                fields[2],
+                fields[AT_LEVELNO],
                 cut(levelname, 50),
-                TOO_LARGE_MESSAGE,
-                *fields[_CREATED : _RELATIVE + 1],
-                fields[8],
-                fields[9],
-                None,
-                None,
-                None,
-                None,
+                TOO_LARGE_MESSAGE,  # msg
+                *fields[AT_CREATED : AT_RELATIVE + 1],  # created, msecs, relativeCreated
+                fields[AT_SITE],
+                fields[AT_THREAD],
+                None,  # exc_text
+                None,  # stack_info
+                None,  # taskName
+                None,  # extra
             ]
             payload = self._packer.pack(fields)
         return payload
@@ -511,130 +412,3 @@ def decode_payload(payload: bytes | memoryview) -> Any:
     return fields
 
 
-_LOG_RECORD_NEW = logging.LogRecord.__new__
-# Python 3.12 added LogRecord.taskName; formats that name it need it present.
-_HAS_TASK_NAME: Final = "taskName" in logging.makeLogRecord({}).__dict__
-
-
-def _plain_value(value: Any, depth: int = 0) -> bool:
-    """Return True if a decoded extra is made of plain values under string keys only."""
-    kind = type(value)
-    if kind in PLAIN_LEAVES:
-        return True
-    if depth > 64:
-        return False
-    if kind is list:
-        return all(_plain_value(item, depth + 1) for item in value)
-    if kind is dict:
-        return all(type(k) is str and _plain_value(v, depth + 1) for k, v in value.items())
-    return False
-
-
-# Names an extra must not take on the writer's side: every standard attribute, and
-# every attribute of the LogRecord class (an instance attribute named getMessage
-# would make every formatter raise).
-_RESERVED: Final = STANDARD_ATTRS | frozenset(dir(logging.LogRecord))
-
-
-class Tables:
-    """The sites and threads one connection defined: what its RECORD frames refer to.
-
-    One per connection on the writer's side.  Each table holds at most
-    ``TABLE_SIZE`` entries, each a dict of ``LogRecord`` attributes ready to
-    be copied into a record.
-    """
-
-    __slots__ = ("sites", "threads")
-
-    def __init__(self) -> None:
-        self.sites: dict[int, dict[str, Any]] = {}
-        self.threads: dict[int, dict[str, Any]] = {}
-
-    def define(self, fields: list[Any]) -> None:
-        """Store a SITE or THREAD frame's entry; raise ``FrameError`` if it is malformed."""
-        shape = tuple(map(type, fields))
-        names: tuple[str, ...]
-        if fields[0] == SITE and shape in _SITE_SHAPES:
-            table, names = self.sites, SITE_FIELDS
-        elif fields[0] == THREAD and shape in _THREAD_SHAPES:
-            table, names = self.threads, THREAD_FIELDS
-        else:
-            msg = f"malformed definition frame of kind {fields[0]} ({len(fields)} fields)"
-            raise FrameError(msg)
-        ident = fields[1]
-        if not 0 <= ident < TABLE_SIZE:
-            msg = f"definition id {ident} outside 0..{TABLE_SIZE - 1}"
-            raise FrameError(msg)
-        if any(type(v) is str and len(v) > TABLE_TEXT_LIMIT + _MARKER_ROOM for v in fields):
-            msg = f"definition text longer than {TABLE_TEXT_LIMIT:,} characters"
-            raise FrameError(msg)
-        table[ident] = dict(zip(names, fields[2:], strict=True))
-
-
-def decode_record(fields: list[Any], tables: Tables) -> logging.LogRecord:
-    """Rebuild a ``LogRecord`` from a RECORD frame's fields, checking every field's type.
-
-    Equivalent to ``logging.makeLogRecord`` with the formatted message as
-    ``msg`` and ``args=None``, but skips ``LogRecord.__init__`` (which would
-    read the clock and thread of the writer only to have them overwritten).
-    The site and thread fields are looked up in ``tables``, the definitions
-    the same connection sent earlier.  Extras are set first, so they can
-    never replace a standard attribute, and extras named like a ``LogRecord``
-    attribute or method are left out.  Raises ``FrameError`` for a field of
-    the wrong type, an undefined site or thread, a time that is not finite
-    (or a ``created`` no formatter can render), or an extra that is not a
-    plain value.
-    """
-    # One set lookup checks every field's type (the hot path); the loop below
-    # only runs to say which field is wrong.
-    if tuple(map(type, fields)) not in _RECORD_SHAPES:
-        if len(fields) != len(RECORD_FIELDS) + 1:
-            msg = f"record frame has {len(fields) - 1} fields, expected {len(RECORD_FIELDS)}"
-            raise FrameError(msg)
-        for value, types, name in zip(fields[1:], _FIELD_TYPES, RECORD_FIELDS, strict=True):
-            if type(value) not in types:
-                msg = f"record field {name} has type {type(value).__name__}"
-                raise FrameError(msg)
-    if not _times_valid(fields):
-        msg = (
-            f"record times out of range: created={fields[_CREATED]!r} msecs={fields[_MSECS]!r}"
-        )
-        raise FrameError(msg)
-    site = tables.sites.get(fields[8])
-    thread = tables.threads.get(fields[9])
-    if site is None or thread is None:
-        msg = f"record refers to an undefined site ({fields[8]}) or thread ({fields[9]})"
-        raise FrameError(msg)
-    record: logging.LogRecord = _LOG_RECORD_NEW(logging.LogRecord)
-    attrs = record.__dict__
-    extra = fields[_EXTRA]
-    if extra:
-        if not _plain_value(extra):
-            msg = "record extras are not plain values under string keys"
-            raise FrameError(msg)
-        for key, value in extra.items():
-            if key not in _RESERVED:
-                attrs[key] = value
-    attrs.update(site)
-    attrs.update(thread)
-    (
-        _,
-        attrs["name"],
-        attrs["levelno"],
-        attrs["levelname"],
-        attrs["msg"],
-        attrs["created"],
-        attrs["msecs"],
-        attrs["relativeCreated"],
-        _,
-        _,
-        attrs["exc_text"],
-        attrs["stack_info"],
-        task_name,
-        _,
-    ) = fields
-    attrs["args"] = None
-    attrs["exc_info"] = None
-    if task_name is not None or _HAS_TASK_NAME:
-        attrs["taskName"] = task_name
-    return record
