@@ -14,12 +14,12 @@ import math
 import time
 from typing import Any, Final
 
-from logfunnel import _wire
-from logfunnel._wire import STANDARD_ATTRS
+from logfunnel import _options, _plain
+from logfunnel._plain import STANDARD_ATTRS
 
 # Longest text a sink writes for one record: the codec's per-field limit at
 # the default frame size, so a record is cut the same way in every process.
-_TEXT_LIMIT: Final = _wire.DEFAULT_FRAME_LIMIT // 16
+_TEXT_LIMIT: Final = _options.DEFAULT_FRAME_LIMIT // 16
 # Room for the codec's "... [logfunnel: N of M characters cut]" marker.
 _MARKER_ROOM: Final = 200
 
@@ -94,14 +94,14 @@ class LineFormatter(logging.Formatter):
 
         A record that cannot be formatted (a ``%`` mismatch, a ``__str__`` that
         raises) still gives a line, with the message degraded as the codec
-        does it (``_wire.get_message``); text longer than the codec's field
+        does it (``_plain.get_message``); text longer than the codec's field
         limit is cut with the same marker.
         """
         try:
             text = self._format_fast(record) if self._fast else super().format(record)
         except Exception:
             saved = record.msg, record.args
-            record.msg, record.args = _wire.get_message(record), None
+            record.msg, record.args = _plain.get_message(record), None
             try:
                 text = super().format(record)
             except Exception:
@@ -123,7 +123,7 @@ class LineFormatter(logging.Formatter):
         else:
             message = record.getMessage()
         if len(message) > _TEXT_LIMIT + _MARKER_ROOM:
-            message = _wire.cut(message, _TEXT_LIMIT)
+            message = _plain.cut(message, _TEXT_LIMIT)
         attrs["message"] = message
         if self._uses_time:
             if self._simple_time:
@@ -166,7 +166,7 @@ class JsonFormatter(logging.Formatter):
             "time": created.isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "message": _cut_once(_wire.get_message(record)),
+            "message": _cut_once(_plain.get_message(record)),
             "process": record.process,
             "process_name": record.processName,
             "thread_name": record.threadName,
@@ -202,24 +202,24 @@ class JsonFormatter(logging.Formatter):
             except UnicodeEncodeError:
                 # Lone surrogates: written as escaped text ("\\udcff"), as the
                 # codec sends them, not as JSON escapes a reader would decode back.
-                text = _dumps(_wire.sanitize(_plain_json(out)))
+                text = _dumps(_plain.sanitize(_plain_json(out)))
         return text
 
 
 def _dumps(out: dict[str, Any]) -> str:
     """Return ``out`` as strict JSON on one line; what JSON cannot hold becomes its safe repr."""
-    return json.dumps(out, ensure_ascii=False, allow_nan=False, default=_wire.safe_repr)
+    return json.dumps(out, ensure_ascii=False, allow_nan=False, default=_plain.safe_repr)
 
 
 def _plain_json(out: dict[Any, Any]) -> dict[str, Any]:
     """Return ``out`` with string keys and values strict JSON can hold.
 
     Texts of the record's own keys stay whole; everything else becomes what
-    the codec sends (``_wire.plain``), with NaN and infinities as strings.
+    the codec sends (``_plain.plain``), with NaN and infinities as strings.
     """
     return {
-        (k if type(k) is str else _wire.safe_repr(k, 200)): (
-            v if type(v) is str and k in _RECORD_KEYS else _finite(_wire.plain(v))
+        (k if type(k) is str else _plain.safe_repr(k, 200)): (
+            v if type(v) is str and k in _RECORD_KEYS else _finite(_plain.plain(v))
         )
         for k, v in out.items()
     }
@@ -266,7 +266,7 @@ def _cut_once(text: str) -> str:
     """Cut text longer than the codec's limit; text the codec already cut stays as it is."""
     if len(text) <= _TEXT_LIMIT + _MARKER_ROOM:
         return text
-    return _wire.cut(text, _TEXT_LIMIT)
+    return _plain.cut(text, _TEXT_LIMIT)
 
 
 def _finite(value: Any) -> Any:
