@@ -30,7 +30,7 @@ or a signal handler's exception, raised while ``send()`` is blocked on a full
 socket).  What is being sent is one *unit* (``_out``): a record's frames, a
 DROPPED note or a control frame, with the byte counts ``send()`` returned for
 it.  Those counts are appended by C code in the same call as the send
-(``sent.extend(map(sock.send, ...))``): CPython runs signal handlers only at a
+(``sent += map(sock.send, ...)``): CPython runs signal handlers only at a
 call's end, a function's start or a backward jump, so a handler's exception
 can come after ``send()`` but never between it and its count.  A unit begun is
 finished before anything else is sent, by the next call or at exit; a record
@@ -60,7 +60,7 @@ _SEND_FLAGS: Final = getattr(socket, "MSG_NOSIGNAL", 0)
 _NO_WAIT: Final = _SEND_FLAGS | getattr(socket, "MSG_DONTWAIT", 0)
 _RETRY_SECONDS: Final = 1.0
 #: Records logged from inside this thread's own send, kept to be sent right after it.
-_DEFERRED_LIMIT: Final = 64
+_DEFERRED_LIMIT: Final = 256
 #: How long a process in ``on_full="block"`` mode waits at exit for the writer to take
 #: what it still owes (``"drop"`` waits ``max(1 s, full_timeout)``).
 _EXIT_WAIT_BLOCK: Final = 5.0
@@ -208,7 +208,7 @@ class Connection:
                     sent: list[int] = []
                     self._out = (frame, sent, 0, record)
                     try:
-                        sent.extend(map(sock.send, (frame,), self._flags))
+                        sent += map(sock.send, (frame,), self._flags)
                     except OSError:
                         # The writer went away (a writer process is restarted by
                         # its supervisor).  A frame not sent whole was never
@@ -357,7 +357,7 @@ class Connection:
                 return True
             rest = memoryview(data)[done:]
             if deadline is None:
-                sent.extend(map(sock.send, (rest,), self._flags))
+                sent += map(sock.send, (rest,), self._flags)
                 continue
             remaining = deadline - time.monotonic()
             if self._tls:  # TLS takes no MSG_DONTWAIT: bound each send by a timeout
@@ -365,14 +365,14 @@ class Connection:
                     return False
                 sock.settimeout(remaining)
                 try:
-                    sent.extend(map(sock.send, (rest,)))
+                    sent += map(sock.send, (rest,))
                 except TimeoutError:
                     return False
                 finally:
                     sock.settimeout(None)
                 continue
             try:
-                sent.extend(map(sock.send, (rest,), (_NO_WAIT,)))
+                sent += map(sock.send, (rest,), (_NO_WAIT,))
             except BlockingIOError:
                 if remaining <= 0:
                     return False
