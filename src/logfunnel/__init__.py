@@ -10,7 +10,10 @@ General layout, in the order a record travels:
 * ``_route``: every attached process's ``Logger.callHandlers`` also delivers
   the record to the funnel -- no handler of the program's is added or taken;
 * ``_handler`` and ``_connection``: the process's one connection to the
-  writer, its backpressure and fallback; ``_wire``: the frames (no pickle);
+  writer, its backpressure and fallback;
+* the codec (no pickle): ``_plain`` (any value made plain), ``_wire`` (the
+  encoder and the frame reader), ``_protocol`` (the wire format, and frames
+  decoded into records);
 * ``_writer``: the one loop that owns every sink; ``_hosts``: a thread of the
   installer, or an interpreter of its own; ``_sinks``, ``_formatters``;
 * joining: ``_hook`` and ``_bootstrap`` (new interpreters, when they import
