@@ -27,7 +27,7 @@ _options: Options | None = Options()
 # made, so that a process that never logs never imports json.
 _options_text: str | None = None
 _connection: Connection | None = None
-_attach_lock = threading.Lock()
+_attach_lock = threading.RLock()  # re-entrant: a signal handler may log while it is held
 _no_funnel_fallback: Fallback | None = None
 
 
@@ -75,11 +75,11 @@ def after_fork_in_child() -> None:
     """Drop the parent's connection: this process opens its own on first use."""
     global _connection, _attach_lock  # noqa: PLW0603
     # A parent's thread may have held _attach_lock at the instant of fork().
-    _attach_lock = threading.Lock()
+    _attach_lock = threading.RLock()
     if _connection is not None:
         # close() releases only this process's descriptor: the parent's
         # connection, and any frame it is half-way through, stay intact.
-        _connection.forget()
+        _connection.close()
         _connection = None
 
 
@@ -87,13 +87,17 @@ def current_connection() -> Connection | None:
     """Return this process's connection to its funnel, creating it on first use."""
     global _connection  # noqa: PLW0603
     connection = _connection
-    if connection is not None:
+    if connection is not None or _address is None:
         return connection
-    with _attach_lock:
-        if _connection is None and _address is not None:
-            from logfunnel._connection import Connection  # noqa: PLC0415 - on first use
+    # Imported and built outside the lock: a signal handler that logs while this
+    # thread is here must not wait on a lock its own thread holds (building a
+    # Connection does not connect, so a second one built meanwhile costs nothing).
+    from logfunnel._connection import Connection  # noqa: PLC0415 - on first use
 
-            _connection = Connection(_address, attached_options())
+    built = Connection(_address, attached_options())
+    with _attach_lock:
+        if _connection is None and _address == built.address:
+            _connection = built
         return _connection
 
 
