@@ -409,7 +409,13 @@ def test_install_is_all_or_nothing(tmp_path: Path, host: str) -> None:
     fails at each of its steps in turn, and then succeeds.
     """
     program = _program(tmp_path, "fails.py", ALL_OR_NOTHING)
-    proc = run_python(str(program), str(tmp_path / "f.log"), host, timeout=120)
+    # A TMPDIR of its own: the directories it compares are this test's alone.
+    private = tmp_path / "tmp"
+    private.mkdir()
+    proc = run_python(
+        str(program), str(tmp_path / "f.log"), host, timeout=120,
+        env=child_env(TMPDIR=str(private)),
+    )
     refused, accepted = map(int, proc.stdout.split())
     assert refused >= 3
     assert accepted >= 1
