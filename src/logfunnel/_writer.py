@@ -1,4 +1,4 @@
-"""The writer: one loop that owns every sink, and its two hosts.
+"""The writer: one loop that owns every sink (its two hosts are in ``_hosts``).
 
 Data flow::
 
@@ -1181,111 +1181,6 @@ class Writer:
         with contextlib.suppress(OSError):
             self._selector.close()
         self._restore_handlers()
-
-
-# -- the process host -------------------------------------------------------------------
-
-
-#: Exit code of a writer that could not build its sinks: not worth a restart.
-_CONFIG_FAILED: Final = 3
-#: More restarts than this within _RESTART_WINDOW seconds: give up.
-_MAX_RESTARTS: Final = 10
-_RESTART_WINDOW: Final = 60.0
-
-
-def process_main(argv: list[str]) -> int:
-    """Entry point of a writer process: supervise a writer forked from this process.
-
-    This process was started with exec, so it has one thread and no inherited
-    locks: forking from it is safe.  It keeps the listening socket and the
-    control channel, and forks the writer, which inherits both.  If the
-    writer dies (SIGKILL, a crash in a sink), a new one is forked at once on
-    the same socket: connections made meanwhile wait in the listen backlog,
-    so processes that lost their connection reconnect at their next record.
-    What is lost is what the dead writer had received but not yet written
-    (see docs/guarantees.md).  A clean shutdown ends both.
-    """
-    listen_fd, control_fd = (int(a) for a in argv[:2])
-    listener = socket.socket(fileno=listen_fd)
-    control = socket.socket(fileno=control_fd)
-    tcp_listener = socket.socket(fileno=int(argv[2])) if len(argv) > 2 else None
-    reader = _wire.FrameReader()
-    config: Any = None
-    while config is None:
-        data = control.recv(65536)
-        if not data:
-            return 1
-        for fields in reader.feed(data):
-            if fields[0] == _wire.CONFIG and isinstance(fields[1], dict):
-                config = fields[1]
-    restarts: list[float] = []
-    first = True
-    while True:
-        pid = os.fork()
-        if pid == 0:  # the writer
-            code = 1
-            try:
-                code = _serve(listener, control, config, first, tcp_listener)
-            finally:
-                os._exit(code)  # never return into the supervisor's loop
-        _, status = os.waitpid(pid, 0)
-        code = os.waitstatus_to_exitcode(status)
-        if code in (0, _CONFIG_FAILED):
-            return 0 if code == 0 else 1
-        now = time.monotonic()
-        restarts = [t for t in restarts if now - t < _RESTART_WINDOW] + [now]
-        why = f"signal {-code}" if code < 0 else f"exit code {code}"
-        if len(restarts) > _MAX_RESTARTS:
-            print(
-                f"logfunnel: the log writer died {len(restarts)} times in "
-                f"{_RESTART_WINDOW:.0f} s (last: {why}); giving up",
-                file=sys.stderr,
-            )
-            return 2
-        print(
-            f"logfunnel: the log writer (pid {pid}) ended ({why}); started a new one",
-            file=sys.stderr,
-        )
-        first = False
-
-
-def _serve(
-    listener: socket.socket,
-    control: socket.socket,
-    config: dict[str, Any],
-    announce: bool,
-    tcp_listener: socket.socket | None,
-) -> int:
-    """Build the sinks and run the writer loop (in the supervisor's forked child).
-
-    With ``install()``'s own sinks (no ``config=``) they are built here and
-    given to the writer, on no logger; with ``config=`` the tree built by
-    ``dictConfig`` gets the records (adopt mode).
-    """
-    encoder = _wire.Encoder()
-    try:
-        sinks = _sinks.configure_writer_process(config)
-    except Exception as exc:
-        if announce:
-            control.sendall(encoder.frame([_wire.CONFIG, f"{type(exc).__name__}: {exc}"]))
-        return _CONFIG_FAILED
-    if announce:
-        control.sendall(encoder.frame([_wire.CONFIG, None]))
-    writer = Writer(
-        listener,
-        control,
-        int(config.get("frame_limit", _wire.DEFAULT_FRAME_LIMIT)),
-        tcp_listener=tcp_listener,
-        token=config.get("token"),
-        tls=tls_context(config.get("tls_cert"), config.get("tls_key")),
-        sinks=sinks,
-    )
-    writer.lines_allowed = sinks is not None
-    try:
-        writer.run()
-    finally:
-        logging.shutdown()
-    return 0
 
 
 def tls_context(cert: str | None, key: str | None) -> Any:
