@@ -30,7 +30,7 @@ import threading
 import time
 from typing import Any, Final
 
-from logfunnel import _connection, _sinks, _wire, _writer
+from logfunnel import _connection, _gate, _sinks, _wire, _writer
 from logfunnel._settings import Settings
 
 _WRITER_START_TIMEOUT: Final = 30.0
@@ -73,7 +73,7 @@ def start_thread(
             settings.options.frame_limit,
             tcp_listener=tcp_listener,
             token=settings.token,
-            tls=_writer.tls_context(settings.tls_cert, settings.tls_key),
+            tls=_gate.tls_context(settings.tls_cert, settings.tls_key),
             sinks=sinks,
         )
         thread = _writer.start_thread(writer)
@@ -281,7 +281,7 @@ def _serve(
         int(config.get("frame_limit", _wire.DEFAULT_FRAME_LIMIT)),
         tcp_listener=tcp_listener,
         token=config.get("token"),
-        tls=_writer.tls_context(config.get("tls_cert"), config.get("tls_key")),
+        tls=_gate.tls_context(config.get("tls_cert"), config.get("tls_key")),
         sinks=sinks,
     )
     writer.lines_allowed = sinks is not None

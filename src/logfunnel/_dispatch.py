@@ -1,0 +1,305 @@
+"""Dispatch: what a connection's frames carry, handed to the sinks or to the logger tree.
+
+The writer loop (``_writer``) reads bytes, cuts them into frames and handles
+the frames about the connection itself (HELLO, FLUSH).  Every other frame
+comes here with the peer that sent it (``Dispatcher.frame``): SITE and THREAD
+define ids in that peer's ``_protocol.Tables``, RECORD is decoded into a
+``LogRecord`` for the sinks, LINE (a record its sender rendered with the
+sinks' formatter) is written as it is, DROPPED is reported; anything else is
+counted as a bad frame.  Nothing here touches a socket: ``tests/test_dispatch.py``
+builds frames and a logger tree and calls a ``Dispatcher`` directly.
+
+Where a record goes:
+
+* ``Writer(sinks=[...])``: each of exactly those handlers whose level the
+  record reaches, on no logger.  A process host builds them from
+  ``install()``'s options (``_sinks.build_handlers``).
+* Without sinks ("adopt mode"): the handlers of this process's logger tree, as
+  ``Logger.handle`` and ``Logger.callHandlers`` would, without creating a
+  logger for a name the tree does not have (``Names``: the nearest ancestor).
+
+Each handler is called through ``_calls``, which catches what it raises and
+watches its write errors.
+
+Who owns what: one ``Dispatcher`` per ``Writer``, used only by the writer
+thread.  It holds the ``Stats`` the whole writer counts in, the names it
+resolved (``Names``, bounded) and its ``_calls.Calls``.  It owns no handler:
+the sinks belong to whoever built them (the installing ``Funnel``, or a writer
+process), the tree's handlers to the program, whose own threads call them too
+in a thread host; each handler's lock orders the two.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Any, Final, Protocol
+
+from logfunnel import _calls, _formatters, _protocol, _sinks
+
+_OWN_LOGGER: Final = "logfunnel"
+# A DROPPED count above this is not a real count: refused as a bad frame.
+_MAX_DROPPED: Final = 2**40
+# Record names resolved to the logger whose handlers get them (Names).
+_NAME_CACHE_SIZE: Final = 4096
+
+
+@dataclasses.dataclass
+class Stats:
+    """What a writer has seen since it started."""
+
+    #: The process the writer loop runs in (a writer process's pid changes on restart).
+    pid: int = dataclasses.field(default_factory=os.getpid)
+    records: int = 0
+    #: Of ``records``, those that arrived rendered (LINE frames).
+    lines: int = 0
+    processes: int = 0
+    connections_open: int = 0
+    cut_frames: int = 0
+    bad_frames: int = 0
+    dropped_reported: int = 0
+    handler_errors: int = 0
+    #: TCP connections refused: wrong token, or no answer in time.
+    refused: int = 0
+    #: accept() calls that failed for want of descriptors or memory (EMFILE, ENFILE, ...).
+    accept_failures: int = 0
+    #: Records a sink failed to write (a full disk), summed over the sinks.
+    unwritten: int = 0
+
+
+class Sender(Protocol):
+    """What dispatch needs of the connection a frame came on (``_gate.Peer``)."""
+
+    tables: _protocol.Tables
+
+    def describe(self) -> str:
+        """Name the process for a report line."""
+        ...
+
+
+class Names:
+    """The loggers records of a name start at, found without creating a logger per name.
+
+    ``logging.getLogger(name)`` would create a logger (and keep it forever)
+    for every name a peer sends: unbounded memory, and every barrier that
+    walks the tree slower.  This reads the tree and never changes it.
+    """
+
+    def __init__(self) -> None:
+        #: Record names with no logger of their own -> the logger a logger of
+        #: that name would have as parent.
+        self._parents: dict[str, logging.Logger] = {}
+        self._valid_for: tuple[object, int] = (None, -1)  # the loggerDict they are valid for
+
+    def logger_for(self, name: str) -> tuple[logging.Logger, bool]:
+        """Return the logger a record of ``name`` starts at, and whether it is ``name``'s own.
+
+        A name with no logger here behaves as a new, empty logger would: its
+        records go to the handlers of the logger that would be its parent
+        (``Manager._fixupParents``: the nearest dotted prefix that is a
+        ``Logger``, not a ``PlaceHolder``) and up from there.
+
+        Those parents are cached (at most ``_NAME_CACHE_SIZE`` names) only
+        while the tree has as many entries as when they were found: a logger
+        created later for the name or a prefix between it and its parent adds
+        an entry, so it wins from the next record on.  A path through a
+        ``PlaceHolder`` is never cached (a logger made there replaces the
+        entry without adding one).  Handlers are read from the loggers at each
+        record, so a handler added later is used at once.
+        """
+        root = logging.root
+        if not name or name == root.name:
+            return root, True
+        loggers = root.manager.loggerDict
+        found = loggers.get(name)
+        if isinstance(found, logging.Logger):
+            return found, True
+        valid_for = (loggers, len(loggers))
+        names = self._parents
+        if self._valid_for[0] is not loggers or self._valid_for[1] != valid_for[1]:
+            names.clear()
+            self._valid_for = valid_for
+        parent = names.get(name)
+        if parent is not None and (parent is root or loggers.get(parent.name) is parent):
+            return parent, False
+        parent = root
+        cacheable = found is None
+        i = name.rfind(".")
+        while i > 0:
+            entry = loggers.get(name[:i])
+            if entry is not None:
+                if isinstance(entry, logging.Logger):
+                    parent = entry
+                    break
+                cacheable = False
+            i = name.rfind(".", 0, i - 1)  # as Manager._fixupParents
+        if cacheable:
+            if len(names) >= _NAME_CACHE_SIZE:
+                del names[next(iter(names))]  # the oldest entry
+            names[name] = parent
+        return parent, False
+
+
+class Dispatcher:
+    """Hand records and lines to the sinks, or to the logger tree as if logged here."""
+
+    def __init__(self, sinks: list[logging.Handler] | None, stats: Stats | None = None) -> None:
+        """``sinks``: the handlers every record goes to; None: the logger tree's (adopt mode)."""
+        self.sinks = list(sinks) if sinks is not None else None
+        self.stats = stats if stats is not None else Stats()
+        self.calls = _calls.Calls(self.stats, self.report)
+        self._call = self.calls.call
+        #: Adopt mode: the logger a record's name starts at (no logger created).
+        self._logger_for = Names().logger_for
+        #: The handlers a LINE is written to; None: LINEs refused.  Set by start().
+        self.line_sinks: list[logging.Handler] | None = None
+
+    def start(self, *, lines: bool) -> None:
+        """Take the sinks over, in the thread that will dispatch (before its first record).
+
+        The file sinks install() built leave flushing to that thread when it
+        writes through them: one write(2) per batch instead of per record.
+        ``lines``: LINE frames may be written (a writer process with
+        install()'s own sinks told its senders their formatter).
+        """
+        self.calls.batch(self.sinks if self.sinks is not None else logging.getLogger().handlers)
+        for handler in self.sinks or ():
+            # Watched from the start: the installing program's threads may
+            # write through them before the writer does (a thread host).
+            self.calls.watch(handler)
+        self.line_sinks = self._find_line_sinks() if lines else None
+
+    def _find_line_sinks(self) -> list[logging.Handler] | None:
+        """Return the handlers LINE frames may be written to, or None: refuse LINEs.
+
+        Only when every sink is one whose formatter the senders were told of
+        (``_sinks.LINE_SINKS``) and nothing filters or drops a record here.
+        """
+        if self.sinks is not None:
+            candidates, filtered = self.sinks, False
+        else:
+            root = logging.getLogger()
+            candidates, filtered = root.handlers, bool(root.filters)
+        if (
+            candidates
+            and not filtered
+            and all(
+                isinstance(h, _sinks.LINE_SINKS) and not h.filters and h.level == logging.NOTSET
+                for h in candidates
+            )
+        ):
+            return list(candidates)
+        return None
+
+    def frame(self, fields: list[Any], peer: Sender) -> None:
+        """Handle one frame ``peer`` sent that is not about the connection (HELLO, FLUSH)."""
+        kind = fields[0]
+        if kind == _protocol.LINE:
+            sinks = self.line_sinks
+            if sinks is None or len(fields) != 2 or type(fields[1]) is not str:
+                why = "malformed" if sinks is not None else "not expected by this writer"
+                self._discard("a line", peer, why)
+                return
+            self.stats.records += 1
+            self.stats.lines += 1
+            text = fields[1]
+            if "\n" in text or "\r" in text:  # one record, one line, whoever rendered it
+                text = _formatters.continued(text)
+            for handler in sinks:
+                self._call(handler, None, text)
+        elif kind == _protocol.RECORD:
+            try:
+                record = _protocol.decode_record(fields, peer.tables)
+            except _protocol.FrameError as exc:
+                self._discard("a malformed record", peer, exc)
+                return
+            self.stats.records += 1
+            self._deliver(record)
+        elif kind in (_protocol.SITE, _protocol.THREAD):
+            try:
+                peer.tables.define(fields)
+            except _protocol.FrameError as exc:
+                self._discard("a malformed frame", peer, exc)
+        elif (
+            kind == _protocol.DROPPED
+            and len(fields) == 2
+            and isinstance(fields[1], int)
+            and 0 < fields[1] <= _MAX_DROPPED
+        ):
+            self.stats.dropped_reported += fields[1]
+            self.report(
+                logging.WARNING,
+                f"{fields[1]:,} records dropped from {peer.describe()}: the writer was behind "
+                f"for longer than its on_full='drop' wait",
+            )
+        else:  # LEVELS too: levels travel in a file the installer writes, not through here
+            self.stats.bad_frames += 1
+
+    def _discard(self, what: str, peer: Sender, why: object) -> None:
+        self.stats.bad_frames += 1
+        self.report(logging.ERROR, f"discarded {what} from {peer.describe()}: {why}")
+
+    def record(self, record: logging.LogRecord) -> None:
+        """Count ``record`` as one a process logged, and hand it on (see ``_deliver``)."""
+        self.stats.records += 1
+        self._deliver(record)
+
+    def report(self, level: int, message: str) -> None:
+        """Put a record about the funnel itself into the sinks (not counted in ``records``)."""
+        record = logging.LogRecord(_OWN_LOGGER, level, __file__, 0, message, None, None)
+        record.processName = "logfunnel-writer"
+        self._deliver(record)
+
+    def _deliver(self, record: logging.LogRecord) -> None:
+        """Hand ``record`` to the sinks, or to the logger tree as if it had been logged here.
+
+        With ``sinks``, every sink whose level the record reaches gets it.  In
+        adopt mode this is ``Logger.handle`` and ``Logger.callHandlers`` with
+        three differences: no logger is created for the record's name (see
+        ``Names``); an exception escaping one handler (or a filter) is
+        counted and reported, and the other handlers still get the record; and
+        a handler that fails to write (``handleError``) is reported once, not
+        once per record (see ``_calls.SinkWatch``).
+        """
+        call = self._call
+        if self.sinks is not None:
+            for handler in self.sinks:
+                if record.levelno >= handler.level:
+                    call(handler, record)
+            return
+        logger, own = self._logger_for(record.name)
+        # Logger levels were applied where the record was made, when it was
+        # made: checking them again here would drop a record whose logging
+        # call returned, if the installing process raised a level between
+        # the call and this moment.  Handler levels apply here, as always.
+        if own:
+            # As Logger.handle: the filters and `disabled` of the logger the
+            # record was logged on; a name with no logger here has neither.
+            if logger.disabled:
+                return
+            try:
+                passed = logger.filter(record)
+            except Exception as exc:
+                self.calls.failed(record.name, exc)
+                return
+            if not passed:
+                return
+            if isinstance(passed, logging.LogRecord):  # Python 3.12+: a filter may replace it
+                record = passed
+        found = 0
+        current: logging.Logger | None = logger
+        while current is not None:
+            for handler in current.handlers:
+                found += 1
+                if record.levelno >= handler.level:
+                    call(handler, record)
+            current = current.parent if current.propagate else None
+        if not found:
+            last = logging.lastResort
+            if last is not None and record.levelno >= last.level:
+                call(last, record)
+
+    def flush_all(self) -> None:
+        """Flush the sinks, every handler called and those of the tree (see ``_calls``)."""
+        self.calls.flush_all(self.sinks or ())
