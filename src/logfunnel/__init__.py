@@ -14,7 +14,11 @@ General layout, in the order a record travels:
 * the codec (no pickle): ``_plain`` (any value made plain), ``_wire`` (the
   encoder and the frame reader), ``_protocol`` (the wire format, and frames
   decoded into records);
-* ``_writer``: the one loop that owns every sink; ``_hosts``: a thread of the
+* the writer, in the order a record meets it: ``_listeners`` (accepting) and
+  ``_gate`` (TLS, the token challenge), ``_peers`` (each connection read and
+  cut into frames), ``_dispatch`` (records and lines to the sinks or the
+  logger tree) and ``_calls`` (each handler call guarded); ``_writer``: the
+  one loop that ties them and owns every sink; ``_hosts``: a thread of the
   installer, or an interpreter of its own; ``_sinks``, ``_formatters``;
 * joining: ``_hook`` and ``_bootstrap`` (new interpreters, when they import
   ``logging``), ``_fork`` (forked children), ``_levels`` (levels through a
