@@ -412,6 +412,9 @@ def test_bounded_repr_equals_repr_when_within_the_limit(value: Any) -> None:
 @example(value="abcdef", limit=2)
 @example(value=b"abcdef", limit=2)
 @example(value=["abcdef", 1, 2, 3], limit=5)
+@example(value=["xxx'"], limit=3)  # the whole is double-quoted, the head would not be
+@example(value=[b"xxx'"], limit=4)
+@example(value=[bytearray(b"xxx'")], limit=14)
 def test_bounded_repr_is_a_prefix_of_repr_with_a_marker(value: Any, limit: int) -> None:
     """A repr over the limit is its first characters followed by a marker saying it was cut."""
     text = _plain.safe_repr(value, limit)

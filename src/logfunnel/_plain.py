@@ -180,9 +180,10 @@ class _BoundedRepr:
     def _add_value(self, value: Any, depth: int) -> None:
         kind = type(value)
         if kind not in _CONTAINER_OPEN:
-            if kind is str or kind is bytes or kind is bytearray:
-                value = value[: self._left + 1]
-            self._add(safe_repr(value, self._left + 1))
+            if (kind is str or kind is bytes or kind is bytearray) and len(value) > self._left:
+                self._add(_repr_head(value, self._left + 1))
+            else:
+                self._add(safe_repr(value, self._left + 1))
             return
         if id(value) in self._active or depth >= _REPR_DEPTH:
             self._add("[...]" if kind is list else "{...}" if kind is dict else "(...)")
@@ -208,6 +209,30 @@ class _BoundedRepr:
                 self._add(",")
         self._add(_CONTAINER_CLOSE[kind])
         self._active.discard(id(value))
+
+
+def _repr_head(value: Any, size: int) -> str:
+    """Return the ``repr`` of ``value[:size]``, quoted as ``repr(value)`` quotes it.
+
+    ``repr`` picks double quotes when a string holds ``'`` but no ``"``: a head
+    cut before the first ``'`` would otherwise be quoted differently from the
+    whole, and not be a prefix of its ``repr``.
+    """
+    head = value[:size]
+    text = repr(head)
+    quote = b"'" if type(value) is not str else "'"
+    other = b'"' if type(value) is not str else '"'
+    whole_double = quote in value and other not in value
+    head_double = quote in head and other not in head
+    if whole_double == head_double:
+        return text
+    start = text.index(text[-2 if type(value) is bytearray else -1])
+    end = len(text) - (2 if type(value) is bytearray else 1)
+    body = text[start + 1 : end]
+    if whole_double:  # the head has no ' and no ": only the quotes change
+        return f'{text[:start]}"{body}"{text[end + 1 :]}'
+    # The whole is single-quoted and escapes ', the head was double-quoted and did not.
+    return f"{text[:start]}'{body.replace(chr(39), chr(92) + chr(39))}'{text[end + 1 :]}"
 
 
 def cut(text: str, limit: int) -> str:
