@@ -23,7 +23,8 @@ import socket
 import time
 from typing import Any
 
-from logfunnel import _connection, _writer
+from logfunnel._core import connection as _connection
+from logfunnel._core import writer as _writer
 
 
 class _BatchFileHandler(logging.FileHandler):

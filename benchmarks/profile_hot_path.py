@@ -33,8 +33,12 @@ from typing import TYPE_CHECKING, Any
 import _patches
 import msgpack
 
-from logfunnel import _connection, _handler, _route, _wire
-from logfunnel._options import Options
+from logfunnel._core import connection as _connection
+from logfunnel._core import handler as _handler
+from logfunnel._core import route as _route
+from logfunnel._core import state as _state
+from logfunnel._core import wire as _wire
+from logfunnel._core.options import Options
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -137,7 +141,7 @@ def worker_side(tmp: str) -> None:
     conn.send_record(record)  # defines the site and thread, as a first record does
     row("Connection.send_record(record) (lock + encode + sendall)",
         best_us(lambda: conn.send_record(record), 50_000))
-    _handler._connection = conn  # the process-wide connection, for this measurement
+    _state.connection = conn  # the process-wide connection, for this measurement
     logger.handlers = []
     _route.enable(_handler.send, every_record=True)
     total = best_us(call, 50_000)
@@ -146,7 +150,7 @@ def worker_side(tmp: str) -> None:
         f"= {total / floor:.2f}x floor")
     parent.close()
     proc.join()
-    _handler._connection = None
+    _state.connection = None
 
 
 def frames_for(n: int) -> tuple[bytes, list[bytes]]:
@@ -218,7 +222,7 @@ def writer_side(tmp: str) -> None:
 
     root = logging.getLogger()
     root.setLevel(logging.INFO)
-    from logfunnel._sinks import LineFormatter  # noqa: PLC0415
+    from logfunnel.sinks.files import LineFormatter  # noqa: PLC0415
 
     path = os.path.join(tmp, "writer.log")
     fh = logging.FileHandler(path)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import logfunnel
-from logfunnel import _wire
+from logfunnel._core import wire as _wire
 
 pytestmark = pytest.mark.usefixtures("no_funnel_env")
 

@@ -387,8 +387,8 @@ def _strict_json(line: str) -> Any:
 
 def test_json_sink_writes_strict_json_for_non_finite_extras() -> None:
     """A record from the wire with NaN and infinite extras gives a line of strict JSON."""
-    from logfunnel import _wire  # noqa: PLC0415 - only this test needs the codec
-    from logfunnel._sinks import JsonFormatter  # noqa: PLC0415
+    from logfunnel._core import wire as _wire  # noqa: PLC0415 - only this test needs the codec
+    from logfunnel.sinks.files import JsonFormatter  # noqa: PLC0415
 
     record = logging.LogRecord("bad.input", logging.INFO, __file__, 1, "non-finite", None, None)
     record.__dict__.update(x_nan=math.nan, x_inf=math.inf, x_list=[-math.inf])

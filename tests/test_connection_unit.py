@@ -19,9 +19,10 @@ from typing import Any
 
 import pytest
 
-from logfunnel import _connection, _wire
-from logfunnel._connection import Connection
-from logfunnel._options import Options
+from logfunnel._core import connection as _connection
+from logfunnel._core import wire as _wire
+from logfunnel._core.connection import Connection
+from logfunnel._core.options import Options
 
 DEADLINE = 20.0
 BIG = 50_000  # characters: a record that cannot fit the socket's buffer with others

@@ -30,8 +30,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from logfunnel import _connection, _wire
-from logfunnel._options import Options
+from logfunnel._core import connection as _connection
+from logfunnel._core import wire as _wire
+from logfunnel._core.options import Options
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -483,7 +484,7 @@ def test_half_sent_frames_on_open_connections_do_not_block_others(writer_host: W
     writer_host.prove_alive()
 
 
-# -- writer bugs this suite found (src/logfunnel/_writer.py): each wedged or killed it -----
+# -- writer bugs this suite found (src/logfunnel/_core/writer.py): each wedged or killed it -----
 
 
 def test_peer_that_never_reads_its_flush_answer_cannot_wedge_the_writer(

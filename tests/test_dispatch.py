@@ -18,7 +18,12 @@ from typing import Any
 
 import pytest
 
-from logfunnel import _calls, _dispatch, _formatters, _protocol, _sinks, _wire
+from logfunnel._core import calls as _calls
+from logfunnel._core import dispatch as _dispatch
+from logfunnel._core import formatters as _formatters
+from logfunnel._core import protocol as _protocol
+from logfunnel._core import wire as _wire
+from logfunnel.sinks import files as _sinks
 
 _names = itertools.count()
 
@@ -303,7 +308,7 @@ def test_lines_are_refused_unless_the_writer_allows_them(tree: str) -> None:
     sink = logging.StreamHandler(sys.stdout)
     keep = Keep()
     refusing = _dispatch.Dispatcher([keep])
-    refusing.start(lines=True)  # Keep is not one of _sinks.LINE_SINKS
+    refusing.start(lines=True)  # Keep is not one of _sink.LINE_SINKS
     assert refusing.line_sinks is None
     line = frames(record(tree, "rendered"), lines=True)[0]
     refusing.frame(line, Sender())

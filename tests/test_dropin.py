@@ -300,11 +300,11 @@ def test_a_child_that_never_logs_imports_nothing_of_the_funnel_but_the_hook(
     probe = "import sys; print(sorted(m for m in sys.modules if m.startswith(('logfunnel', 'msgpack', 'logging', 'socket'))))"
     env = child_env(LOGFUNNEL_ADDRESS=f"unix:{tmp_path}/writer.sock")
     proc = run_python("-c", probe, env=env)
-    assert proc.stdout.strip() == "['logfunnel', 'logfunnel._hook']"
+    assert proc.stdout.strip() == "['logfunnel', 'logfunnel._core', 'logfunnel._core.hook']"
     # Importing logging joins, and still opens no socket and loads no codec.
-    probe_logging = "import logging, sys; print(sorted(m for m in sys.modules if m.startswith(('logfunnel._connection', 'msgpack', 'socket'))), logging.Logger.callHandlers.__module__)"
+    probe_logging = "import logging, sys; print(sorted(m for m in sys.modules if m.startswith(('logfunnel._core.connection', 'msgpack', 'socket'))), logging.Logger.callHandlers.__module__)"
     proc = run_python("-c", probe_logging, env=env)
-    assert proc.stdout.strip() == "[] logfunnel._route"
+    assert proc.stdout.strip() == "[] logfunnel._core.route"
 
 
 LEVELS = """
@@ -534,7 +534,7 @@ def test_the_hook_file_is_installed_beside_the_package() -> None:
         if os.path.exists(os.path.join(d, "logfunnel-hook.pth"))
     ]
     assert found, "logfunnel-hook.pth is not installed: children will not join"
-    assert "logfunnel._hook" in Path(found[0]).read_text()
+    assert "logfunnel._core.hook" in Path(found[0]).read_text()
 
 
 def _has_cpython_tests() -> bool:

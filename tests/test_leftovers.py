@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from conftest import child_env, run_python
-from logfunnel import _rundir
+from logfunnel._core import rundir as _rundir
 
 # An installer that says where its funnel is, then waits until its stdin closes.
 # With --no-stacks it handles SIGUSR2 itself, so it has no stack file (see _stacks):

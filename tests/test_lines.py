@@ -12,7 +12,7 @@ import msgpack
 import pytest
 
 from conftest import SCRIPTS, child_env, run_python
-from logfunnel import _wire
+from logfunnel._core import wire as _wire
 
 pytestmark = pytest.mark.usefixtures("no_funnel_env")
 

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
-from logfunnel import _plain
-from logfunnel._sinks import JsonFormatter
+from logfunnel._core import plain as _plain
+from logfunnel.sinks.files import JsonFormatter
 from test_wire_support import (
     CUT_MARKER,
     PROPERTY,

@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from logfunnel import _protocol, _wire
+from logfunnel._core import protocol as _protocol
+from logfunnel._core import wire as _wire
 from test_wire_support import (
     PROPERTY,
     decode_frames,

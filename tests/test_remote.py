@@ -15,7 +15,7 @@ import msgpack
 import pytest
 
 from conftest import child_env, read_lines, run_python
-from logfunnel import _wire
+from logfunnel._core import wire as _wire
 
 # The installing program: listens on TCP too, prints its addresses, then waits
 # (bounded) for the test to say "done" on stdin; then reports its stats.

@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from logfunnel import _repro, _seed_programs
+from logfunnel.diagnose import repro as _repro
+from logfunnel.diagnose import seed_programs as _seed_programs
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 # The CLI may not be wired yet: call the entry point the CLI will call.
-_REPRO = "import sys; from logfunnel._repro import main; sys.exit(main(sys.argv[1:]))"
+_REPRO = "import sys; from logfunnel.diagnose.repro import main; sys.exit(main(sys.argv[1:]))"
 _CYCLES = 50
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_python
-from logfunnel import _seed_programs
+from logfunnel.diagnose import seed_programs as _seed_programs
 
 # Cycles per start method: the suite's bounded version.  Spawn and forkserver
 # start a fresh interpreter per pool, which costs ~0.2 s a cycle on 2 cores.

@@ -106,7 +106,7 @@ def test_a_directory_left_by_a_killed_installer_is_not_a_funnel(tmp_path: Path) 
     import os  # noqa: PLC0415
     import tempfile  # noqa: PLC0415
 
-    from logfunnel._stacks import find_funnels  # noqa: PLC0415
+    from logfunnel.diagnose.stacks import find_funnels  # noqa: PLC0415
 
     stale = Path(tempfile.mkdtemp(prefix="logfunnel-", dir="/tmp"))
     try:

@@ -16,7 +16,9 @@ from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from conftest import run_python
-from logfunnel import _plain, _protocol, _wire
+from logfunnel._core import plain as _plain
+from logfunnel._core import protocol as _protocol
+from logfunnel._core import wire as _wire
 from test_wire_support import (
     CUT_MARKER,
     FIELD_LIMIT,
@@ -627,8 +629,8 @@ def test_what_wire_exports_is_defined_once() -> None:
 def test_the_codec_imports_neither_typing_nor_msgpack_before_it_needs_them() -> None:
     """``_plain`` and ``_protocol`` import no msgpack, and none of the three imports typing."""
     probe = (
-        "import sys; import logfunnel._plain, logfunnel._protocol;"
+        "import sys; import logfunnel._core.plain, logfunnel._core.protocol;"
         " print('msgpack' in sys.modules, 'typing' in sys.modules);"
-        " import logfunnel._wire; print('typing' in sys.modules)"
+        " import logfunnel._core.wire; print('typing' in sys.modules)"
     )
     assert run_python("-c", probe).stdout.split() == ["False", "False", "False"]

@@ -17,8 +17,8 @@ from typing import Any
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from logfunnel import _wire
-from logfunnel._sinks import JsonFormatter, LineFormatter
+from logfunnel._core import wire as _wire
+from logfunnel.sinks.files import JsonFormatter, LineFormatter
 
 CUT_MARKER = re.compile(
     r"^(.*)\.\.\. \[logfunnel: ([\d,]+) of ([\d,]+) characters cut\]$", re.DOTALL

@@ -128,7 +128,8 @@ def test_record_names_create_no_loggers_and_reach_the_nearest_ancestor(tmp_path:
 # A host that builds the Writer itself, so the test can read what its barriers did.
 WRITER_HOST = r"""
 import json, logging, os, socket, sys
-from logfunnel import _wire, _writer
+from logfunnel._core import wire as _wire
+from logfunnel._core import writer as _writer
 
 class Count(logging.Handler):
     def __init__(self):

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from logfunnel import _wire
+from logfunnel._core import wire as _wire
 from test_writer_support import Host, RawPeer
 
 if TYPE_CHECKING:
@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
 WRITER_HOST = r"""
 import json, logging, os, socket, sys
-from logfunnel import _wire, _writer
+from logfunnel._core import wire as _wire
+from logfunnel._core import writer as _writer
 
 class Keep(logging.Handler):
     def __init__(self, level=logging.NOTSET):

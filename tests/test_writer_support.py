@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from conftest import child_env
-from logfunnel import _auth, _wire
+from logfunnel._core import auth as _auth
+from logfunnel._core import wire as _wire
 
 if TYPE_CHECKING:
     from collections.abc import Callable

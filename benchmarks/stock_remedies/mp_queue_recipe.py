@@ -41,22 +41,22 @@ from pathlib import Path
 
 from _harness import Run, header, run_program
 
-from logfunnel._seed_programs import (
+from logfunnel.diagnose.seed_programs import (
     QUEUE_RECIPE as RECIPE,
 )
-from logfunnel._seed_programs import (
+from logfunnel.diagnose.seed_programs import (
     RECIPE_FIXED_LOOP as _FIXED_LOOP,
 )
-from logfunnel._seed_programs import (
+from logfunnel.diagnose.seed_programs import (
     RECIPE_MAIN_LOOP as _MAIN_LOOP,
 )
-from logfunnel._seed_programs import (
+from logfunnel.diagnose.seed_programs import (
     RECIPE_PLAIN_FILE as _PLAIN_FILE,
 )
-from logfunnel._seed_programs import (
+from logfunnel.diagnose.seed_programs import (
     RECIPE_STOPPABLE_THREAD as _STOPPABLE_THREAD,
 )
-from logfunnel._seed_programs import replace_line as _replace
+from logfunnel.diagnose.seed_programs import replace_line as _replace
 
 
 def printed_program(*, fixed_loop: bool) -> str:

@@ -1,6 +1,6 @@
 """Experiment 1: the article's Pool program, at INFO, hangs; and loses its children's records.
 
-Runs the program of ``logfunnel._seed_programs.pool_program`` (the article's, with
+Runs the program of ``logfunnel.diagnose.seed_programs.pool_program`` (the article's, with
 the root level at INFO, cycle numbers, and a faulthandler hook) ``--runs`` times,
 each for at most ``--cycles`` pool cycles, under the watchdog of ``logfunnel
 repro``: a child that printed "About to log..." without "...logged" within
@@ -24,7 +24,8 @@ from pathlib import Path
 
 from _harness import header
 
-from logfunnel import _repro, _seed_programs
+from logfunnel.diagnose import repro as _repro
+from logfunnel.diagnose import seed_programs as _seed_programs
 
 _LEVEL_LINE = "    logging.getLogger().setLevel(logging.INFO)\n"
 

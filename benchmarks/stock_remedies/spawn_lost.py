@@ -1,6 +1,6 @@
 """Experiment 3: the article's second remedy, spawn: no hang, and no child record either.
 
-Runs the article's Pool program (``logfunnel._seed_programs.pool_program``: root
+Runs the article's Pool program (``logfunnel.diagnose.seed_programs.pool_program``: root
 level INFO, cycle numbers) with the pool made as the article's remedy makes it,
 ``get_context("spawn").Pool()``, then with ``"forkserver"``; and each once more
 with ``import logfunnel`` + ``logfunnel.install()``.  A spawned child is a fresh
@@ -22,7 +22,8 @@ from pathlib import Path
 
 from _harness import header
 
-from logfunnel import _repro, _seed_programs
+from logfunnel.diagnose import repro as _repro
+from logfunnel.diagnose import seed_programs as _seed_programs
 
 # As pool_program writes it (with repr(), so single quotes).
 _FORK_LINE = f"    multiprocessing.set_start_method({'fork'!r})\n"

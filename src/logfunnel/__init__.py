@@ -7,25 +7,19 @@ process's own logging configuration keeps working as it did.
 
 General layout, in the order a record travels:
 
-* ``_route``: every attached process's ``Logger.callHandlers`` also delivers
-  the record to the funnel -- no handler of the program's is added or taken;
-* ``_handler`` and ``_connection``: the process's one connection to the
-  writer, its backpressure and fallback;
-* the codec (no pickle): ``_plain`` (any value made plain), ``_wire`` (the
-  encoder and the frame reader), ``_protocol`` (the wire format, and frames
-  decoded into records);
-* the writer, in the order a record meets it: ``_listeners`` (accepting) and
-  ``_gate`` (TLS, the token challenge), ``_peers`` (each connection read and
-  cut into frames), ``_dispatch`` (records and lines to the sinks or the
-  logger tree) and ``_calls`` (each handler call guarded); ``_writer``: the
-  one loop that ties them and owns every sink; ``_hosts``: a thread of the
-  installer, or an interpreter of its own; ``_sinks``, ``_formatters``;
-* joining: ``_hook`` and ``_bootstrap`` (new interpreters, when they import
-  ``logging``), ``_fork`` (forked children), ``_levels`` (levels through a
-  file), ``_rundir`` (the private directory);
-* ``_install``, ``_settings``, ``_snapshot``, ``_options``: ``install()`` and
-  what it checks, changes and puts back;
-* diagnosis: ``_stacks``, ``_repro``, ``_demo``, ``cli``.
+* ``_core/``: the record's path, self-contained -- ``route`` (every attached
+  process's ``Logger.callHandlers`` also delivers to the funnel), ``handler``
+  and ``connection`` (the process's one connection, its backpressure and
+  fallback), the codec (``plain``, ``wire``, ``protocol``; no pickle), the
+  writer (``listeners``, ``gate``, ``peers``, ``dispatch``, ``calls``, tied by
+  ``writer``'s loop; ``sink`` is what it asks of a sink), joining (``hook``,
+  ``bootstrap``, ``fork``, ``levels``, ``rundir``, ``options``), and
+  ``state``: all process-wide mutable state, with the one after-fork reset;
+* ``sinks/``: the sinks ``install()`` builds;
+* ``_hosts``: the writer in a thread of the installer, or in an interpreter of
+  its own; ``_settings``: ``install()``'s typed options and their checks;
+  ``_funnel``: ``install()``, ``current()``, ``Funnel``; ``_snapshot``;
+* ``diagnose/``: stacks, the hang watchdog, ``repro``, ``demo``; ``cli``.
 
 Every interpreter that joins a funnel imports this package, so nothing here is
 imported until it is used.
@@ -45,20 +39,20 @@ __version__ = "0.1.0"
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
 if TYPE_CHECKING:
-    from logfunnel._bootstrap import worker_init
-    from logfunnel._formatters import JsonFormatter, LineFormatter
-    from logfunnel._handler import FunnelHandler
-    from logfunnel._install import Funnel, current, install
+    from logfunnel._core.bootstrap import worker_init
+    from logfunnel._core.formatters import JsonFormatter, LineFormatter
+    from logfunnel._core.handler import FunnelHandler
+    from logfunnel._funnel import Funnel, current, install
 del TYPE_CHECKING
 
 _LAZY = {
-    "Funnel": "logfunnel._install",
-    "current": "logfunnel._install",
-    "install": "logfunnel._install",
-    "FunnelHandler": "logfunnel._handler",
-    "worker_init": "logfunnel._bootstrap",
-    "JsonFormatter": "logfunnel._formatters",
-    "LineFormatter": "logfunnel._formatters",
+    "Funnel": "logfunnel._funnel",
+    "current": "logfunnel._funnel",
+    "install": "logfunnel._funnel",
+    "FunnelHandler": "logfunnel._core.handler",
+    "worker_init": "logfunnel._core.bootstrap",
+    "JsonFormatter": "logfunnel._core.formatters",
+    "LineFormatter": "logfunnel._core.formatters",
 }
 
 

@@ -30,8 +30,12 @@ import threading
 import time
 from typing import Any, Final
 
-from logfunnel import _connection, _gate, _sinks, _wire, _writer
+from logfunnel._core import connection as _connection
+from logfunnel._core import gate as _gate
+from logfunnel._core import wire as _wire
+from logfunnel._core import writer as _writer
 from logfunnel._settings import Settings
+from logfunnel.sinks import files as _sinks
 
 _WRITER_START_TIMEOUT: Final = 30.0
 

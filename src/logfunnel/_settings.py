@@ -15,8 +15,8 @@ import os
 import time
 from typing import Any, Literal
 
-from logfunnel._formatters import DEFAULT_FORMAT
-from logfunnel._options import DEFAULT_FRAME_LIMIT, Options, check_options, parse_level
+from logfunnel._core.formatters import DEFAULT_FORMAT
+from logfunnel._core.options import DEFAULT_FRAME_LIMIT, Options, check_options, parse_level
 
 Host = Literal["thread", "process"]
 

@@ -110,7 +110,7 @@ def run(argv: list[str]) -> int:
         return 2
     watchdog = None
     if args.hang_timeout is not None:
-        from logfunnel._stacks import HangWatchdog  # noqa: PLC0415
+        from logfunnel.diagnose.stacks import HangWatchdog  # noqa: PLC0415
 
         watchdog = HangWatchdog(funnel, args.hang_timeout)
         watchdog.start()
@@ -165,15 +165,15 @@ def main(argv: list[str] | None = None) -> int:
     if command == "run":
         return run(rest)
     if command == "demo":
-        from logfunnel._demo import main as demo_main  # noqa: PLC0415
+        from logfunnel.diagnose.demo import main as demo_main  # noqa: PLC0415
 
         return demo_main(rest)
     if command == "repro":
-        from logfunnel._repro import main as repro_main  # noqa: PLC0415
+        from logfunnel.diagnose.repro import main as repro_main  # noqa: PLC0415
 
         return repro_main(rest)
     if command == "stacks":
-        from logfunnel._stacks import main as stacks_main  # noqa: PLC0415
+        from logfunnel.diagnose.stacks import main as stacks_main  # noqa: PLC0415
 
         return stacks_main(rest)
     print(f"logfunnel: unknown command {command!r}\n\n{USAGE}", file=sys.stderr, end="")

@@ -25,8 +25,8 @@ import sys
 import atheris  # type: ignore[import-untyped, import-not-found, unused-ignore]
 
 with atheris.instrument_imports():
-    from logfunnel import _wire
-    from logfunnel._sinks import JsonFormatter, LineFormatter
+    from logfunnel._core import wire as _wire
+    from logfunnel.sinks.files import JsonFormatter, LineFormatter
 
 LIMIT = 65536
 LINE = LineFormatter("%(asctime)s %(levelname)s %(name)s %(funcName)s: %(message)s")

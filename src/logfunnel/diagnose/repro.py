@@ -42,7 +42,7 @@ from collections import Counter
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Final
 
-from logfunnel import _seed_programs
+from logfunnel.diagnose import seed_programs as _seed_programs
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

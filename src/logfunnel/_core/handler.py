@@ -1,11 +1,12 @@
 """``FunnelHandler``, and the attachment: which funnel this process sends to, over which connection.
 
-Who owns what: the attachment (``_address``, ``_options``, ``_connection``)
-is this process's.  ``attach()`` sets it (the start-up hook, the at-fork hook,
-``install(host="process")``); ``after_fork_in_child()`` drops the inherited
-connection unused, so a lock or half-sent frame a parent's thread held at the
-instant of ``fork()`` is never touched, and the child opens its own connection
-on first use.  The connection module (sockets, the codec) is imported only
+Who owns what: the attachment (``state.address``, ``state.options``,
+``state.connection``) is this process's, and only this module writes it.
+``attach()`` sets it (the start-up hook, the at-fork hook,
+``install(host="process")``); in a forked child ``state.reset_after_fork()``
+drops the inherited connection unused, so a lock or half-sent frame a parent's
+thread held at the instant of ``fork()`` is never touched, and the child opens
+its own connection on first use.  The connection module (sockets, the codec) is imported only
 then: a process that never logs never pays for it.
 """
 
@@ -13,92 +14,66 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 
-from logfunnel._options import Options
+from logfunnel._core import state as _state
+from logfunnel._core.options import Options
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
 if TYPE_CHECKING:
-    from logfunnel._connection import Connection, Fallback
-
-_address: str | None = None
-_options: Options | None = Options()
-# LOGFUNNEL_OPTIONS as the start-up hook found it: parsed when the connection is
-# made, so that a process that never logs never imports json.
-_options_text: str | None = None
-_connection: Connection | None = None
-_attach_lock = threading.RLock()  # re-entrant: a signal handler may log while it is held
-_no_funnel_fallback: Fallback | None = None
-
+    from logfunnel._core.connection import Connection, Fallback
 
 def attach(address: str, options: Options) -> None:
     """Make ``address`` the funnel this process sends to."""
-    global _address, _options, _connection
-    with _attach_lock:
-        if _connection is not None:
-            _connection.close()
-        _address, _options, _connection = address, options, None
+    with _state.attach_lock:
+        if _state.connection is not None:
+            _state.connection.close()
+        _state.address, _state.options, _state.connection = address, options, None
 
 
 def attach_from_environment(address: str, options_text: str | None) -> None:
     """Make ``address`` the funnel this process sends to, with options still as JSON text."""
-    global _address, _options, _options_text, _connection
-    with _attach_lock:
-        if _connection is not None:
-            _connection.close()
-        _address, _options, _options_text, _connection = address, None, options_text, None
+    with _state.attach_lock:
+        if _state.connection is not None:
+            _state.connection.close()
+        _state.address, _state.options, _state.connection = address, None, None
+        _state.options_text = options_text
 
 
 def detach() -> None:
     """Forget the funnel: records delivered from now on go to standard error."""
-    global _address, _connection
-    with _attach_lock:
-        if _connection is not None:
-            _connection.close()
-        _address, _connection = None, None
+    with _state.attach_lock:
+        if _state.connection is not None:
+            _state.connection.close()
+        _state.address, _state.connection = None, None
 
 
 def attached_address() -> str | None:
     """Return the address this process sends to, if any."""
-    return _address
+    return _state.address
 
 
 def attached_options() -> Options:
     """Return the options this process sends with."""
-    global _options  # noqa: PLW0603
-    if _options is None:
-        _options = Options.from_env(_options_text)
-    return _options
-
-
-def after_fork_in_child() -> None:
-    """Drop the parent's connection: this process opens its own on first use."""
-    global _connection, _attach_lock  # noqa: PLW0603
-    # A parent's thread may have held _attach_lock at the instant of fork().
-    _attach_lock = threading.RLock()
-    if _connection is not None:
-        # close() releases only this process's descriptor: the parent's
-        # connection, and any frame it is half-way through, stay intact.
-        _connection.close()
-        _connection = None
+    if _state.options is None:
+        _state.options = Options.from_env(_state.options_text)
+    return _state.options
 
 
 def current_connection() -> Connection | None:
     """Return this process's connection to its funnel, creating it on first use."""
-    global _connection  # noqa: PLW0603
-    connection = _connection
-    if connection is not None or _address is None:
+    connection = _state.connection
+    if connection is not None or _state.address is None:
         return connection
     # Imported and built outside the lock: a signal handler that logs while this
     # thread is here must not wait on a lock its own thread holds (building a
     # Connection does not connect, so a second one built meanwhile costs nothing).
-    from logfunnel._connection import Connection  # noqa: PLC0415 - on first use
+    from logfunnel._core.connection import Connection  # noqa: PLC0415 - on first use
 
-    built = Connection(_address, attached_options())
-    with _attach_lock:
-        if _connection is None and _address == built.address:
-            _connection = built
-        return _connection
+    built = Connection(_state.address, attached_options())
+    with _state.attach_lock:
+        if _state.connection is None and _state.address == built.address:
+            _state.connection = built
+        return _state.connection
 
 
 def send(record: logging.LogRecord) -> None:
@@ -107,7 +82,7 @@ def send(record: logging.LogRecord) -> None:
     The route (``_route``) calls this inside the program's logging calls.
     """
     try:
-        connection = _connection or current_connection()
+        connection = _state.connection or current_connection()
         if connection is None:
             _fallback_without_funnel().record(record)
         else:
@@ -124,12 +99,11 @@ def send(record: logging.LogRecord) -> None:
 
 
 def _fallback_without_funnel() -> Fallback:
-    global _no_funnel_fallback  # noqa: PLW0603
-    if _no_funnel_fallback is None:
-        from logfunnel._connection import Fallback  # noqa: PLC0415 - on first use
+    if _state.no_funnel_fallback is None:
+        from logfunnel._core.connection import Fallback  # noqa: PLC0415 - on first use
 
-        _no_funnel_fallback = Fallback(None)
-    return _no_funnel_fallback
+        _state.no_funnel_fallback = Fallback(None)
+    return _state.no_funnel_fallback
 
 
 def _report_failure(record: logging.LogRecord) -> None:
@@ -198,4 +172,4 @@ class FunnelHandler(logging.Handler):
         """Show the level and the address this handler sends to."""
         level = logging.getLevelName(self.level)
         kind = "stand-in " if self.stand_in_for is not None else ""
-        return f"<FunnelHandler {kind}{_address or '(no funnel attached)'} ({level})>"
+        return f"<FunnelHandler {kind}{_state.address or '(no funnel attached)'} ({level})>"

@@ -29,8 +29,9 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
-from logfunnel import _auth, _wire
-from logfunnel._dispatch import Dispatcher
+from logfunnel._core import auth as _auth
+from logfunnel._core import wire as _wire
+from logfunnel._core.dispatch import Dispatcher
 
 # Events anyone may cause (a TCP connection that does not prove the token, an
 # accept that fails) are written into the sinks at most once per interval, the

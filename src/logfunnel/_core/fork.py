@@ -46,31 +46,26 @@ import os
 import sys
 import threading
 
-from logfunnel import _handler, _levels, _route, _rundir
+from logfunnel._core import handler as _handler
+from logfunnel._core import levels as _levels
+from logfunnel._core import route as _route
+from logfunnel._core import rundir as _rundir
+from logfunnel._core import state as _state
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
 if TYPE_CHECKING:
     from typing import Any
 
-# Handlers set aside in this process.  They are kept alive *forever*: their
-# streams may hold a parent thread's half-flushed buffer, and on 3.10-3.13 a
-# BufferedWriter's internal lock is not re-created after fork, so finalising
-# one at exit could write a parent's bytes a second time, or hang on the lock.
-_set_aside: list[logging.Handler] = []
-_incref: Any = None
-
-
 def _keep_forever(obj: object) -> None:
     """Add a reference the interpreter does not know of, so ``obj`` is never finalised."""
-    global _incref  # noqa: PLW0603 - ctypes is imported on first use only (start-up cost)
-    if _incref is None:
+    if _state.incref is None:
         import ctypes  # noqa: PLC0415
 
-        _incref = ctypes.pythonapi.Py_IncRef
-        _incref.argtypes = [ctypes.py_object]
-        _incref.restype = None
+        _state.incref = ctypes.pythonapi.Py_IncRef
+        _state.incref.argtypes = [ctypes.py_object]
+        _state.incref.restype = None
     if obj is not None:
-        _incref(obj)
+        _state.incref(obj)
 
 
 def _loggers() -> list[logging.Logger]:
@@ -117,7 +112,7 @@ def sanitize_handlers() -> int:
 
 
 def _set_aside_handler(handler: logging.Handler) -> None:
-    _set_aside.append(handler)
+    _state.set_aside.append(handler)
     _renew_queue_locks(handler)
     stream = getattr(handler, "stream", None)
     if _finalising_could_write(stream):
@@ -184,13 +179,7 @@ def _renew_queue_locks(handler: logging.Handler) -> None:
 
 
 def _after_fork_in_child() -> None:
-    _handler.after_fork_in_child()
-    # Through sys.modules: a process that only joined a funnel never imports
-    # _install (it would cost every new interpreter its start-up time).
-    install_module = sys.modules.get("logfunnel._install")
-    funnel = install_module.current() if install_module is not None else None
-    if funnel is not None:
-        funnel.after_fork_in_child()
+    _state.reset_after_fork()
     address = _handler.attached_address()
     if address is None:
         return
@@ -201,12 +190,8 @@ def _after_fork_in_child() -> None:
     _levels.refresh_after_fork(_rundir.levels_path(address))
 
 
-_registered = False
-
-
 def register() -> None:
     """Install the at-fork hook once per interpreter."""
-    global _registered  # noqa: PLW0603 - registration happens once
-    if not _registered:
+    if not _state.at_fork_registered:
         os.register_at_fork(after_in_child=_after_fork_in_child)
-        _registered = True
+        _state.at_fork_registered = True

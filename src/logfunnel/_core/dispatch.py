@@ -13,7 +13,7 @@ Where a record goes:
 
 * ``Writer(sinks=[...])``: each of exactly those handlers whose level the
   record reaches, on no logger.  A process host builds them from
-  ``install()``'s options (``_sinks.build_handlers``).
+  ``install()``'s options (``logfunnel.sinks.files.build_handlers``).
 * Without sinks ("adopt mode"): the handlers of this process's logger tree, as
   ``Logger.handle`` and ``Logger.callHandlers`` would, without creating a
   logger for a name the tree does not have (``Names``: the nearest ancestor).
@@ -36,7 +36,10 @@ import logging
 import os
 from typing import Any, Final, Protocol
 
-from logfunnel import _calls, _formatters, _protocol, _sinks
+from logfunnel._core import calls as _calls
+from logfunnel._core import formatters as _formatters
+from logfunnel._core import protocol as _protocol
+from logfunnel._core import sink as _sink
 
 _OWN_LOGGER: Final = "logfunnel"
 # A DROPPED count above this is not a real count: refused as a bad frame.
@@ -174,7 +177,7 @@ class Dispatcher:
         """Return the handlers LINE frames may be written to, or None: refuse LINEs.
 
         Only when every sink is one whose formatter the senders were told of
-        (``_sinks.LINE_SINKS``) and nothing filters or drops a record here.
+        (``_sink.LINE_SINKS``) and nothing filters or drops a record here.
         """
         if self.sinks is not None:
             candidates, filtered = self.sinks, False
@@ -185,7 +188,7 @@ class Dispatcher:
             candidates
             and not filtered
             and all(
-                isinstance(h, _sinks.LINE_SINKS) and not h.filters and h.level == logging.NOTSET
+                isinstance(h, _sink.LINE_SINKS) and not h.filters and h.level == logging.NOTSET
                 for h in candidates
             )
         ):

@@ -30,12 +30,12 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Final, Protocol
 
-from logfunnel import _sinks
+from logfunnel._core import sink as _sink
 
 _MISSING: Final = object()
 # The sinks that leave flushing to the writer thread and count the records
 # that reach the file (``landed``).
-BATCHED: Final = (_sinks.FileSink, _sinks.RotatingFileSink)
+BATCHED: Final = _sink.LineSink
 
 
 class SinkWatch:
@@ -48,8 +48,8 @@ class SinkWatch:
     counted, and the writer logs "resumed after N failed records" once the
     handler writes again.  ``restore()`` puts the handler's own back.
 
-    A failed flush of ``_sinks.FileSink`` or ``RotatingFileSink`` costs the
-    whole batch it held; it comes here once with a ``_sinks.LinesLostError`` that
+    A failed flush of a ``LineSink`` (a file sink) costs the
+    whole batch it held; it comes here once with a ``LinesLostError`` that
     says how many records that was.  Those sinks count the records that reach
     the file (``landed``), so "writes again" means: records landed since the
     last failure, checked after the writer flushed them, not when a record was
@@ -68,13 +68,13 @@ class SinkWatch:
 
     def __call__(self, record: logging.LogRecord) -> None:  # noqa: ARG002 - handleError's
         exc = sys.exc_info()[1]
-        count = exc.records if isinstance(exc, _sinks.LinesLostError) else 1
+        count = exc.records if isinstance(exc, _sink.LinesLostError) else 1
         self.failed += count
         self.total += count
         if self.counts_landed:
             self.mark = getattr(self.handler, "landed", 0)
         if self.failed == count and logging.raiseExceptions:  # the first of this episode
-            if isinstance(exc, _sinks.LinesLostError) and exc.__cause__ is not None:
+            if isinstance(exc, _sink.LinesLostError) and exc.__cause__ is not None:
                 exc = exc.__cause__  # the OSError the file system gave
             print(
                 f"logfunnel: {self.handler!r} cannot write ({type(exc).__name__}: {exc}); its "
@@ -146,7 +146,7 @@ class Calls:
         failed = watch.failed
         try:
             if record is None:
-                _sinks.write_line(handler, line)
+                _sink.write_line(handler, line)
             else:
                 handler.handle(record)
         except Exception as exc:

@@ -26,7 +26,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Final
 
-from logfunnel._rundir import (
+from logfunnel._core.rundir import (
     FUNNEL_DIR_PREFIX,
     SOCKET_NAME,
     STACKS_NAME,
@@ -38,7 +38,7 @@ from logfunnel._rundir import (
 )
 
 if TYPE_CHECKING:
-    from logfunnel._install import Funnel
+    from logfunnel._funnel import Funnel
 
 STACK_SIGNAL: Final = signal.SIGUSR2
 _LOCK_FRAMES: Final = re.compile(

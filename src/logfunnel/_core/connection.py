@@ -53,8 +53,8 @@ import threading
 import time
 from typing import IO, Any, Final
 
-from logfunnel import _wire
-from logfunnel._options import ENV_TLS_CA, ENV_TOKEN, Options
+from logfunnel._core import wire as _wire
+from logfunnel._core.options import ENV_TLS_CA, ENV_TOKEN, Options
 
 _SEND_FLAGS: Final = getattr(socket, "MSG_NOSIGNAL", 0)
 _NO_WAIT: Final = _SEND_FLAGS | getattr(socket, "MSG_DONTWAIT", 0)
@@ -88,7 +88,7 @@ def connect(address: str, timeout: float = _CONNECT_TIMEOUT) -> socket.socket:
         sock.connect(target)
         if kind != "unix":
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            from logfunnel._auth import answer_challenge  # noqa: PLC0415 - remote peers only
+            from logfunnel._core.auth import answer_challenge  # noqa: PLC0415 - remote peers only
 
             if kind == "tls":
                 import ssl  # noqa: PLC0415 - remote peers only
@@ -578,7 +578,7 @@ def _renderer(spec: Any) -> logging.Formatter | None:
     """Build the formatter ``Options.render`` names, or None if there is none (or it is odd)."""
     if not isinstance(spec, dict):
         return None
-    from logfunnel import _formatters  # noqa: PLC0415 - only processes that render lines
+    from logfunnel._core import formatters as _formatters  # noqa: PLC0415 - only processes that render lines
 
     try:
         if spec.get("json") is True:

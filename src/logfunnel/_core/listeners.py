@@ -34,8 +34,8 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from logfunnel._dispatch import Dispatcher
-from logfunnel._gate import REPORT_INTERVAL, Gate, Peer
+from logfunnel._core.dispatch import Dispatcher
+from logfunnel._core.gate import REPORT_INTERVAL, Gate, Peer
 
 #: Selector tags of the listeners (compared with ``is``).
 LISTENER: Final = "listener"

@@ -12,7 +12,7 @@ by this module's copy of it, which also delivers the record::
 
     logger.info(...) -> Logger.handle (level, filters) -> callHandlers (this copy):
         1. the process's own handlers, called exactly as the stdlib calls them
-        2. the funnel (``_deliver``), when
+        2. the funnel (``_state.deliver``), when
              - its sinks are install()'s own (``every_record``): always;
              - adopt mode: when no handler of the process's own met the record
                (a ``NullHandler`` or an inherited stand-in is not one);
@@ -31,7 +31,7 @@ the funnel (the article's program, under spawn).  So while a process
 delivers, that implicit call -- and only it: a ``basicConfig()`` the program
 calls itself works as always -- does nothing.
 
-Who owns what: ``_deliver`` and ``_every_record`` are this process's; they are
+Who owns what: ``_state.deliver`` and ``_state.every_record`` are this process's; they are
 set by ``enable()`` (the start-up hook, the at-fork hook, ``install()``) and
 cleared by ``disable()`` (``Funnel.shutdown()``).
 """
@@ -41,7 +41,8 @@ from __future__ import annotations
 import logging
 import sys
 
-from logfunnel._handler import FunnelHandler
+from logfunnel._core import state as _state
+from logfunnel._core.handler import FunnelHandler
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
 if TYPE_CHECKING:
@@ -58,8 +59,6 @@ _IMPLICIT_CALLERS = frozenset(
     for f in (logging.critical, logging.error, logging.warning, logging.info, logging.debug,
               logging.log)
 )
-_deliver: Deliver | None = None
-_every_record = False
 
 
 def _call_handlers(self: logging.Logger, record: logging.LogRecord) -> None:
@@ -86,8 +85,8 @@ def _call_handlers(self: logging.Logger, record: logging.LogRecord) -> None:
             if record.levelno >= hdlr.level:
                 hdlr.handle(record)
         c = c.parent if c.propagate else None
-    deliver = _deliver
-    if deliver is not None and (asked or _every_record or not own):
+    deliver = _state.deliver
+    if deliver is not None and (asked or _state.every_record or not own):
         deliver(record)
     elif found == 0:
         last = logging.lastResort
@@ -104,7 +103,7 @@ _call_handlers.__doc__ = _stdlib_call_handlers.__doc__
 
 def _basic_config(**kwargs: Any) -> None:
     """``logging.basicConfig``, except the implicit call of ``logging.info()`` and friends."""
-    if not kwargs and _deliver is not None and sys._getframe(1).f_code in _IMPLICIT_CALLERS:
+    if not kwargs and _state.deliver is not None and sys._getframe(1).f_code in _IMPLICIT_CALLERS:
         return  # the funnel takes this process's records: no stderr handler of logging's own
     _stdlib_basic_config(**kwargs)
 
@@ -120,8 +119,7 @@ def enable(deliver: Deliver, *, every_record: bool) -> None:
 
     ``deliver`` must never raise: it is called inside the program's logging calls.
     """
-    global _deliver, _every_record
-    _deliver, _every_record = deliver, every_record
+    _state.deliver, _state.every_record = deliver, every_record
     if logging.Logger.callHandlers is not _call_handlers:
         logging.Logger.callHandlers = _call_handlers  # type: ignore[method-assign]
     if logging.basicConfig is _stdlib_basic_config:
@@ -135,13 +133,12 @@ def rebind(deliver: Deliver) -> None:
     deliver in adopt mode; one with install()'s own sinks, children that
     deliver every record.
     """
-    enable(deliver, every_record=_every_record if _deliver is not None else False)
+    enable(deliver, every_record=_state.every_record if _state.deliver is not None else False)
 
 
 def disable() -> None:
     """Stop delivering: ``Logger.callHandlers`` is the stdlib's again."""
-    global _deliver  # noqa: PLW0603
-    _deliver = None
+    _state.deliver = None
     if logging.Logger.callHandlers is _call_handlers:
         logging.Logger.callHandlers = _stdlib_call_handlers  # type: ignore[method-assign]
     if logging.basicConfig is _basic_config:
@@ -150,4 +147,4 @@ def disable() -> None:
 
 def enabled() -> bool:
     """Tell whether this process delivers to a funnel."""
-    return _deliver is not None
+    return _state.deliver is not None

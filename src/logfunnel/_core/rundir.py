@@ -21,10 +21,12 @@ from __future__ import annotations
 import contextlib
 import os
 
+from logfunnel._core import state as _state
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
 if TYPE_CHECKING:
     import socket
-    from typing import IO, Final
+    from typing import Final
 
 FUNNEL_DIR_PREFIX: Final = "logfunnel-"
 FALLBACK_BASE: Final = "/tmp"  # noqa: S108 - a private mkdtemp directory, never a fixed name
@@ -70,9 +72,6 @@ def levels_path(address: str | None) -> str | None:
 
 # -- stack files (read by ``logfunnel stacks``, see _stacks) ------------------------------
 
-_stack_file: IO[bytes] | None = None
-
-
 def register_stacks(address: str | None) -> bool:
     """Make this process dump its stacks into its own file on ``SIGUSR2``; True if done.
 
@@ -80,7 +79,6 @@ def register_stacks(address: str | None) -> bool:
     the GIL, so even a process stuck forever in a lock acquisition answers.  A
     process whose program already handles ``SIGUSR2`` is left alone.
     """
-    global _stack_file
     # _signal, the built-in module under signal.py: the latter's enums cost a
     # joining process ~0.4 ms for two numbers.
     import _signal  # type: ignore[import-not-found]  # noqa: PLC0415
@@ -100,7 +98,7 @@ def register_stacks(address: str | None) -> bool:
         faulthandler.register(_signal.SIGUSR2, file=stream, all_threads=True, chain=False)
     except (OSError, ValueError, RuntimeError):
         return False
-    previous, _stack_file = _stack_file, stream
+    previous, _state.stack_file = _state.stack_file, stream
     if previous is not None:  # a parent's file, inherited through fork
         with contextlib.suppress(OSError):
             previous.close()
@@ -109,8 +107,7 @@ def register_stacks(address: str | None) -> bool:
 
 def unregister_stacks() -> None:
     """Undo ``register_stacks`` in this process (``Funnel.shutdown()``)."""
-    global _stack_file
-    stream, _stack_file = _stack_file, None
+    stream, _state.stack_file = _state.stack_file, None
     if stream is None:
         return
     import _signal  # noqa: PLC0415

@@ -32,7 +32,7 @@ def arm() -> None:
 
 def _join() -> None:
     try:
-        from logfunnel import _bootstrap  # noqa: PLC0415 - the point: only once logging is in
+        from logfunnel._core import bootstrap as _bootstrap  # noqa: PLC0415 - the point: only once logging is in
 
         _bootstrap.join_from_environment()
     except Exception as exc:  # a start-up hook must never stop an interpreter

@@ -15,8 +15,13 @@ from __future__ import annotations
 
 import os
 
-from logfunnel import _fork, _handler, _levels, _route, _rundir
-from logfunnel._options import ENV_ADDRESS, ENV_OPTIONS, every_record_from_env
+from logfunnel._core import fork as _fork
+from logfunnel._core import handler as _handler
+from logfunnel._core import levels as _levels
+from logfunnel._core import route as _route
+from logfunnel._core import rundir as _rundir
+from logfunnel._core import state as _state
+from logfunnel._core.options import ENV_ADDRESS, ENV_OPTIONS, every_record_from_env
 
 
 def join_from_environment() -> bool:
@@ -52,9 +57,7 @@ def worker_init() -> None:
     to join (``install()`` was not called before the pool was created).
     """
     if _handler.attached_address() is None and not join_from_environment():
-        from logfunnel import _install  # noqa: PLC0415 - the installer has imported it already
-
-        if _install.current() is not None:
+        if _state.funnel is not None:
             return  # the installing process itself
         msg = "no funnel to join: call logfunnel.install() before creating the pool"
         raise RuntimeError(msg)

@@ -11,8 +11,9 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any, Final
 
-from logfunnel._formatters import DEFAULT_FORMAT, JsonFormatter, LineFormatter
-from logfunnel._options import parse_level
+from logfunnel._core.formatters import DEFAULT_FORMAT, JsonFormatter, LineFormatter
+from logfunnel._core.options import parse_level
+from logfunnel._core.sink import LineSink, LinesLostError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -29,21 +30,6 @@ __all__ = [
 #: A file sink's pending lines are written once they reach this many bytes,
 #: even in the middle of a batch of the writer loop (bounds its memory).
 _BATCH_BYTES: Final = 64 * 1024
-
-
-class LinesLostError(OSError):
-    """A file sink could not write some lines (a full disk): they are dropped, and counted.
-
-    ``records`` lines did not reach the file; ``written`` lines of the same
-    batch did, whole.  Raised from ``LineFile.flush`` with the ``OSError``
-    that stopped the write as its cause and its ``errno`` and ``strerror``.
-    """
-
-    def __init__(self, cause: OSError, records: int, written: int, lost_bytes: int) -> None:
-        super().__init__(cause.errno, cause.strerror)
-        self.records = records
-        self.written = written
-        self.lost_bytes = lost_bytes
 
 
 class LineFile:
@@ -178,7 +164,7 @@ def _flush_lines(handler: FileSink | RotatingFileSink) -> None:
         handler.release()
 
 
-class FileSink(logging.FileHandler):
+class FileSink(LineSink, logging.FileHandler):
     """A ``FileHandler`` whose writes from the writer loop are flushed once per batch.
 
     ``StreamHandler.emit`` flushes after every record: one ``write()`` system
@@ -190,11 +176,6 @@ class FileSink(logging.FileHandler):
     ``FileHandler``, and takes the loop's buffered lines with it, in order.
     """
 
-    #: The writer loop's thread (``threading.get_ident()``), set by the loop.
-    batch_thread: int | None = None
-    #: Records that reached the file (a full disk drops and counts the others).
-    landed = 0
-
     def _open(self) -> Any:
         """Open the file as a ``LineFile``: whole lines, and a true count of those lost."""
         return _open_lines(self)
@@ -202,9 +183,6 @@ class FileSink(logging.FileHandler):
     def flush(self) -> None:
         """Write the lines kept so far; lines a full disk refuses go to ``handleError``, counted."""
         _flush_lines(self)
-
-    def lines_lost(self, lost: LinesLostError) -> None:
-        """Nothing to correct here (``RotatingFileSink`` counts its size)."""
 
     def emit(self, record: logging.LogRecord) -> None:
         """Write ``record``; on the writer loop's thread, leave the flush to the loop."""
@@ -231,7 +209,7 @@ class FileSink(logging.FileHandler):
             self.flush()
 
 
-class RotatingFileSink(logging.handlers.RotatingFileHandler):
+class RotatingFileSink(LineSink, logging.handlers.RotatingFileHandler):
     """A ``RotatingFileHandler`` that knows its file's size instead of asking for it.
 
     The stdlib's ``shouldRollover`` checks the path twice (two ``stat`` calls),
@@ -241,10 +219,6 @@ class RotatingFileSink(logging.handlers.RotatingFileHandler):
     batch on the writer loop's thread, as ``FileSink``.
     """
 
-    #: The writer loop's thread (``threading.get_ident()``), set by the loop.
-    batch_thread: int | None = None
-    #: Records that reached the file (a full disk drops and counts the others).
-    landed = 0
     _size = -1
 
     def _open(self) -> Any:
@@ -312,33 +286,6 @@ class RotatingFileSink(logging.handlers.RotatingFileHandler):
             self.flush()
 
     _pending_size = 0
-
-
-#: The handlers ``write_line`` can write a rendered line through.
-LINE_SINKS: Final = (FileSink, RotatingFileSink, logging.StreamHandler)
-
-
-def write_line(handler: logging.Handler, text: str) -> None:
-    """Write ``text``, a line rendered with ``handler``'s formatter, as its ``emit`` would.
-
-    Takes the handler's lock as ``Handler.handle`` does; a failure goes to
-    ``handler.handleError`` with a record holding the text, as a failing
-    ``emit`` would.
-    """
-    handler.acquire()
-    try:
-        if isinstance(handler, (FileSink, RotatingFileSink)):
-            handler.write_line(text)
-        else:
-            stream: Any = handler.stream  # type: ignore[attr-defined]
-            stream.write(text + handler.terminator)  # type: ignore[attr-defined]
-            handler.flush()
-    except RecursionError:
-        raise
-    except Exception:
-        handler.handleError(logging.makeLogRecord({"msg": text}))
-    finally:
-        handler.release()
 
 
 def build_handlers(spec: dict[str, Any]) -> list[logging.Handler]:

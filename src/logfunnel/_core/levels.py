@@ -17,7 +17,7 @@ silently lose every INFO record the installer asked for.
 
 Who owns what: the installing process owns the file and the ``LevelFile``
 writing it (its ``setLevel`` wrapper checks the pid, so a forked child never
-appends).  Each joining process owns what it applied (``_applied``), to tell
+appends).  Each joining process owns what it applied (``state.levels_applied``), to tell
 its own settings from the installer's.  Nothing travels in the environment,
 so it stays small whatever the number of loggers.
 """
@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import logging
 import os
+
+from logfunnel._core import state as _state
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
 if TYPE_CHECKING:
@@ -151,10 +153,6 @@ def _plain(name: str) -> bool:
 
 # -- the joining side ---------------------------------------------------------------------
 
-#: The levels this process took from the installer: {name: level}, and "D" for disable.
-_applied: dict[str, int] | None = None
-
-
 def read(path: str) -> dict[str, int] | None:
     """Return the levels in the file at ``path``, or None if it cannot be read."""
     try:
@@ -178,7 +176,6 @@ def read(path: str) -> dict[str, int] | None:
 
 def join(path: str | None) -> None:
     """Take the installer's levels (at start-up, before the program logs)."""
-    global _applied  # noqa: PLW0603 - this process's one record of what it applied
     levels = read(path) if path else None
     if levels is None:
         return
@@ -186,7 +183,7 @@ def join(path: str | None) -> None:
         if name != _DISABLE:
             logging.getLogger(name or None).setLevel(level)
     _set_disable(levels.get(_DISABLE, 0))
-    _applied = levels
+    _state.levels_applied = levels
 
 
 def refresh_after_fork(path: str | None) -> None:
@@ -197,24 +194,24 @@ def refresh_after_fork(path: str | None) -> None:
     as of theirs.  A level the forking process set itself is its own
     configuration, and is kept.
     """
-    global _applied  # noqa: PLW0603
-    if _applied is None or not path:
+    applied = _state.levels_applied
+    if applied is None or not path:
         return  # not joined through the environment: forked from the installer, or alone
     levels = read(path)
     if levels is None:
         return
     manager = logging.root.manager
-    for name in {*levels, *_applied} - {_DISABLE}:
+    for name in {*levels, *applied} - {_DISABLE}:
         logger = logging.root if not name else manager.loggerDict.get(name)
         if not isinstance(logger, logging.Logger):
             if name not in levels:
                 continue
             logger = logging.getLogger(name)
-        if logger.level == _applied.get(name, logging.NOTSET):  # not set by this process
+        if logger.level == applied.get(name, logging.NOTSET):  # not set by this process
             logger.setLevel(levels.get(name, logging.NOTSET))
-    if manager.disable == _applied.get(_DISABLE, 0):
+    if manager.disable == applied.get(_DISABLE, 0):
         _set_disable(levels.get(_DISABLE, 0))
-    _applied = levels
+    _state.levels_applied = levels
 
 
 def _set_disable(level: int) -> None:

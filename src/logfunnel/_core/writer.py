@@ -113,11 +113,11 @@ import threading
 import time
 from typing import Any, Final
 
-from logfunnel import _wire
-from logfunnel._dispatch import Dispatcher, Stats
-from logfunnel._gate import Gate, Peer
-from logfunnel._listeners import LISTENER, TCP_LISTENER, Listeners
-from logfunnel._peers import Peers
+from logfunnel._core import wire as _wire
+from logfunnel._core.dispatch import Dispatcher, Stats
+from logfunnel._core.gate import Gate, Peer
+from logfunnel._core.listeners import LISTENER, TCP_LISTENER, Listeners
+from logfunnel._core.peers import Peers
 
 _CONTROL: Final = "control"
 # A turn of the loop that read at least _BUSY_BYTES and took less than _NAP

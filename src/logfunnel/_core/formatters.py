@@ -14,8 +14,9 @@ import math
 import time
 from typing import Any, Final
 
-from logfunnel import _options, _plain
-from logfunnel._plain import STANDARD_ATTRS
+from logfunnel._core import options as _options
+from logfunnel._core import plain as _plain
+from logfunnel._core.plain import STANDARD_ATTRS
 
 # Longest text a sink writes for one record: the codec's per-field limit at
 # the default frame size, so a record is cut the same way in every process.

@@ -67,7 +67,7 @@ import struct
 
 import msgpack
 
-from logfunnel._plain import (
+from logfunnel._core.plain import (
     BASE_LEN,
     EXTRA_CUT_MARKER,
     STANDARD_ATTRS,
@@ -84,7 +84,7 @@ from logfunnel._plain import (
     sanitize,
     valid_text,
 )
-from logfunnel._protocol import (
+from logfunnel._core.protocol import (
     AT_CREATED,
     AT_EXTRA,
     AT_LEVELNAME,

@@ -32,10 +32,10 @@ import termios
 from collections.abc import Callable
 from typing import Any, Final
 
-from logfunnel import _wire
-from logfunnel._dispatch import Dispatcher
-from logfunnel._gate import Gate, Peer, would_block
-from logfunnel._listeners import Listeners
+from logfunnel._core import wire as _wire
+from logfunnel._core.dispatch import Dispatcher
+from logfunnel._core.gate import Gate, Peer, would_block
+from logfunnel._core.listeners import Listeners
 
 RECV_SIZE: Final = 256 * 1024
 # Reads of one connection in the final drain before it is cut off (64 GiB).

@@ -40,8 +40,8 @@ import itertools
 import logging
 import math
 
-from logfunnel import _options
-from logfunnel._plain import NONE, PLAIN_LEAVES, STANDARD_ATTRS
+from logfunnel._core import options as _options
+from logfunnel._core.plain import NONE, PLAIN_LEAVES, STANDARD_ATTRS
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
 if TYPE_CHECKING:

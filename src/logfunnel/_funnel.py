@@ -34,24 +34,21 @@ if TYPE_CHECKING:  # typing.Self is 3.11+; only mypy needs the name
 
     from typing_extensions import Self
 
-    from logfunnel._options import OnFull
-    from logfunnel._writer import Writer
+    from logfunnel._core.options import OnFull
+    from logfunnel._core.writer import Writer
 
-from logfunnel import (
-    _auth,
-    _bootstrap,
-    _connection,
-    _fork,
-    _handler,
-    _hosts,
-    _levels,
-    _route,
-    _rundir,
-    _settings,
-    _sinks,
-    _wire,
-)
-from logfunnel._options import (
+from logfunnel import _hosts, _settings
+from logfunnel._core import auth as _auth
+from logfunnel._core import bootstrap as _bootstrap
+from logfunnel._core import connection as _connection
+from logfunnel._core import fork as _fork
+from logfunnel._core import handler as _handler
+from logfunnel._core import levels as _levels
+from logfunnel._core import route as _route
+from logfunnel._core import rundir as _rundir
+from logfunnel._core import state as _state
+from logfunnel._core import wire as _wire
+from logfunnel._core.options import (
     DEFAULT_FRAME_LIMIT,
     ENV_ADDRESS,
     ENV_INSTALLER,
@@ -62,6 +59,7 @@ from logfunnel._options import (
 )
 from logfunnel._settings import Host, Settings
 from logfunnel._snapshot import TreeSnapshot
+from logfunnel.sinks import files as _sinks
 
 _ENV_KEYS = (ENV_ADDRESS, ENV_OPTIONS, ENV_TOKEN, ENV_INSTALLER)
 
@@ -185,7 +183,6 @@ class Funnel:
 
     def _undo(self, timeout: float) -> bool:
         """Take back every step install() did, latest first; True if the writer stopped in time."""
-        global _installed  # noqa: PLW0603 - the one funnel of this process
         self._closed = True
         deadline = time.monotonic() + timeout
         stopped = True
@@ -222,8 +219,8 @@ class Funnel:
             self._tree.restore()
         if self._private_dir is not None:
             _rundir.remove(self._private_dir)
-        if _installed is self:
-            _installed = None
+        if _state.funnel is self:
+            _state.funnel = None
         return stopped
 
     # -- fork ---------------------------------------------------------------------------
@@ -244,13 +241,10 @@ class Funnel:
             _handler.attach(self.address, self.options)
 
 
-_installed: Funnel | None = None
-_install_lock = threading.Lock()
-
-
 def current() -> Funnel | None:
     """Return the funnel this process installed or inherited, if any."""
-    return _installed
+    funnel = _state.funnel
+    return funnel if isinstance(funnel, Funnel) else None
 
 
 def install(
@@ -315,11 +309,11 @@ def install(
     cannot work; then nothing has changed.
     """
     arguments = dict(locals())
-    global _installed  # noqa: PLW0603 - the one funnel of this process
-    with _install_lock:
-        if _installed is not None and not _installed._closed and _installed.owner:
+    with _state.install_lock:
+        installed = current()
+        if installed is not None and not installed._closed and installed.owner:
             msg = (
-                f"logfunnel is already installed in this process ({_installed!r}); "
+                f"logfunnel is already installed in this process ({installed!r}); "
                 "call shutdown() on it first, or use the Funnel that install() returned"
             )
             raise RuntimeError(msg)
@@ -328,7 +322,7 @@ def install(
             return joined
         settings = _settings.check(arguments)
         funnel = _start(settings)
-        _installed = funnel
+        _state.funnel = funnel
         return funnel
 
 
@@ -342,7 +336,9 @@ def _joined_child(arguments: dict[str, Any]) -> Funnel | None:
     something else cannot be honoured, and saying so beats ignoring it.
     """
     fingerprint = _settings.fingerprint(arguments)
-    parent = _installed if _installed is not None and not _installed._closed else None
+    parent = current()
+    if parent is not None and parent._closed:
+        parent = None
     installer = os.environ.get(ENV_INSTALLER, "")
     address = os.environ.get(ENV_ADDRESS)
     if parent is not None:
@@ -506,6 +502,6 @@ def _apply_config_levels(config: dict[str, Any]) -> None:
 @atexit.register
 def _shutdown_at_exit() -> None:
     """Drain at interpreter exit (the installing process only: children never own it)."""
-    funnel = _installed
+    funnel = current()
     if funnel is not None and funnel.owner:
         funnel.shutdown()

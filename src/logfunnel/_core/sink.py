@@ -1,0 +1,81 @@
+"""The sink protocol: what the writer asks of a sink it hands rendered lines to.
+
+A sink is a ``logging.Handler``.  One that also subclasses ``LineSink`` takes
+lines rendered elsewhere (in the process that logged, ``render="lines"``)
+through ``write_line``, keeps what the writer loop's thread writes until the
+loop flushes once per batch, and counts in ``landed`` the records that reached
+its destination.  ``logfunnel.sinks`` holds the implementations; the writer
+(``dispatch``, ``calls``) knows only this module, so the core never imports a
+sink.  Owned by the writer: a sink is used from the writer loop's thread, and,
+in a thread host, from the installing program's threads under the handler's lock.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+__all__ = ["LINE_SINKS", "LineSink", "LinesLostError", "write_line"]
+
+
+class LinesLostError(OSError):
+    """A file sink could not write some lines (a full disk): they are dropped, and counted.
+
+    ``records`` lines did not reach the file; ``written`` lines of the same
+    batch did, whole.  Raised from ``LineFile.flush`` with the ``OSError``
+    that stopped the write as its cause and its ``errno`` and ``strerror``.
+    """
+
+    def __init__(self, cause: OSError, records: int, written: int, lost_bytes: int) -> None:
+        super().__init__(cause.errno, cause.strerror)
+        self.records = records
+        self.written = written
+        self.lost_bytes = lost_bytes
+
+
+class LineSink(logging.Handler):
+    """A handler the writer can give rendered lines, and flush once per batch.
+
+    Subclasses put it first among their bases (``class FileSink(LineSink,
+    logging.FileHandler)``): it defines only what the stock handlers lack.
+    """
+
+    #: The writer loop's thread (``threading.get_ident()``), set by the loop:
+    #: what that thread writes may wait for the loop's flush.
+    batch_thread: int | None = None
+    #: Records that reached the destination (a full disk drops and counts the others).
+    landed = 0
+
+    def write_line(self, text: str) -> None:
+        """Write ``text``, rendered with this sink's formatter, as ``emit`` would write a record."""
+        raise NotImplementedError
+
+    def lines_lost(self, lost: LinesLostError) -> None:
+        """Correct what the sink counts (a size, for rotation) for lines that were not written."""
+
+
+#: The handlers ``write_line`` can write a rendered line through.
+LINE_SINKS: Final = (LineSink, logging.StreamHandler)
+
+
+def write_line(handler: logging.Handler, text: str) -> None:
+    """Write ``text``, a line rendered with ``handler``'s formatter, as its ``emit`` would.
+
+    Takes the handler's lock as ``Handler.handle`` does; a failure goes to
+    ``handler.handleError`` with a record holding the text, as a failing
+    ``emit`` would.
+    """
+    handler.acquire()
+    try:
+        if isinstance(handler, LineSink):
+            handler.write_line(text)
+        else:
+            stream: Any = handler.stream  # type: ignore[attr-defined]
+            stream.write(text + handler.terminator)  # type: ignore[attr-defined]
+            handler.flush()
+    except RecursionError:
+        raise
+    except Exception:
+        handler.handleError(logging.makeLogRecord({"msg": text}))
+    finally:
+        handler.release()
