@@ -30,7 +30,6 @@ import time
 import timeit
 from typing import TYPE_CHECKING, Any
 
-import _patches
 import msgpack
 
 from logfunnel._core import connection as _connection
@@ -265,9 +264,6 @@ def writer_side(tmp: str) -> None:
     row("  Formatter.formatTime(record) alone (localtime + strftime)",
         best_us(lambda: [fmt.formatTime(r) for r in records], 1) / n)
     root.handlers = [fh]
-    _patches.asctime()  # what if: formatTime cached per second
-    row("  what if: LineFormatter.format with formatTime cached per second",
-        best_us(lambda: [fh.format(r) for r in records], 1) / n)
     fh.close()
     bf.close()
     root.handlers = []

@@ -18,7 +18,7 @@ from typing import Any
 
 from run import fmt_num, run_jobs, summarize
 
-VARIANTS = ("", "batchflush", "asctime", "sndbuf", "batchflush,asctime,sndbuf")
+VARIANTS = ("", "sndbuf")
 
 
 def main(argv: list[str] | None = None) -> int:

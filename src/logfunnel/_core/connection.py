@@ -54,7 +54,8 @@ import time
 from typing import IO, Any, Final
 
 from logfunnel._core import wire as _wire
-from logfunnel._core.options import ENV_TLS_CA, ENV_TOKEN, Options
+from logfunnel._core.options import ENV_TLS_CA, ENV_TOKEN, Options, field_limit
+from logfunnel._core.plain import BASE_LEN
 
 _SEND_FLAGS: Final = getattr(socket, "MSG_NOSIGNAL", 0)
 _NO_WAIT: Final = _SEND_FLAGS | getattr(socket, "MSG_DONTWAIT", 0)
@@ -188,7 +189,7 @@ class Connection:
         self._render = _renderer(options.render)
         # A rendered line longer than a record's message may be travels as a
         # record instead, so it is cut exactly as the record path cuts it.
-        self._line_limit = self.encoder._field_limit
+        self._line_limit = field_limit(options.frame_limit)
 
     # -- the hot path -------------------------------------------------------------------
 
@@ -254,7 +255,7 @@ class Connection:
             # More attributes than a fresh record's: a formatter's `message` and
             # `asctime`, or extras.
             and (
-                len(attrs) - ("message" in attrs) - ("asctime" in attrs) <= _BASE_LEN
+                len(attrs) - ("message" in attrs) - ("asctime" in attrs) <= BASE_LEN
                 or _wire.has_no_extras(record)
             )
         ):
@@ -567,11 +568,6 @@ class Connection:
             self._lost(exc)
             return False
         return answered
-
-
-# Attributes every LogRecord has: more in __dict__ may mean `extra=` (or a formatter's
-# `message` and `asctime`).
-_BASE_LEN: Final = len(logging.makeLogRecord({}).__dict__)
 
 
 def _renderer(spec: Any) -> logging.Formatter | None:

@@ -20,9 +20,8 @@ from logfunnel._core.plain import STANDARD_ATTRS
 
 # Longest text a sink writes for one record: the codec's per-field limit at
 # the default frame size, so a record is cut the same way in every process.
-_TEXT_LIMIT: Final = _options.DEFAULT_FRAME_LIMIT // 16
-# Room for the codec's "... [logfunnel: N of M characters cut]" marker.
-_MARKER_ROOM: Final = 200
+_TEXT_LIMIT: Final = _options.field_limit(_options.DEFAULT_FRAME_LIMIT)
+_MARKER_ROOM: Final = _plain.MARKER_ROOM
 
 #: The line format of file sinks when ``fmt`` is not given.
 DEFAULT_FORMAT: Final = (
@@ -78,12 +77,16 @@ class LineFormatter(logging.Formatter):
         """Format the time as ``Formatter`` does, rendering each second once."""
         if datefmt or self.converter is not time.localtime or not self.default_msec_format:
             return super().formatTime(record, datefmt)
+        return self._asctime(record)
+
+    def _asctime(self, record: logging.LogRecord) -> str:
+        """Return ``formatTime(record)`` for the default formats, rendering each second once."""
         second = int(record.created)
         cached_second, text = self._time_cache
         if second != cached_second:
             text = time.strftime(self.default_time_format, time.localtime(record.created))
             self._time_cache = (second, text)
-        return self.default_msec_format % (text, record.msecs)
+        return self.default_msec_format % (text, record.msecs)  # type: ignore[operator]
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - stdlib name
         """Format the line, the message cut as the codec cuts it (once)."""
@@ -128,12 +131,7 @@ class LineFormatter(logging.Formatter):
         attrs["message"] = message
         if self._uses_time:
             if self._simple_time:
-                second = int(record.created)
-                cached_second, stamp = self._time_cache
-                if second != cached_second:
-                    stamp = time.strftime(self.default_time_format, time.localtime(record.created))
-                    self._time_cache = (second, stamp)
-                attrs["asctime"] = self.default_msec_format % (stamp, record.msecs)  # type: ignore[operator]
+                attrs["asctime"] = self._asctime(record)
             else:
                 attrs["asctime"] = self.formatTime(record, self.datefmt)
         text: str = self._style._fmt % attrs

@@ -34,6 +34,17 @@ ENV_TOKEN: Final = "LOGFUNNEL_TOKEN"  # noqa: S105 - the variable's name, not a 
 #: Largest frame payload in bytes, unless ``install(frame_limit=)`` says otherwise.
 DEFAULT_FRAME_LIMIT: Final = 4 * 1024 * 1024
 
+
+def field_limit(frame_limit: int) -> int:
+    """Return the longest text (characters) of one record field for ``frame_limit``.
+
+    Three text fields (message, traceback, stack) of at most 4 UTF-8 bytes a
+    character each must fit in one frame together with the rest; the encoder
+    cuts there, and so do the formatters and the line renderer, so a record
+    is cut the same way whichever path it takes.
+    """
+    return max(256, frame_limit // 16)
+
 _FIELDS: Final = ("frame_limit", "on_full", "full_timeout", "fallback", "render", "every_record")
 
 

@@ -235,6 +235,11 @@ def _repr_head(value: Any, size: int) -> str:
     return f"{text[:start]}'{body.replace(chr(39), chr(92) + chr(39))}'{text[end + 1 :]}"
 
 
+#: Room for ``cut``'s marker after a text cut at its limit: a text at most this much
+#: longer than a limit may be one already cut, and is not cut again.
+MARKER_ROOM: Final = 100
+
+
 def cut(text: str, limit: int) -> str:
     """Cut ``text`` to ``limit`` characters, ending with a marker that says how much was cut."""
     if len(text) <= limit:

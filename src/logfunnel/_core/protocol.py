@@ -41,7 +41,7 @@ import logging
 import math
 
 from logfunnel._core import options as _options
-from logfunnel._core.plain import NONE, PLAIN_LEAVES, STANDARD_ATTRS
+from logfunnel._core.plain import MARKER_ROOM, NONE, PLAIN_LEAVES, STANDARD_ATTRS
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
 if TYPE_CHECKING:
@@ -122,8 +122,6 @@ TABLE_SIZE: Final = 1024
 #: Longest text (characters, before the cut marker) of a SITE or THREAD field.  With
 #: ``TABLE_SIZE`` this bounds what a writer keeps per connection (a few MB at worst).
 TABLE_TEXT_LIMIT: Final = 512
-# Room for cut()'s marker after a text cut at its limit.
-_MARKER_ROOM: Final = 100
 
 # The range of `created` that every stock formatter can render (years 1 to 9999, with a
 # day to spare for time zones): time.localtime and datetime raise outside it.
@@ -234,7 +232,7 @@ class Tables:
         if not 0 <= ident < TABLE_SIZE:
             msg = f"definition id {ident} outside 0..{TABLE_SIZE - 1}"
             raise FrameError(msg)
-        if any(type(v) is str and len(v) > TABLE_TEXT_LIMIT + _MARKER_ROOM for v in fields):
+        if any(type(v) is str and len(v) > TABLE_TEXT_LIMIT + MARKER_ROOM for v in fields):
             msg = f"definition text longer than {TABLE_TEXT_LIMIT:,} characters"
             raise FrameError(msg)
         table[ident] = dict(zip(names, fields[2:], strict=True))

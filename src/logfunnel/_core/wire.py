@@ -67,6 +67,7 @@ import struct
 
 import msgpack
 
+from logfunnel._core.options import field_limit
 from logfunnel._core.plain import (
     BASE_LEN,
     EXTRA_CUT_MARKER,
@@ -173,9 +174,7 @@ class Encoder:
     def __init__(self, frame_limit: int = DEFAULT_FRAME_LIMIT) -> None:
         self._packer = msgpack.Packer(use_bin_type=True, autoreset=True)
         self._frame_limit = frame_limit
-        # Three text fields (message, traceback, stack) of at most 4 UTF-8 bytes
-        # a character each must fit in one frame together with the rest.
-        self._field_limit = max(256, frame_limit // 16)
+        self._field_limit = field_limit(frame_limit)
         # The four texts of a SITE, each at most this many characters (of up
         # to 4 UTF-8 bytes) plus a cut marker, fit the frame limits install() allows.
         self._table_text = max(16, min(TABLE_TEXT_LIMIT, frame_limit // 32))
