@@ -172,7 +172,7 @@ def _parse_json(lines: list[str]) -> list[Record]:
     records = []
     for line in lines:
         obj = json.loads(line)
-        text = "\n".join(str(obj.get(key, "")) for key in ("message", "exc_text", "stack_info"))
+        text = "\n".join(str(obj.get(key, "")) for key in ("message", "exc", "stack"))
         records.append(Record(str(obj.get("message", "")).split("\n")[0], text, obj))
     return records
 
@@ -256,8 +256,9 @@ def _check_origin(run: Run, origin: str) -> list[str]:
         if run.sink == "json" and case in EXTRA_CHECKS:
             key, check = EXTRA_CHECKS[case]
             assert record.obj is not None
-            if key not in record.obj or not check(record.obj[key]):
-                problems.append(f"{tag}: extra {key}={str(record.obj.get(key))[:300]!r}")
+            extras = record.obj.get("extra", {})  # schema v1: extras under "extra"
+            if key not in extras or not check(extras[key]):
+                problems.append(f"{tag}: extra {key}={str(extras.get(key))[:300]!r}")
         if case == "newlines":
             expected = f"{tag} line1\nline2\nline3\nline4\n"
             if run.sink == "json":

@@ -219,16 +219,17 @@ def test_json_formatter_writes_extras_json_cannot_hold_as_the_codec_sends_them()
     record.__dict__[bad_key] = "top-bad"  # type: ignore[index]
     obj = strict_json(JsonFormatter().format(record))
     assert obj["message"] == "m" * 50_000  # the record's own texts are not cut like extras
-    assert obj["x_int"] == "<int with 5,001 digits>"
-    assert obj["x_tk"] == {"(1, 2)": "v"}
-    assert obj["x_tkn"] == {"a": {"((1, 2), (3,))": [{"(4, 5)": "w"}]}}
-    assert obj["x_bk"] == {"b'k'": 1}
-    assert obj["x_rk"] == {"<unrepresentable _ReprRaises: RuntimeError>": 1}
-    assert obj["x_nk"] == {"nan": 1}
-    assert obj["x_ik"] == {"<int with 5,001 digits>": 1}
-    assert obj["x_raw"] == ["caf\\udcc3"]
-    assert obj["(1, 2)"] == "top"
-    assert obj["<unrepresentable _ReprRaises: RuntimeError>"] == "top-bad"
+    extra = obj["extra"]  # schema v1: extras under "extra"
+    assert extra["x_int"] == "<int with 5,001 digits>"
+    assert extra["x_tk"] == {"(1, 2)": "v"}
+    assert extra["x_tkn"] == {"a": {"((1, 2), (3,))": [{"(4, 5)": "w"}]}}
+    assert extra["x_bk"] == {"b'k'": 1}
+    assert extra["x_rk"] == {"<unrepresentable _ReprRaises: RuntimeError>": 1}
+    assert extra["x_nk"] == {"nan": 1}
+    assert extra["x_ik"] == {"<int with 5,001 digits>": 1}
+    assert extra["x_raw"] == ["caf\\udcc3"]
+    assert extra["(1, 2)"] == "top"
+    assert extra["<unrepresentable _ReprRaises: RuntimeError>"] == "top-bad"
     decoded = roundtrip(record)  # the same record from another process: the same object
     assert strict_json(JsonFormatter().format(decoded)) == obj
 

@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import logging
 import math
+import socket
 import time
 from typing import Any, Final
 
@@ -148,44 +149,89 @@ class LineFormatter(logging.Formatter):
         return text
 
 
-class JsonFormatter(logging.Formatter):
-    """Format each record as one JSON object on one line (JSON lines).
+#: The version of the JSON lines schema (docs/json-schema.md): every line's ``"v"``.
+#: Raised when a field changes meaning or is removed; adding an optional field keeps it.
+SCHEMA_VERSION: Final = 1
 
-    Keys: ``time`` (ISO 8601, UTC), ``level``, ``logger``, ``message``,
+# The schema's fields of a record that come from LogRecord attributes, and the
+# types a line may hold for them (docs/json-schema.json): a value of any other type (a
+# filter's doing) is converted as the codec converts it (``_plain.coerce``).
+_SCHEMA_TYPES: Final[tuple[tuple[str, tuple[type, ...]], ...]] = (
+    ("level", (str,)),  # levelname
+    ("logger", (str,)),  # name
+    ("process", (int, _plain.NONE)),
+    ("process_name", (str, _plain.NONE)),  # processName
+    ("thread_name", (str, _plain.NONE)),  # threadName
+    ("module", (str,)),
+    ("line", (int,)),  # lineno
+    ("function", (str, _plain.NONE)),  # funcName
+)
+_UTC: Final = dt.timezone.utc
+_EPOCH: Final = dt.datetime.fromtimestamp(0, tz=_UTC)
+
+
+class JsonFormatter(logging.Formatter):
+    """Format each record as one JSON object on one line (JSON lines), schema version 1.
+
+    The schema is documented in docs/json-schema.md and given as a JSON Schema
+    in docs/json-schema.json.  Keys, always: ``v`` (``SCHEMA_VERSION``),
+    ``time`` (ISO 8601, UTC, microseconds and offset:
+    ``2026-12-02T01:57:00.123456+00:00``), ``level``, ``logger``, ``message``,
     ``process``, ``process_name``, ``thread_name``, ``module``, ``line``,
-    ``function``; ``exc_text`` and ``stack_info`` when present; then every
-    ``extra=`` attribute.  Newlines and control characters are escaped by
-    JSON itself, so a record is always exactly one line.
+    ``function``, ``host``; when there is one: ``task`` (the asyncio task's
+    name), ``exc`` (the traceback as text), ``stack`` (``stack_info`` as text),
+    ``extra`` (every ``extra=`` attribute, under its own name).  An extra is
+    never put beside the schema's keys, so ``extra={"time": ...}`` or
+    ``extra={"v": ...}`` cannot overwrite one.
+
+    Every line is strict JSON (RFC 8259: no NaN or Infinity) of valid UTF-8,
+    whatever the record holds: what JSON cannot hold becomes what the codec
+    sends for it (``_plain``).  Newlines and control characters are escaped
+    by JSON itself, so a record is always exactly one line.
     """
 
     def format(self, record: logging.LogRecord) -> str:
         """Return ``record`` as one line of JSON."""
-        created = dt.datetime.fromtimestamp(record.created, tz=dt.timezone.utc)
+        attrs = record.__dict__
+        try:
+            created = dt.datetime.fromtimestamp(record.created, tz=_UTC)
+        except Exception:  # a filter's odd `created` (NaN, out of range, not a number)
+            created = _EPOCH
         out: dict[str, Any] = {
-            "time": created.isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
+            "v": SCHEMA_VERSION,
+            "time": created.isoformat(timespec="microseconds"),
+            "level": attrs.get("levelname"),
+            "logger": attrs.get("name"),
             "message": _cut_once(_plain.get_message(record)),
-            "process": record.process,
-            "process_name": record.processName,
-            "thread_name": record.threadName,
-            "module": record.module,
-            "line": record.lineno,
-            "function": record.funcName,
+            "process": attrs.get("process"),
+            "process_name": attrs.get("processName"),
+            "thread_name": attrs.get("threadName"),
+            "module": attrs.get("module"),
+            "line": attrs.get("lineno"),
+            "function": attrs.get("funcName"),
+            "host": _host(),
         }
-        exc_text = record.exc_text
-        if record.exc_info and not exc_text:
-            exc_text = self.formatException(record.exc_info)
-        if exc_text:
-            out["exc_text"] = exc_text
-        if record.stack_info:
-            out["stack_info"] = record.stack_info
-        task = getattr(record, "taskName", None)
+        for key, types in _SCHEMA_TYPES:
+            value = out[key]
+            if type(value) not in types or (type(value) is int and not _in_int64(value)):
+                out[key] = _plain.coerce(value, types)
+        task = attrs.get("taskName")
         if task:
-            out["task_name"] = task
-        for key, value in record.__dict__.items():
-            if key not in STANDARD_ATTRS and key not in out:
-                out[key] = value
+            out["task"] = _plain.as_str(task)
+        exc_text = attrs.get("exc_text")
+        if not exc_text and attrs.get("exc_info"):
+            try:
+                exc_text = self.formatException(attrs["exc_info"])
+            except Exception:  # a traceback that cannot be rendered: as the codec says it
+                exc_text = _plain.exception_text(record)
+        if exc_text:
+            out["exc"] = _cut_once(_plain.as_str(exc_text))
+        stack = attrs.get("stack_info")
+        if stack:
+            out["stack"] = _cut_once(_plain.as_str(stack))
+        extra = {key: value for key, value in attrs.items() if key not in STANDARD_ATTRS}
+        if extra:
+            out["extra"] = extra
         try:
             text = _dumps(out)
         except Exception:
@@ -205,43 +251,44 @@ class JsonFormatter(logging.Formatter):
         return text
 
 
+def _in_int64(value: int) -> bool:
+    return _plain.INT64_MIN <= value <= _plain.UINT64_MAX
+
+
+_HOST: list[str] = []
+
+
+def _host() -> str:
+    """Return this machine's host name, looked up once per process."""
+    if not _HOST:
+        try:
+            name = socket.gethostname()
+        except OSError:
+            name = ""
+        _HOST.append(_plain.valid_text(name))
+    return _HOST[0]
+
+
 def _dumps(out: dict[str, Any]) -> str:
     """Return ``out`` as strict JSON on one line; what JSON cannot hold becomes its safe repr."""
     return json.dumps(out, ensure_ascii=False, allow_nan=False, default=_plain.safe_repr)
 
 
-def _plain_json(out: dict[Any, Any]) -> dict[str, Any]:
-    """Return ``out`` with string keys and values strict JSON can hold.
+def _plain_json(out: dict[str, Any]) -> dict[str, Any]:
+    """Return ``out`` with its ``extra`` made of string keys and values strict JSON can hold.
 
-    Texts of the record's own keys stay whole; everything else becomes what
-    the codec sends (``_plain.plain``), with NaN and infinities as strings.
+    The schema's own fields are already of their types; each extra becomes
+    what the codec sends (``_plain.plain``), with NaN and infinities as strings.
     """
-    return {
-        (k if type(k) is str else _plain.safe_repr(k, 200)): (
-            v if type(v) is str and k in _RECORD_KEYS else _finite(_plain.plain(v))
-        )
-        for k, v in out.items()
+    extra = out.get("extra")
+    if not isinstance(extra, dict):
+        return out
+    fixed = dict(out)
+    fixed["extra"] = {
+        (k if type(k) is str else _plain.safe_repr(k, 200)): _finite(_plain.plain(v))
+        for k, v in extra.items()
     }
-
-
-#: The keys JsonFormatter writes for the record itself (the rest are extras).
-_RECORD_KEYS: Final = frozenset(
-    (
-        "time",
-        "level",
-        "logger",
-        "message",
-        "process",
-        "process_name",
-        "thread_name",
-        "module",
-        "line",
-        "function",
-        "exc_text",
-        "stack_info",
-        "task_name",
-    )
-)
+    return fixed
 
 
 def one_line(text: str) -> str:

@@ -61,8 +61,27 @@ _IMPLICIT_CALLERS = frozenset(
 )
 
 
+# LogRecord.taskName (the asyncio task's name) is 3.12's; before that the route
+# names the task itself, once asyncio is imported (a dict lookup per record until then).
+_TASK_BY_HAND = "taskName" not in logging.makeLogRecord({}).__dict__
+
+
+def _add_task_name(record: logging.LogRecord) -> None:
+    """Set ``record.taskName`` as 3.12's ``LogRecord`` does, if a task is running (3.10, 3.11)."""
+    asyncio: Any = sys.modules["asyncio"]
+    try:
+        loop = asyncio._get_running_loop()
+        task = None if loop is None else asyncio.current_task(loop)
+    except Exception:  # a half-imported or replaced asyncio: no task name, never an error
+        return
+    if task is not None and "taskName" not in record.__dict__:
+        record.__dict__["taskName"] = task.get_name()
+
+
 def _call_handlers(self: logging.Logger, record: logging.LogRecord) -> None:
     """Pass a record to all relevant handlers, and to the funnel (see the module doc)."""
+    if _TASK_BY_HAND and "asyncio" in sys.modules:
+        _add_task_name(record)
     c: logging.Logger | None = self
     found = 0
     own = False
