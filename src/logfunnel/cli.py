@@ -1,4 +1,4 @@
-"""The ``logfunnel`` command: ``run``, ``demo``, ``repro`` and ``stacks``."""
+"""The ``logfunnel`` command: ``run``, ``demo``, ``repro``, ``stacks`` and ``report``."""
 
 from __future__ import annotations
 
@@ -16,11 +16,13 @@ usage: logfunnel run [options] [--] script.py [args ...]
        logfunnel demo [--dir DIR] [--cycles N]
        logfunnel repro [--cycles N] [--timeout S]
        logfunnel stacks [--address ADDRESS]
+       logfunnel report RUN.jsonl [-o report.html] [--min-gap S]
 
   run      run a Python program unchanged with the funnel installed; exits with its code
   demo     the seed's scenario under fork, spawn and forkserver, every record checked
   repro    the article's deadlock: reproduce it, show the stuck stack, then fix it
   stacks   print the Python stacks of every process attached to a running funnel
+  report   one self-contained HTML page picturing a run's JSON lines (install(json=True))
 """
 
 
@@ -176,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
         from logfunnel.diagnose.stacks import main as stacks_main  # noqa: PLC0415
 
         return stacks_main(rest)
+    if command == "report":
+        from logfunnel.diagnose.report import main as report_main  # noqa: PLC0415
+
+        return report_main(rest)
     print(f"logfunnel: unknown command {command!r}\n\n{USAGE}", file=sys.stderr, end="")
     return 2
 
