@@ -19,18 +19,18 @@ from __future__ import annotations
 
 import socket
 
-from logfunnel._core import connection as _connection
+from logfunnel._core import dial as _dial
 
 
 def sndbuf() -> None:
-    original = _connection.connect
+    original = _dial.connect
 
     def connect(address: str, timeout: float = 5.0) -> socket.socket:
         sock = original(address, timeout)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         return sock
 
-    _connection.connect = connect
+    _dial.connect = connect
 
 
 PATCHES = {"sndbuf": sndbuf}

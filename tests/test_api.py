@@ -38,6 +38,7 @@ def test_public_api_is_small_closed_and_sorted() -> None:
         "FunnelHandler",
         "JsonFormatter",
         "LineFormatter",
+        "Stats",
         "current",
         "install",
         "worker_init",
@@ -114,11 +115,11 @@ def test_context_manager_writes_and_undoes_install(tmp_path: Path, host: str) ->
         # The installer's own records: no connection in a thread host (they go
         # straight to its handlers), its own one to a writer process.
         own = 0 if host == "thread" else 1
-        assert funnel.stats()["connections_open"] == own
+        assert funnel.stats().connections_open == own
         with _peer(funnel.address) as peer:
             peer.sendall(_record_frames("from a peer"))
             _flush_through(peer)  # the writer has read this peer: it is counted
-            assert funnel.stats()["connections_open"] == own + 1
+            assert funnel.stats().connections_open == own + 1
         _wait_for_connections(funnel, own)  # its end of stream is seen by the loop, later
     assert log.read_text().splitlines() == ["inside", "from a peer"]
     assert "LOGFUNNEL_ADDRESS" not in os.environ
@@ -156,7 +157,7 @@ def _flush_through(sock: socket.socket) -> None:
 def _wait_for_connections(funnel: logfunnel.Funnel, expected: int) -> None:
     """Ask the writer until it counts ``expected`` open connections (bounded)."""
     deadline = time.monotonic() + 20.0
-    while (count := funnel.stats()["connections_open"]) != expected:
+    while (count := funnel.stats().connections_open) != expected:
         assert time.monotonic() < deadline, f"{count} connections open, expected {expected}"
         assert funnel.flush() is True  # one more turn of the writer's loop
 
@@ -219,3 +220,21 @@ def test_own_threads_records_are_on_disk_when_the_call_returns(tmp_path: Path) -
     logging.getLogger("own").warning("mine, written through")
     assert path.read_text() == "mine, written through\n"  # no flush(), no shutdown()
     funnel.shutdown()
+
+
+def test_stats_is_typed_and_counts_processes_not_connections(tmp_path: Path) -> None:
+    """``stats()`` returns ``Stats``; a process that reconnects counts once in ``processes``."""
+    funnel = logfunnel.install(file=tmp_path / "out.log", fmt="%(message)s")
+    with _peer(funnel.address) as first, _peer(funnel.address) as second:  # one pid, two streams
+        first.sendall(_record_frames("one"))
+        second.sendall(_record_frames("two"))
+        _flush_through(first)
+        _flush_through(second)
+        stats = funnel.stats()
+    assert isinstance(stats, logfunnel.Stats)
+    assert stats.records == 2
+    assert stats.connections == 2
+    assert stats.processes == 1
+    funnel.shutdown()
+    with pytest.raises(RuntimeError, match="shut down"):
+        funnel.stats()

@@ -256,6 +256,7 @@ def test_a_signal_handler_that_logs_never_wedges_a_worker(tmp_path: Path, host: 
 # Under the thread host its sink waits at a shut gate from the first record on; under
 # host="process" its process group is stopped (SIGSTOP).  stall(), resume(), finish().
 STALL = r"""
+import dataclasses
 import json, logging, multiprocessing, os, signal, sys, threading
 import logfunnel
 
@@ -313,7 +314,7 @@ def resume():
 
 def finish(report):
     flushed = funnel.flush(30)
-    stats = funnel.stats()
+    stats = dataclasses.asdict(funnel.stats())
     stats = {k: (stats[k] if isinstance(stats, dict) else getattr(stats, k))
              for k in ("cut_frames", "bad_frames")}
     drained = funnel.shutdown(30)

@@ -184,14 +184,14 @@ def test_a_rendered_line_that_logs_while_rendered_arrives_with_it(writer: FakeWr
 def test_nested_records_beyond_the_bound_are_counted_as_dropped(writer: FakeWriter) -> None:
     """More nested records than the queue holds: the rest are dropped and the count arrives."""
     conn = Connection(writer.address, Options())
-    nested = _connection._DEFERRED_LIMIT + 50
+    nested = _connection.DEFERRED_LIMIT + 50
     many = [record_at(f"inner {i}", line=10) for i in range(nested)]
     run_bounded(lambda: conn.send_record(record_at("outer %s", (Lazy(conn, many),))))
     writer.read_until(lambda: len(writer.messages) + writer.dropped == nested + 1)
     inner = [m for m in writer.messages if m.startswith("inner")]
     assert inner == [f"inner {i}" for i in range(len(inner))]  # in order, none twice
     # The queue holds the bound's worth (the outer record, while encoded, takes a place).
-    assert len(inner) >= _connection._DEFERRED_LIMIT - 1
+    assert len(inner) >= _connection.DEFERRED_LIMIT - 1
     assert writer.dropped == nested - len(inner)
     conn.close()
 
@@ -266,7 +266,7 @@ def test_an_exception_in_a_blocked_send_leaves_the_stream_whole(writer: FakeWrit
             watcher.join(DEADLINE)
     finally:
         signal.signal(signal.SIGUSR1, previous)
-    data, counts, _, _ = conn._out  # the scenario this test is about: a frame half sent
+    data, counts, _, _ = conn.outbox.out  # the scenario this test is about: a frame half sent
     assert 0 < sum(counts) < len(data), "the interruption did not come in the middle of a frame"
     reading = threading.Thread(
         target=writer.read_until, args=(lambda: len(writer.messages) == sent + 6,), daemon=True
@@ -289,7 +289,7 @@ def _fill_until_partial(conn: Connection) -> int:
     """Log big records until one is only partly sent (the writer reads nothing); return how many."""
     for count in range(1, 1000):
         conn.send_record(record_at(f"big {count} " + "b" * BIG, line=2))
-        data, sent, _, _ = conn._out
+        data, sent, _, _ = conn.outbox.out
         if 0 < sum(sent) < len(data):
             return count
     pytest.fail("no frame was ever left half sent")

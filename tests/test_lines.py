@@ -73,6 +73,7 @@ def _send_raw(address: str, frames: list[list[object]]) -> None:
 
 
 SERVER = """
+import dataclasses
 import json, logging, sys
 import logfunnel
 funnel = logfunnel.install(file=sys.argv[1], host=sys.argv[2], fmt="%(name)s|%(message)s")
@@ -80,7 +81,7 @@ print(funnel.address, flush=True)
 sys.stdin.readline()
 logging.getLogger("after").warning("still here")
 assert funnel.flush(timeout=30)
-stats = funnel.stats()
+stats = dataclasses.asdict(funnel.stats())
 funnel.shutdown()
 print(json.dumps(stats), flush=True)
 """

@@ -11,6 +11,7 @@ from conftest import read_lines, run_python
 # parent SIGKILLs the writer process (not its supervisor).  The child must
 # neither hang nor raise; records go on landing once it has reconnected.
 PROGRAM = r"""
+import dataclasses
 import json, logging, multiprocessing, os, signal, sys
 import logfunnel
 
@@ -29,7 +30,7 @@ if __name__ == "__main__":
         fmt="%(process)d|%(processName)s|%(name)s|%(levelname)s|%(message)s")
     ctx = multiprocessing.get_context("spawn")
     halfway, done = ctx.Event(), ctx.Event()
-    first_writer = funnel.stats()["pid"]
+    first_writer = funnel.stats().pid
     worker = ctx.Process(target=work, args=(halfway, done))
     worker.start()
     assert halfway.wait(60), "the worker never got halfway"
@@ -38,7 +39,7 @@ if __name__ == "__main__":
     outcome = "ok" if done.is_set() and worker.exitcode == 0 else f"exit {worker.exitcode}"
     logging.getLogger("w").info("rec main 0 pc=0")
     flushed = funnel.flush()
-    stats = funnel.stats()
+    stats = dataclasses.asdict(funnel.stats())
     funnel.shutdown()
     print(json.dumps({"outcome": outcome, "flushed": flushed, "first": first_writer, "stats": stats}))
 """

@@ -20,6 +20,7 @@ from logfunnel._core import wire as _wire
 # The installing program: listens on TCP too, prints its addresses, then waits
 # (bounded) for the test to say "done" on stdin; then reports its stats.
 SERVER = r"""
+import dataclasses
 import json, logging, sys
 import logfunnel
 tls = {"tls_cert": sys.argv[3]} if len(sys.argv) > 3 else {}
@@ -29,7 +30,7 @@ funnel = logfunnel.install(file=sys.argv[1], level="INFO", host=sys.argv[2],
 print(json.dumps({"unix": funnel.address, "tcp": funnel.remote_address, "token": funnel.token}), flush=True)
 sys.stdin.readline()
 funnel.flush()
-print(json.dumps(funnel.stats()), flush=True)
+print(json.dumps(dataclasses.asdict(funnel.stats())), flush=True)
 funnel.shutdown()
 """
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 INSTALLER = r"""
+import dataclasses
 import json, logging, subprocess, sys
 import logfunnel
 log, host, max_bytes = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -50,7 +51,7 @@ for line in sys.stdin:
     elif command[0] == "flush":
         answer = funnel.flush(timeout=60)
     elif command[0] == "stats":
-        answer = funnel.stats()
+        answer = dataclasses.asdict(funnel.stats())
     else:
         answer = funnel.shutdown(timeout=60)
     print(json.dumps(answer), flush=True)

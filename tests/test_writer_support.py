@@ -30,12 +30,13 @@ if TYPE_CHECKING:
 
 #: The end of every host script: answer "flush", "stats" and "quit" on stdin, one JSON line each.
 COMMAND_LOOP = r"""
+import dataclasses
 for line in sys.stdin:
     command = line.strip()
     if command == "flush":
         answer = funnel.flush(timeout=60)
     elif command == "stats":
-        answer = funnel.stats()
+        answer = dataclasses.asdict(funnel.stats())
     else:
         answer = funnel.shutdown(timeout=60)
     print(json.dumps(answer), flush=True)

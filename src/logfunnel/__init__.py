@@ -18,11 +18,19 @@ General layout, in the order a record travels:
 * ``sinks/``: the sinks ``install()`` builds;
 * ``_hosts``: the writer in a thread of the installer, or in an interpreter of
   its own; ``_settings``: ``install()``'s typed options and their checks;
-  ``_funnel``: ``install()``, ``current()``, ``Funnel``; ``_snapshot``;
+  ``_funnel``: ``install()`` and ``current()``; ``_running``: the ``Funnel``
+  and the steps that start it; ``_snapshot``;
 * ``diagnose/``: stacks, the hang watchdog, ``repro``, ``demo``; ``cli``.
 
 Every interpreter that joins a funnel imports this package, so nothing here is
 imported until it is used.
+
+PYTEST_DONT_REWRITE: the pytest plugin's entry point (``integrations``) makes
+pytest mark this package for assertion rewriting and warn when it was imported
+before pytest configured -- which it always is under ``logfunnel run -m pytest``
+and in every interpreter the start-up hook joined (an error under
+``filterwarnings = error``).  This marker is pytest's way to say: no rewriting,
+no warning.
 """
 
 __all__ = [
@@ -30,6 +38,7 @@ __all__ = [
     "FunnelHandler",
     "JsonFormatter",
     "LineFormatter",
+    "Stats",
     "current",
     "install",
     "worker_init",
@@ -40,16 +49,19 @@ __version__ = "0.1.0"
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
 if TYPE_CHECKING:
     from logfunnel._core.bootstrap import worker_init
+    from logfunnel._core.dispatch import Stats
     from logfunnel._core.formatters import JsonFormatter, LineFormatter
     from logfunnel._core.handler import FunnelHandler
-    from logfunnel._funnel import Funnel, current, install
+    from logfunnel._funnel import current, install
+    from logfunnel._running import Funnel
 del TYPE_CHECKING
 
 _LAZY = {
-    "Funnel": "logfunnel._funnel",
+    "Funnel": "logfunnel._running",
     "current": "logfunnel._funnel",
     "install": "logfunnel._funnel",
     "FunnelHandler": "logfunnel._core.handler",
+    "Stats": "logfunnel._core.dispatch",
     "worker_init": "logfunnel._core.bootstrap",
     "JsonFormatter": "logfunnel._core.formatters",
     "LineFormatter": "logfunnel._core.formatters",

@@ -30,7 +30,7 @@ import threading
 import time
 from typing import Any, Final
 
-from logfunnel._core import connection as _connection
+from logfunnel._core import dial as _dial
 from logfunnel._core import gate as _gate
 from logfunnel._core import wire as _wire
 from logfunnel._core import writer as _writer
@@ -141,7 +141,7 @@ def start_process(
             sock.close()
     try:
         control.sendall(config_frame)
-        reply = _connection.read_reply(
+        reply = _dial.read_reply(
             control, _wire.CONFIG, None, time.monotonic() + _WRITER_START_TIMEOUT
         )
     except OSError:

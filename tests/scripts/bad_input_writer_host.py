@@ -12,6 +12,7 @@ command line: ``stats`` (``Funnel.stats()``), ``flush`` (``Funnel.flush()``),
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -33,7 +34,7 @@ def main() -> int:
         command = line.strip()
         answer: object
         if command == "stats":
-            answer = funnel.stats(timeout=10.0)
+            answer = dataclasses.asdict(funnel.stats(timeout=10.0))
         elif command == "flush":
             answer = funnel.flush(timeout=10.0)
         elif command == "alive":

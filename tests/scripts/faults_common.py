@@ -13,6 +13,7 @@ put this directory on ``PYTHONPATH`` and name them in a ``dictConfig``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -51,7 +52,7 @@ def finish(
     Returns (flushed, the writer's stats, drained).
     """
     flushed = funnel.flush(timeout)
-    stats = funnel.stats()
+    stats = dataclasses.asdict(funnel.stats())
     drained = funnel.shutdown()
     for handler in handlers:
         root.removeHandler(handler)

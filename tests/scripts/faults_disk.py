@@ -12,6 +12,7 @@ then the limit is lifted and another worker logs RESUMED records.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -69,7 +70,7 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     codes.append(run_worker("resumed", resumed))
     flushed = funnel.flush(30) and flushed
-    stats = funnel.stats()
+    stats = dataclasses.asdict(funnel.stats())
     drained = funnel.shutdown()
     for handler in handlers:
         root.removeHandler(handler)

@@ -16,6 +16,7 @@ right after the call returns.  Prints a JSON report (see ``faults_common``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -74,7 +75,7 @@ def storm(path: str, host: str, kills: int, seed: int) -> None:
         os.kill(proc.pid, signal.SIGKILL)
         proc.join(30)
     flushed = funnel.flush(30)
-    stats = funnel.stats()
+    stats = dataclasses.asdict(funnel.stats())
     drained = funnel.shutdown()
     emit_report(
         {

@@ -12,6 +12,7 @@ always raises); the logger ``faults.filtered`` has an ``OddRaisingFilter``;
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -58,7 +59,7 @@ def main() -> None:
     proc.start()
     proc.join(60)
     flushed = funnel.flush(30)
-    stats = funnel.stats()
+    stats = dataclasses.asdict(funnel.stats())
     drained = funnel.shutdown()
     for handler in handlers:
         root.removeHandler(handler)

@@ -18,6 +18,7 @@ with ``os._exit(0)``.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import json
 import logging
 import multiprocessing
@@ -155,7 +156,7 @@ def pool(logdir: str) -> None:
     for child in children:
         child.join(30)
     flushed = funnel.flush(30)
-    stats = funnel.stats()
+    stats = dataclasses.asdict(funnel.stats())
     drained = funnel.shutdown()
     emit_report(
         {
@@ -199,7 +200,7 @@ def stuck(logdir: str, host: str) -> None:
             "root": {"handlers": ["stuck"], "level": "INFO"},
         }
         funnel = logfunnel.install(config=config, host="process")
-    writer_pid = funnel.stats()["pid"]
+    writer_pid = funnel.stats().pid
     child = CTX.Process(target=stuck_child)
     child.start()
     child.join(30)

@@ -19,6 +19,7 @@ logging again after the sink was unblocked.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -100,7 +101,7 @@ def block(logdir: str, workers: int, records: int, pad: int, delay: float, every
     results = gather(pipes, procs)
     logged_seconds = time.monotonic() - started
     flushed = funnel.flush(60)
-    stats = funnel.stats()
+    stats = dataclasses.asdict(funnel.stats())
     drained = funnel.shutdown(60)
     emit_report(
         {

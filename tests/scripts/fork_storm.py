@@ -13,6 +13,7 @@ workers do).  Prints a JSON report.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import logging.handlers
@@ -89,7 +90,7 @@ def main() -> None:
     flushed = funnel.flush()
     if listener is not None:
         listener.stop()  # drains the queue into c.log
-    stats = funnel.stats()
+    stats = dataclasses.asdict(funnel.stats())
     funnel.shutdown()
     fork_warnings = sum(
         1 for w in caught if issubclass(w.category, DeprecationWarning) and "fork" in str(w.message)

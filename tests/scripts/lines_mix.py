@@ -5,6 +5,7 @@ Usage: lines_mix.py HOST OUT_PATH line|json [MAX_BYTES]
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import multiprocessing
@@ -45,7 +46,7 @@ def main() -> None:
     with multiprocessing.get_context("fork").Pool(2) as pool:
         assert sorted(pool.map(work, range(6))) == list(range(6))
     assert funnel.flush(timeout=60)
-    stats = funnel.stats()
+    stats = dataclasses.asdict(funnel.stats())
     funnel.shutdown()
     print(json.dumps(stats))
 

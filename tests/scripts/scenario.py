@@ -11,6 +11,7 @@ kept their order.  The scenario prints ``{"expected": {TAG: count}}`` as JSON.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import itertools
 import json
 import logging
@@ -151,7 +152,7 @@ def main() -> None:
     funnel = logfunnel.install(file=path, level="INFO", fmt=FORMAT, host=host)  # type: ignore[arg-type]
     expected = scenario(name, method)
     flushed = funnel.flush()
-    stats = funnel.stats()
+    stats = dataclasses.asdict(funnel.stats())
     funnel.shutdown()
     print(json.dumps({"expected": expected, "flushed": flushed, "stats": stats}))
 

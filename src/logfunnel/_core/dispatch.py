@@ -57,7 +57,11 @@ class Stats:
     records: int = 0
     #: Of ``records``, those that arrived rendered (LINE frames).
     lines: int = 0
+    #: Distinct processes (by process id) that said who they are (HELLO): a
+    #: process that reconnects, after a writer restart, counts once.
     processes: int = 0
+    #: Connections accepted, refused ones included; ``connections_open`` are open now.
+    connections: int = 0
     connections_open: int = 0
     cut_frames: int = 0
     bad_frames: int = 0

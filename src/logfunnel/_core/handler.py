@@ -20,7 +20,8 @@ from logfunnel._core.options import Options
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
 if TYPE_CHECKING:
-    from logfunnel._core.connection import Connection, Fallback
+    from logfunnel._core.connection import Connection
+    from logfunnel._core.fallback import Fallback
 
 def attach(address: str, options: Options) -> None:
     """Make ``address`` the funnel this process sends to."""
@@ -100,7 +101,7 @@ def send(record: logging.LogRecord) -> None:
 
 def _fallback_without_funnel() -> Fallback:
     if _state.no_funnel_fallback is None:
-        from logfunnel._core.connection import Fallback  # noqa: PLC0415 - on first use
+        from logfunnel._core.fallback import Fallback  # noqa: PLC0415 - on first use
 
         _state.no_funnel_fallback = Fallback(None)
     return _state.no_funnel_fallback

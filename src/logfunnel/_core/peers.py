@@ -72,6 +72,8 @@ class Peers:
         self._flush = flush
         #: The connections served, by descriptor.
         self.table: dict[int, Peer] = {}
+        #: Every process id a peer gave (``Stats.processes``); a few bytes per process.
+        self._pids: set[int] = set()
         #: Bytes read since the loop last set this to 0 (once per turn).
         self.read_bytes = 0
 
@@ -80,7 +82,7 @@ class Peers:
         for peer in self._listeners.accept(tag, len(self.table), retry=retry, force=force):
             self.table[peer.fd] = peer
             self._selector.register(peer.sock, selectors.EVENT_READ, peer)
-            self._stats.processes += 1
+            self._stats.connections += 1
             self._stats.connections_open += 1
 
     def read(self, peer: Peer, budget: int | None = None) -> None:
@@ -138,6 +140,9 @@ class Peers:
         if len(fields) >= 4:
             if isinstance(fields[2], int):
                 peer.pid = fields[2]
+                if peer.pid not in self._pids:
+                    self._pids.add(peer.pid)
+                    self._stats.processes += 1
             if isinstance(fields[3], str):
                 peer.name = fields[3][:200]
         if fields[1:2] == [_wire.PROTOCOL_VERSION]:

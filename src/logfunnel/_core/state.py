@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import IO, Any, Protocol
 
-    from logfunnel._core.connection import Connection, Fallback
+    from logfunnel._core.connection import Connection
+    from logfunnel._core.fallback import Fallback
 
     class FunnelState(Protocol):
         """What the core asks of the installer's ``Funnel`` (``logfunnel._funnel``)."""

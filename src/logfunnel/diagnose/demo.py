@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 
 import logfunnel
+from logfunnel._core.dispatch import Stats
 
 FORMAT = "%(asctime)s %(processName)s[%(process)d] %(levelname)s %(name)s: %(message)s"
 METHODS = ("fork", "spawn", "forkserver")
@@ -161,7 +162,7 @@ def _print_summary(
     processes: set[int],
     files: list[str],
     elapsed: float,
-    stats: dict[str, int],
+    stats: Stats,
 ) -> None:
     print("logfunnel demo: the seed's scenario (a parent thread logging while pools are")
     print("created again and again) under every start method, through one funnel.\n")
@@ -183,7 +184,7 @@ def _print_summary(
     print()
     print(f"processes seen in the log: {len(processes)}")
     print(f"torn or unreadable lines:  {torn}")
-    print(f"cut frames at the writer:  {stats.get('cut_frames', 0)}")
+    print(f"cut frames at the writer:  {stats.cut_frames}")
     print(
         f"files (rotated at 512 KiB): {len(files)} in {os.path.dirname(files[0]) if files else '?'}"
     )

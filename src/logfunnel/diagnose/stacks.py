@@ -38,7 +38,7 @@ from logfunnel._core.rundir import (
 )
 
 if TYPE_CHECKING:
-    from logfunnel._funnel import Funnel
+    from logfunnel._running import Funnel
 
 STACK_SIGNAL: Final = signal.SIGUSR2
 _LOCK_FRAMES: Final = re.compile(
@@ -259,7 +259,11 @@ class HangWatchdog:
         logging.getLogger().removeHandler(self._counter)
 
     def _progress(self) -> int:
-        return self._counter.count + self._funnel.stats(timeout=1.0).get("records", 0)
+        try:
+            written = self._funnel.stats(timeout=1.0).records
+        except (RuntimeError, TimeoutError):  # shut down, or too busy to answer: no news
+            written = 0
+        return self._counter.count + written
 
     def _run(self) -> None:
         last, since, armed = self._progress(), time.monotonic(), True

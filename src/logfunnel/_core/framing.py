@@ -1,0 +1,79 @@
+"""What a record becomes on the wire: its rendered line, or the record itself.
+
+Owned by one ``Connection`` (it holds the connection's encoder, whose site and
+thread definitions belong to that connection's stream).
+
+With ``Options.render`` set, the writer's sinks are install()'s own, with a
+formatter this process can build too: a plain record (no traceback, stack or
+extras) is rendered here and travels as text (a LINE frame), so the writer
+only writes it.  Anything else travels as a record, and the writer formats
+it, as always.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from logfunnel._core import wire as _wire
+from logfunnel._core.options import Options, field_limit
+from logfunnel._core.plain import BASE_LEN
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
+if TYPE_CHECKING:
+    from typing import Any
+
+
+class Framer:
+    """Make the frames of one record, for one connection's encoder."""
+
+    __slots__ = ("_encoder", "_line_limit", "_render")
+
+    def __init__(self, encoder: _wire.Encoder, options: Options) -> None:
+        """Encode with ``encoder``, rendering lines as ``options.render`` says."""
+        self._encoder = encoder
+        self._render = _renderer(options.render)
+        # A rendered line longer than a record's message may be travels as a
+        # record instead, so it is cut exactly as the record path cuts it.
+        self._line_limit = field_limit(options.frame_limit)
+
+    def frames(self, record: logging.LogRecord) -> bytes:
+        """Return what to send for ``record``: its rendered line, or the record itself."""
+        render = self._render
+        attrs = record.__dict__
+        if (
+            render is not None
+            and attrs.get("exc_info") is None
+            and attrs.get("exc_text") is None
+            and attrs.get("stack_info") is None
+            # More attributes than a fresh record's: a formatter's `message` and
+            # `asctime`, or extras.
+            and (
+                len(attrs) - ("message" in attrs) - ("asctime" in attrs) <= BASE_LEN
+                or _wire.has_no_extras(record)
+            )
+        ):
+            try:
+                text = render.format(record)
+            except Exception:  # the formatters degrade rather than raise; just in case
+                return self._encoder.record(record)
+            if len(text) <= self._line_limit:
+                return self._encoder.line(text)
+        return self._encoder.record(record)
+
+
+def _renderer(spec: Any) -> logging.Formatter | None:
+    """Build the formatter ``Options.render`` names, or None if there is none (or it is odd)."""
+    if not isinstance(spec, dict):
+        return None
+    # Only processes that render lines need the formatters.
+    from logfunnel._core import formatters as _formatters  # noqa: PLC0415
+
+    try:
+        if spec.get("json") is True:
+            return _formatters.JsonFormatter()
+        fmt, datefmt = spec.get("fmt"), spec.get("datefmt")
+        if isinstance(fmt, str) and (datefmt is None or isinstance(datefmt, str)):
+            return _formatters.LineFormatter(fmt, datefmt)
+    except ValueError:
+        pass
+    return None
