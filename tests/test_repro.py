@@ -13,6 +13,7 @@ import pytest
 
 from logfunnel.diagnose import repro as _repro
 from logfunnel.diagnose import seed_programs as _seed_programs
+from logfunnel.diagnose import stacks as _stacks
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -127,7 +128,7 @@ def test_a_fork_inside_queue_put_hangs_the_article_and_not_the_fixed_program(
     )
     assert article.hung, article
     assert article.stuck_cycle == 0
-    found = _repro._lock_frame(article.dump)
+    found = _stacks.lock_frame(article.dump)
     assert found is not None, article.dump
     fixed = _repro._run_pool_program(
         tmp_path / "fixed",
@@ -150,11 +151,11 @@ def test_lock_frame_is_found_in_a_faulthandler_dump() -> None:
         '  File "/usr/lib/python3.12/queue.py", line 133 in put\n'
         '  File "/tmp/x/article.py", line 42 in runs_in_subprocess\n'
     )
-    found = _repro._lock_frame(dump)
+    found = _stacks.lock_frame(dump)
     assert found is not None
     assert found[0] == 1
     assert found[1].endswith("in __enter__")
-    assert _repro._lock_frame('  File "/tmp/x.py", line 1 in <module>\n') is None
+    assert _stacks.lock_frame('  File "/tmp/x.py", line 1 in <module>\n') is None
 
 
 def test_programs_compile_and_differ_only_by_the_fix() -> None:

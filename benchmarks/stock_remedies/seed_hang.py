@@ -26,13 +26,14 @@ from _harness import header
 
 from logfunnel.diagnose import repro as _repro
 from logfunnel.diagnose import seed_programs as _seed_programs
+from logfunnel.diagnose import stacks as _stacks
 
 _LEVEL_LINE = "    logging.getLogger().setLevel(logging.INFO)\n"
 
 
 def _blocked_in(dump: str) -> str:
     """Name a dump's lock frame and its caller: 'threading.py:272 __enter__ <- queue.py:133 put'."""
-    found = _repro._lock_frame(dump) if dump else None
+    found = _stacks.lock_frame(dump) if dump else None
     if found is None:
         return "no stack"
     names = []

@@ -32,6 +32,7 @@ from typing import Any, Final
 
 from logfunnel._core import dial as _dial
 from logfunnel._core import gate as _gate
+from logfunnel._core import rundir as _rundir
 from logfunnel._core import wire as _wire
 from logfunnel._core import writer as _writer
 from logfunnel._settings import Settings
@@ -177,10 +178,8 @@ def _wait_for_group_to_die(group: int, timeout: float) -> None:
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
-            try:
-                with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
-                    fields = stat.read().rsplit(")", 1)[1].split()
-            except OSError:
+            fields = _rundir.proc_stat(entry)
+            if fields is None:
                 continue
             # fields[0] is the state, fields[2] the process group.
             if int(fields[2]) == group and fields[0] not in ("Z", "X"):

@@ -127,9 +127,22 @@ def alive(pid: int) -> bool:
     except PermissionError:
         return True
     # A zombie answers kill(0) but dumps nothing.
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    return True
+    fields = proc_stat(pid)
+    return fields is None or fields[0] != "Z"
+
+
+def proc_stat(pid: int | str) -> list[str] | None:
+    """Return the fields of ``/proc/PID/stat`` after the command name, or None if unreadable.
+
+    ``fields[0]`` is the state (``Z`` a zombie, ``X`` dead), ``fields[1]`` the
+    parent's pid, ``fields[2]`` the process group.  The command name is cut at
+    the last ``)``: it may itself hold spaces and parentheses.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
 
 
 def has_live_process(stacks: str) -> bool:

@@ -4,10 +4,13 @@ Data flow::
 
     process A (any start method)     process B ...          installing process
       logger.info(...)                                         Funnel.flush()/shutdown()
-        -> Logger.callHandlers (_route)                              |
-        -> Connection.send_record (_connection):                     | control channel
-           Encoder.record (_wire), or the rendered line              | (socketpair)
-        -> send on A's own socket      B's own socket                |
+        -> Logger.callHandlers (route): its own handlers, then   |
+        -> handler.send: this process's one Connection            | control channel
+        -> Connection.send_record (connection):                   | (socketpair)
+             Framer.frames (framing): the line or the record     |
+             Outbox (outbox): unit in flight, queued, drops      |
+             or Fallback (fallback) while the writer is away     |
+        -> send on A's own socket      B's own socket             |
                  |                           |                       |
                  v                           v                       v
       +----------------------------- Writer.run (one thread) -----------------------+
@@ -28,10 +31,18 @@ Data flow::
 
 The stages, in the order a record meets them:
 
-(0) Sending.  Each process has one connection of its own (``_connection``): a
-record is encoded (``_wire``; a writer process with install()'s own sinks is
-sent the line already rendered) and is in the kernel before its logging call
-returns.  No lock, queue or socket is shared between processes.
+(0) Sending.  In every attached process the route (``route``) runs the
+stdlib's handler loop unchanged, then hands the record to ``handler.send``:
+the process's one connection (``connection``), opened on first use
+(``dial``).  ``framing`` decides what travels -- the line already rendered
+(a writer process with install()'s own sinks) or the record, encoded by
+``wire`` -- and ``outbox`` sends it whole, one unit at a time, with exact
+byte counts, so neither a re-entrant call nor a signal handler can interleave
+or tear a frame; with ``on_full="drop"`` it bounds the wait and counts what it
+drops.  The frame is in the kernel before the logging call returns.  While
+the writer cannot be reached, records go to the ``fallback`` (stderr or a
+file), and the connection retries once a second.  No lock, queue or socket is
+shared between processes.
 
 (1) Accepting.  A readable listener is accepted from until its backlog is
 empty (``_listeners``); a Unix connection is a peer at once, a TCP one must
@@ -86,7 +97,7 @@ Who owns what:
   accepted socket) and ``Dispatcher`` it made; only it touches them.  The
   hosts (``_hosts``) hand it the listening sockets and the control channel's
   far end; the writer closes them when its loop ends.  Each source process
-  owns its own connection (``_connection.Connection``).
+  owns its own connection (``connection.Connection``).
 * The sinks: with ``Writer(sinks=[...])`` exactly those handlers, on no
   logger; without, "adopt mode": the handlers of this process's logger tree.
   In the thread host that tree is the installing program's own: its threads

@@ -42,7 +42,9 @@ from collections import Counter
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Final
 
+from logfunnel._core.rundir import proc_stat
 from logfunnel.diagnose import seed_programs as _seed_programs
+from logfunnel.diagnose.stacks import lock_frame
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -54,7 +56,6 @@ _PARENT_RECORD: Final = "hello, I just did something"
 _THREADS_LINE: Final = re.compile(r"The (parent|child) process has (\d+) threads")
 # A faulthandler frame line: '  File "/.../threading.py", line 272 in __enter__'.
 _FRAME: Final = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+) in (?P<func>\S+)')
-_LOCK_FUNCS: Final = frozenset({"__enter__", "acquire", "wait"})
 _THREADS_TIMEOUT: Final = 15.0
 # The fixed run must never be judged stuck by a slow machine: it gets a
 # longer no-progress bound than the broken run, whose stall is the point.
@@ -133,17 +134,17 @@ def _environment() -> dict[str, str]:
 
 def _descendants(pid: int) -> list[int]:
     """Return the pids of every descendant of ``pid``, read from /proc (no psutil)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        fields = proc_stat(entry) if entry.isdigit() else None
+        if fields is not None:
+            children.setdefault(int(fields[1]), []).append(int(entry))
     found: list[int] = []
     pending = [pid]
     while pending:
-        current = pending.pop()
-        with contextlib.suppress(OSError):
-            for task in os.listdir(f"/proc/{current}/task"):
-                with contextlib.suppress(OSError):
-                    text = Path(f"/proc/{current}/task/{task}/children").read_text()
-                    for child in text.split():
-                        found.append(int(child))
-                        pending.append(int(child))
+        for child in children.get(pending.pop(), []):
+            found.append(child)
+            pending.append(child)
     return found
 
 
@@ -309,24 +310,9 @@ def _say(text: str, indent: str = "") -> None:
         print(textwrap.fill(paragraph, 96, initial_indent=indent, subsequent_indent=indent))
 
 
-def _lock_frame(dump: str) -> tuple[int, str] | None:
-    """Return the index and text of the innermost frame blocked on a lock in a dump."""
-    lines = dump.splitlines()
-    for index, line in enumerate(lines):
-        frame = _FRAME.match(line)
-        if frame is None:
-            continue
-        base = os.path.basename(frame["file"])
-        if (base == "threading.py" and frame["func"] in _LOCK_FUNCS) or (
-            base == "queue.py" and frame["func"] == "put"
-        ):
-            return index, line.strip()
-    return None
-
-
 def _show_dump(dump: str) -> tuple[int, str] | None:
     """Print a faulthandler dump, marking the lock-acquisition frame; return that frame."""
-    found = _lock_frame(dump)
+    found = lock_frame(dump)
     for index, line in enumerate(dump.rstrip().splitlines()):
         mark = "   <-- blocked here, acquiring a lock" if found and index == found[0] else ""
         print(f"    {line.rstrip()}{mark}")

@@ -139,6 +139,18 @@ def annotate(text: str) -> tuple[str, int]:
     return "\n".join(out), blocked
 
 
+def lock_frame(dump: str) -> tuple[int, str] | None:
+    """Return the index and text of the innermost frame of a dump that waits on a lock.
+
+    faulthandler lists a thread's frames innermost first, so the first match is
+    the frame that waits.
+    """
+    for index, line in enumerate(dump.splitlines()):
+        if _LOCK_FRAMES.search(line):
+            return index, line.strip()
+    return None
+
+
 def _lock_wait(frame: str) -> str | None:
     """Say how the innermost frame waits on a lock, or None if it does not seem to."""
     match = _LOCK_FRAMES.search(frame)
