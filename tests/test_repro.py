@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from logfunnel.diagnose import pool_run as _pool_run
 from logfunnel.diagnose import repro as _repro
 from logfunnel.diagnose import seed_programs as _seed_programs
 from logfunnel.diagnose import stacks as _stacks
@@ -118,7 +119,7 @@ def test_a_fork_inside_queue_put_hangs_the_article_and_not_the_fixed_program(
     The same watchdog ``logfunnel repro`` runs; the hang is certain here, not a matter of timing.
     """
     cycles = 3
-    article = _repro._run_pool_program(
+    article = _pool_run.run_pool_program(
         tmp_path / "article",
         cycles,
         fixed=False,
@@ -130,7 +131,7 @@ def test_a_fork_inside_queue_put_hangs_the_article_and_not_the_fixed_program(
     assert article.stuck_cycle == 0
     found = _stacks.lock_frame(article.dump)
     assert found is not None, article.dump
-    fixed = _repro._run_pool_program(
+    fixed = _pool_run.run_pool_program(
         tmp_path / "fixed",
         cycles,
         fixed=True,

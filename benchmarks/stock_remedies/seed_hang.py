@@ -24,7 +24,7 @@ from pathlib import Path
 
 from _harness import header
 
-from logfunnel.diagnose import repro as _repro
+from logfunnel.diagnose import pool_run as _pool_run
 from logfunnel.diagnose import seed_programs as _seed_programs
 from logfunnel.diagnose import stacks as _stacks
 
@@ -38,7 +38,7 @@ def _blocked_in(dump: str) -> str:
         return "no stack"
     names = []
     for line in dump.splitlines()[found[0] : found[0] + 2]:
-        frame = _repro._FRAME.match(line)
+        frame = _pool_run._FRAME.match(line)
         if frame:
             names.append(f"{Path(frame['file']).name}:{frame['line']} {frame['func']}")
     return " <- ".join(names)
@@ -65,7 +65,7 @@ def main() -> int:
             f"stall {args.stall:g} s"
         )
         for i in range(args.runs):
-            run = _repro._run_pool_program(
+            run = _pool_run.run_pool_program(
                 base / f"run{i}", args.cycles, fixed=False, stall=args.stall, limit=limit
             )
             frame = _blocked_in(run.dump)
@@ -107,7 +107,7 @@ def main() -> int:
         text = _seed_programs.pool_program(args.control_cycles, fixed=False)
         assert _LEVEL_LINE in text
         text = text.replace(_LEVEL_LINE, "")
-        run = _repro._run_pool_program(
+        run = _pool_run.run_pool_program(
             base / "control",
             args.control_cycles,
             fixed=False,
