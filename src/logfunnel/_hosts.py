@@ -8,7 +8,8 @@ Same loop (``_writer.Writer``), two hosts:
 * **process**: a fresh interpreter started with exec (never forked from a
   threaded parent), which forks the loop from itself and forks a new one if
   it dies (``process_main``, below: the supervisor).  It builds its sinks
-  from the plain values of ``Settings.spec()`` (``_serve``).
+  from the plain values of ``Settings.spec()`` (``_serve``: ``FileOptions``
+  made again from them).
 
 Who owns what: the installing ``Funnel`` owns what these return (the writer
 and its thread, or the writer process) and the control channel to it.  In a
@@ -37,6 +38,7 @@ from logfunnel._core import wire as _wire
 from logfunnel._core import writer as _writer
 from logfunnel._settings import Settings
 from logfunnel.sinks import files as _sinks
+from logfunnel.sinks.options import FileOptions
 
 _WRITER_START_TIMEOUT: Final = 30.0
 
@@ -271,7 +273,9 @@ def _serve(
     """
     encoder = _wire.Encoder()
     try:
-        sinks = _sinks.configure_writer_process(config)
+        sinks = _sinks.configure_writer_process(
+            FileOptions.from_plain(config["sinks"]), config.get("config")
+        )
     except Exception as exc:
         if announce:
             control.sendall(encoder.frame([_wire.CONFIG, f"{type(exc).__name__}: {exc}"]))

@@ -9,6 +9,7 @@ immutable; ``install()`` builds one and hands it to the host it starts.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import hashlib
 import logging
 import os
@@ -17,6 +18,8 @@ from typing import Any, Literal
 
 from logfunnel._core.formatters import DEFAULT_FORMAT
 from logfunnel._core.options import DEFAULT_FRAME_LIMIT, Options, check_options, parse_level
+from logfunnel.sinks import rotation as _rotation
+from logfunnel.sinks.options import FileOptions
 
 Host = Literal["thread", "process"]
 
@@ -38,6 +41,14 @@ class Settings:
     datefmt: str | None = None
     max_bytes: int = 0
     backups: int = 0
+    #: Time rotation (``sinks.rotation.Schedule``): upper case, None: not by time.
+    when: str | None = None
+    interval: int = 1
+    utc: bool = False
+    #: Retention by age, in seconds (a ``timedelta`` given is converted).
+    max_age: float | None = None
+    compress: str | None = None
+    watch: bool = False
     json: bool = False
     console: bool = False
     config: dict[str, Any] | None = None
@@ -53,16 +64,32 @@ class Settings:
         """Tell whether install() builds the sinks itself (else: adopt this program's handlers)."""
         return bool(self.file or self.json or self.console or self.fmt or self.config is not None)
 
+    def file_options(self) -> FileOptions:
+        """Return the typed options of the sinks install() builds (``sinks.build``)."""
+        return FileOptions(
+            file=self.file,
+            fmt=self.fmt,
+            datefmt=self.datefmt,
+            json=self.json,
+            console=self.console,
+            max_bytes=self.max_bytes,
+            when=self.when,
+            interval=self.interval,
+            utc=self.utc,
+            backups=self.backups,
+            max_age=self.max_age,
+            compress=self.compress,
+            watch=self.watch,
+        )
+
     def spec(self) -> dict[str, Any]:
-        """Return the sink options as plain values (a writer process gets them in a frame)."""
+        """Return the writer's options as plain values (a writer process gets them in a frame).
+
+        ``"sinks"`` is ``FileOptions.to_plain()``: the writer process makes the
+        typed options again from it (``FileOptions.from_plain``).
+        """
         return {
-            "file": self.file,
-            "fmt": self.fmt,
-            "datefmt": self.datefmt,
-            "max_bytes": self.max_bytes,
-            "backups": self.backups,
-            "json": self.json,
-            "console": self.console,
+            "sinks": self.file_options().to_plain(),
             "config": self.config,
             "frame_limit": self.options.frame_limit,
             "token": self.token,
@@ -102,10 +129,7 @@ def check(arguments: dict[str, Any]) -> Settings:
                 "a number of rotated files to keep, >= 0"
             )
             raise ValueError(f"{name}={value!r}: give {what}")
-    if backups and not max_bytes:
-        raise ValueError(f"backups={backups} needs max_bytes: rotation happens at that size")
-    if max_bytes and file is None:
-        raise ValueError("max_bytes needs file=: only a file sink rotates")
+    rotation = _check_rotation(a, file)
     config = a["config"]
     if config is not None and not isinstance(config, dict):
         raise ValueError(
@@ -140,6 +164,7 @@ def check(arguments: dict[str, Any]) -> Settings:
         datefmt=datefmt,
         max_bytes=max_bytes,
         backups=backups,
+        **rotation,
         json=a["json"],
         console=a["console"],
         config=config,
@@ -185,6 +210,12 @@ DEFAULTS: dict[str, Any] = {
     "datefmt": None,
     "max_bytes": 0,
     "backups": 0,
+    "when": None,
+    "interval": 1,
+    "utc": False,
+    "max_age": None,
+    "compress": None,
+    "watch": False,
     "json": False,
     "console": False,
     "config": None,
@@ -198,6 +229,71 @@ DEFAULTS: dict[str, Any] = {
     "tls_cert": None,
     "tls_key": None,
 }
+
+
+def _check_rotation(a: dict[str, Any], file: str | None) -> dict[str, Any]:
+    """Check the rotation, retention, compression and watch options; return them normalised."""
+    max_bytes, backups = a["max_bytes"], a["backups"]
+    when, interval, utc, max_age = a["when"], a["interval"], a["utc"], a["max_age"]
+    compress, watch = a["compress"], a["watch"]
+    if when is not None:
+        if not isinstance(when, str) or when.upper() not in _rotation.WHENS:
+            raise ValueError(
+                f"when={when!r}: give one of 'S', 'M', 'H' (seconds, minutes, hours), 'D' or "
+                f"'midnight' (days), 'W0'-'W6' (weeks from Monday..Sunday), or leave it out"
+            )
+        when = when.upper()
+    if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+        raise ValueError(f"interval={interval!r}: give a whole number of `when` units, >= 1")
+    if when is None and interval != 1:
+        raise ValueError(f"interval={interval} needs when=: it counts units of `when`")
+    longest = _rotation.longest_interval(when) if when is not None else None
+    if longest is not None and interval > longest:
+        raise ValueError(
+            f"interval={interval} with when={a['when']!r} is longer than a day (periods are "
+            f"counted from midnight): give interval <= {longest}, or when='D' with interval= days"
+        )
+    for name, value in (("utc", utc), ("watch", watch)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name}={value!r}: give True or False")  # noqa: TRY004
+    if utc and when is None:
+        raise ValueError("utc=True needs when=: it says which clock the periods follow")
+    if max_age is not None:
+        if isinstance(max_age, dt.timedelta):
+            max_age = max_age.total_seconds()
+        if isinstance(max_age, bool) or not isinstance(max_age, (int, float)) or not (
+            0 < max_age < float("inf")
+        ):
+            raise ValueError(
+                f"max_age={a['max_age']!r}: give seconds > 0 or a datetime.timedelta, or None "
+                f"to keep rotated files of any age"
+            )
+        max_age = float(max_age)
+    if compress is not None and compress != "gzip":
+        raise ValueError(
+            f"compress={compress!r}: give 'gzip', or None to leave rotated files plain"
+        )
+    rotates = bool(max_bytes) or when is not None
+    for name, value in (("backups", backups), ("max_age", max_age), ("compress", compress)):
+        if value and not rotates:
+            raise ValueError(
+                f"{name}={a[name]!r} needs max_bytes= or when=: it applies to rotated files, "
+                f"and without either the file never rotates"
+            )
+    if rotates and file is None:
+        what = "max_bytes" if max_bytes else "when"
+        raise ValueError(f"{what} needs file=: only a file sink rotates")
+    if watch and file is None:
+        raise ValueError("watch=True needs file=: it reopens that file when it is moved")
+    if watch and rotates:
+        raise ValueError(
+            "watch=True is for a file something else rotates (logrotate), and max_bytes=/when= "
+            "make logfunnel rotate it itself: give one or the other"
+        )
+    return {
+        "when": when, "interval": interval, "utc": utc, "max_age": max_age,
+        "compress": compress, "watch": watch,
+    }
 
 
 def _path(value: Any, name: str) -> str | None:
@@ -250,6 +346,10 @@ def _check_format(fmt: Any, datefmt: Any) -> None:
             f"defaults="
         ) from None
     except (TypeError, ValueError) as exc:
+        if isinstance(exc.__context__, KeyError):
+            # A field records may carry (logfunnel.context(), extra=): the sinks'
+            # LineFormatter writes "-" where a record lacks it (issue 11, item 7).
+            return
         raise ValueError(f"fmt={fmt!r} cannot format a record: {exc}") from None
 
 

@@ -38,6 +38,18 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fmt", help="%%-style line format for --file")
     parser.add_argument("--max-bytes", type=int, default=0, help="rotate --file at this size")
     parser.add_argument("--backups", type=int, default=0, help="rotated files to keep")
+    parser.add_argument(
+        "--when", help="also rotate by time: S, M, H, D, midnight or W0-W6 (Monday-Sunday)"
+    )
+    parser.add_argument("--interval", type=int, default=1, help="rotate every N --when units")
+    parser.add_argument("--utc", action="store_true", help="--when periods in UTC, not local")
+    parser.add_argument(
+        "--max-age", type=float, default=None, help="delete rotated files older than S seconds"
+    )
+    parser.add_argument("--compress", choices=("gzip",), help="compress rotated files")
+    parser.add_argument(
+        "--watch", action="store_true", help="reopen --file when logrotate moved it"
+    )
     parser.add_argument("--json", action="store_true", help="write JSON lines")
     parser.add_argument("--console", action="store_true", help="also write to standard error")
     parser.add_argument("--host", choices=("thread", "process"), help="where the writer runs")
@@ -63,6 +75,10 @@ def _split_run_argv(argv: list[str]) -> tuple[list[str], list[str]]:
         "--fmt",
         "--max-bytes",
         "--backups",
+        "--when",
+        "--interval",
+        "--max-age",
+        "--compress",
         "--host",
         "--hang-timeout",
     }
@@ -101,6 +117,12 @@ def run(argv: list[str]) -> int:
         "fmt": args.fmt,
         "max_bytes": args.max_bytes,
         "backups": args.backups,
+        "when": args.when,
+        "interval": args.interval,
+        "utc": args.utc,
+        "max_age": args.max_age,
+        "compress": args.compress,
+        "watch": args.watch,
         "json": args.json,
         "console": args.console,
         "host": args.host,

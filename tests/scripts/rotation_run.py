@@ -19,7 +19,7 @@ import re
 import sys
 import time
 from multiprocessing.sharedctypes import Synchronized
-from typing import Any
+from typing import Any, Literal
 
 import logfunnel
 
@@ -42,19 +42,18 @@ def periods(directory: str) -> set[str]:
 
 
 def main() -> None:
-    directory, host, processes, least = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(
-        sys.argv[4]
-    )
+    directory, processes, least = sys.argv[1], int(sys.argv[3]), int(sys.argv[4])
+    host: Literal["thread", "process"] = "process" if sys.argv[2] == "process" else "thread"
     options: dict[str, Any] = json.loads(sys.argv[5])
     funnel = logfunnel.install(
         file=os.path.join(directory, "app.log"), fmt=FMT, level="INFO", host=host, **options
     )
-    methods = ("spawn", "fork")
+    contexts = (multiprocessing.get_context("spawn"), multiprocessing.get_context("fork"))
     stop = multiprocessing.get_context("spawn").Event()
     counts = []
     children = []
     for k in range(processes):
-        context = multiprocessing.get_context(methods[k % 2])
+        context = contexts[k % 2]
         count = context.Value("q", 0)
         child = context.Process(target=work, args=(f"p{k}", stop, count), name=f"Worker-{k}")
         child.start()

@@ -1,4 +1,13 @@
-"""Sinks: the handlers ``install()`` builds from its options, and how lines reach them."""
+"""The file sink: the handlers ``install()`` builds from ``FileOptions``, and how lines reach them.
+
+Who owns what: a ``FileSink`` owns its file and is used by the writer's
+thread (and, in a thread host, the program's threads, under the handler's
+lock).  ``build_handlers`` makes the sinks from ``FileOptions``; the caller
+owns them (the installing ``Funnel``, or a writer process).  The rotating sink
+is ``rotating.RotatingFileSink``, which delegates to strategies of their own
+modules: ``rotation`` (when, and which name), ``retention`` (what to delete),
+``compress`` (gzip in a worker thread).
+"""
 
 from __future__ import annotations
 
@@ -6,30 +15,33 @@ import contextlib
 import locale
 import logging
 import logging.config
-import logging.handlers
 import os
+import sys
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Final
 
 from logfunnel._core.formatters import DEFAULT_FORMAT, JsonFormatter, LineFormatter
-from logfunnel._core.options import parse_level
 from logfunnel._core.sink import LineSink, LinesLostError
+from logfunnel.sinks.options import FileOptions
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 __all__ = [
     "DEFAULT_FORMAT",
+    "FileOptions",
     "FileSink",
     "JsonFormatter",
     "LineFormatter",
     "LinesLostError",
-    "RotatingFileSink",
 ]
 
 #: A file sink's pending lines are written once they reach this many bytes,
 #: even in the middle of a batch of the writer loop (bounds its memory).
 _BATCH_BYTES: Final = 64 * 1024
+#: ``watch=True``: how often, at most, a flush compares the path with the open file.
+WATCH_INTERVAL: Final = 1.0
 
 
 class LineFile:
@@ -48,12 +60,13 @@ class LineFile:
     a batch can never reach the file.
     """
 
-    __slots__ = ("_lines", "encoding", "errors", "fd", "name", "pending")
+    __slots__ = ("_flags", "_lines", "encoding", "errors", "fd", "name", "pending")
 
     def __init__(self, path: str, mode: str, encoding: str | None, errors: str | None) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
         flags |= os.O_TRUNC if mode.startswith("w") else os.O_APPEND
         self.fd = os.open(path, flags, 0o666)
+        self._flags = flags & ~os.O_TRUNC
         self.name = path
         if encoding is None or encoding == "locale":  # what open() would pick
             encoding = locale.getpreferredencoding(False)
@@ -114,6 +127,21 @@ class LineFile:
             raise LinesLostError(exc, len(lines) - whole, whole, len(data) - ended) from exc
         return len(lines)
 
+    def moved(self) -> bool:
+        """Tell whether the path now names another file, or none (``WatchedFileHandler``'s test)."""
+        try:
+            now = os.stat(self.name)
+        except FileNotFoundError:
+            return True
+        mine = os.fstat(self.fd)
+        return (now.st_dev, now.st_ino) != (mine.st_dev, mine.st_ino)
+
+    def reopen(self) -> None:
+        """Open the path again (creating it) and write there from now on, kept lines included."""
+        fd = os.open(self.name, self._flags, 0o666)
+        old, self.fd = self.fd, fd
+        os.close(old)
+
     def close(self) -> None:
         """Close the file; lines not flushed yet are dropped (the handler flushes first)."""
         fd, self.fd = self.fd, -1
@@ -138,7 +166,7 @@ def _open_lines(handler: logging.FileHandler) -> Any:
     return LineFile(handler.baseFilename, handler.mode, handler.encoding, handler.errors)
 
 
-def _flush_lines(handler: FileSink | RotatingFileSink) -> None:
+def _flush_lines(handler: FileSink) -> None:
     """Flush ``handler``'s stream, counting in ``handler.landed`` the records that reached the file.
 
     Lines a full disk refused go to ``handler.handleError``, once per failed
@@ -180,9 +208,40 @@ class FileSink(LineSink, logging.FileHandler):
         """Open the file as a ``LineFile``: whole lines, and a true count of those lost."""
         return _open_lines(self)
 
+    #: ``watch=True``: reopen the file when it was moved or removed (logrotate).
+    watch = False
+    _watched_at = 0.0
+
     def flush(self) -> None:
         """Write the lines kept so far; lines a full disk refuses go to ``handleError``, counted."""
+        if self.watch:
+            self._reopen_if_moved()
         _flush_lines(self)
+
+    def _reopen_if_moved(self) -> None:
+        """Reopen a moved or removed file, checked at most once per ``WATCH_INTERVAL``.
+
+        Once per flush, not per record (``WatchedFileHandler`` stats twice per
+        record): a flush writes a whole batch of the writer loop.  And at most
+        once a second, so neither a busy loop (a batch a millisecond) nor a
+        program thread's records (flushed one by one) pay a ``stat`` each.
+        Lines written in that second land in the moved file, whole: nothing is
+        lost unless something deletes the moved file within the second
+        (logrotate's ``delaycompress`` leaves it until its next run).
+        """
+        now = time.monotonic()
+        if now - self._watched_at < WATCH_INTERVAL:
+            return
+        self._watched_at = now
+        self.acquire()
+        try:
+            stream = self.stream
+            if isinstance(stream, LineFile) and stream.moved():
+                stream.reopen()  # the kept lines go to the new file: they are newer
+        except OSError as exc:
+            print(f"logfunnel: cannot reopen {self.baseFilename}: {exc}", file=sys.stderr)
+        finally:
+            self.release()
 
     def emit(self, record: logging.LogRecord) -> None:
         """Write ``record``; on the writer loop's thread, leave the flush to the loop."""
@@ -209,166 +268,67 @@ class FileSink(LineSink, logging.FileHandler):
             self.flush()
 
 
-class RotatingFileSink(LineSink, logging.handlers.RotatingFileHandler):
-    """A ``RotatingFileHandler`` that knows its file's size instead of asking for it.
-
-    The stdlib's ``shouldRollover`` checks the path twice (two ``stat`` calls),
-    formats the record a second time and seeks to the end, for every record.
-    The writer is the file's only writer, so the size is counted as lines are
-    written (and read once from the file when it is opened).  Flushed once per
-    batch on the writer loop's thread, as ``FileSink``.
-    """
-
-    _size = -1
-
-    def _open(self) -> Any:
-        """Open the file as a ``LineFile``, as ``FileSink`` does."""
-        return _open_lines(self)
-
-    def flush(self) -> None:
-        """Write the lines kept so far, as ``FileSink.flush``."""
-        _flush_lines(self)
-
-    def lines_lost(self, lost: LinesLostError) -> None:
-        """Count out of the file's size what a full disk refused (``_flush_lines`` calls this)."""
-        if self._size >= 0:
-            self._size -= lost.lost_bytes
-
-    def shouldRollover(self, record: logging.LogRecord | None) -> int:  # noqa: N802, ARG002 - stdlib
-        """Return 1 if writing ``record`` would take the file past ``maxBytes``."""
-        if self.maxBytes <= 0:
-            return 0
-        if self.stream is None:  # delay=True, or just rotated
-            self.stream = self._open()
-        if self._size < 0:
-            self._size = os.path.getsize(self.baseFilename)
-        return int(self._size > 0 and self._size + self._pending_size >= self.maxBytes)
-
-    def doRollover(self) -> None:  # noqa: N802 - stdlib name
-        """Write what is kept for the old file, rotate, and start counting the new one from zero."""
-        self.flush()  # closing a LineFile drops what it keeps
-        super().doRollover()
-        self._size = 0
-
-    def emit(self, record: logging.LogRecord) -> None:
-        """Format once, rotate if needed, write; on the loop's thread, leave the flush to it."""
-        try:
-            self.write_line(self.format(record))
-        except RecursionError:
-            raise
-        except Exception:
-            self.handleError(record)
-
-    def write_line(self, text: str) -> None:
-        """Write a line rendered with this sink's formatter, rotating first if it would not fit."""
-        line = text + self.terminator
-        data = None
-        if line.isascii():
-            self._pending_size = len(line)
-        else:  # encoded once, as the file will hold it (lone surrogates escaped, never raising)
-            data = line.encode(self.encoding or "utf-8", self.errors or "strict")
-            self._pending_size = len(data)
-        if self.shouldRollover(None):
-            self.doRollover()
-        if self.stream is None:
-            self.stream = self._open()
-        stream = self.stream
-        if data is not None and isinstance(stream, LineFile):
-            stream.write_bytes(data)
-        else:
-            stream.write(line)
-        self._size += self._pending_size
-        # Another thread's line goes out at once; the loop's when its batch is full.
-        if (
-            threading.get_ident() != self.batch_thread
-            or getattr(stream, "pending", 0) >= _BATCH_BYTES
-        ):
-            self.flush()
-
-    _pending_size = 0
-
-
-def build_handlers(spec: dict[str, Any]) -> list[logging.Handler]:
+def build_handlers(options: FileOptions) -> list[logging.Handler]:
     """Build the handlers ``install(file=..., json=..., console=...)`` asks for.
 
     Raises ``ValueError`` or ``OSError`` with a message that says what to change.
     """
     handlers: list[logging.Handler] = []
     formatter: logging.Formatter
-    if spec.get("json"):
+    if options.json:
         formatter = JsonFormatter()
     else:
         try:
-            formatter = LineFormatter(spec.get("fmt") or DEFAULT_FORMAT, spec.get("datefmt"))
+            formatter = LineFormatter(options.fmt or DEFAULT_FORMAT, options.datefmt)
         except ValueError as exc:
-            msg = f"fmt={spec.get('fmt')!r} is not a valid %-style format: {exc}"
+            msg = f"fmt={options.fmt!r} is not a valid %-style format: {exc}"
             raise ValueError(msg) from None
-    path = spec.get("file")
-    if path:
-        path = os.path.abspath(path)
+    if options.file:
+        path = os.path.abspath(options.file)
         directory = os.path.dirname(path)
         if not os.path.isdir(directory):
-            msg = f"file={spec['file']!r}: directory {directory!r} does not exist; create it first"
+            msg = f"file={options.file!r}: directory {directory!r} does not exist; create it first"
             raise ValueError(msg)
         if not os.access(directory, os.W_OK):
-            msg = f"file={spec['file']!r}: directory {directory!r} is not writable"
+            msg = f"file={options.file!r}: directory {directory!r} is not writable"
             raise ValueError(msg)
-        max_bytes = int(spec.get("max_bytes") or 0)
-        backups = int(spec.get("backups") or 0)
-        file_handler: logging.Handler
-        if max_bytes:
-            file_handler = RotatingFileSink(
-                path,
-                maxBytes=max_bytes,
-                backupCount=backups,
-                encoding="utf-8",
-                errors="backslashreplace",  # lone surrogates stay visible, never raise
-            )
-        else:
+        file_handler: FileSink
+        if options.rotates:
+            # rotating imports this module (its sink is a FileSink): import it here.
+            from logfunnel.sinks.rotating import RotatingFileSink  # noqa: PLC0415
+
+            file_handler = RotatingFileSink(path, options)
+        else:  # errors: lone surrogates stay visible, never raise
             file_handler = FileSink(path, encoding="utf-8", errors="backslashreplace")
+            file_handler.watch = options.watch
         handlers.append(file_handler)
-    if spec.get("console") or not path:
-        handlers.append(logging.StreamHandler())
+    if options.console or not options.file:
+        # Coloured, and written around the installer's progress bars (see its docstring);
+        # imported only by a funnel that has a console.
+        from logfunnel.sinks.console import ConsoleSink  # noqa: PLC0415
+
+        handlers.append(ConsoleSink())
     for handler in handlers:
         handler.setFormatter(formatter)
     return handlers
 
 
-def validate_spec(spec: dict[str, Any]) -> None:
-    """Check sink options without opening anything; raise ``ValueError`` saying what to change."""
-    max_bytes, backups = spec.get("max_bytes") or 0, spec.get("backups") or 0
-    if not isinstance(max_bytes, int) or max_bytes < 0:
-        raise ValueError(f"max_bytes={max_bytes!r}: give a size in bytes >= 0 (0: never rotate)")
-    if not isinstance(backups, int) or backups < 0:
-        raise ValueError(f"backups={backups!r}: give a number of rotated files to keep, >= 0")
-    if backups and not max_bytes:
-        raise ValueError(f"backups={backups} needs max_bytes: rotation happens at that size")
-    if max_bytes and not spec.get("file"):
-        raise ValueError("max_bytes needs file=: only a file sink rotates")
-    if spec.get("level") is not None:
-        parse_level(spec["level"])
-    config = spec.get("config")
-    if config is not None and not isinstance(config, dict):
-        raise ValueError(
-            f"config must be a logging.config.dictConfig dict, not {type(config).__name__}"
-        )
-    if config is not None and (spec.get("file") or spec.get("json") or spec.get("fmt")):
-        raise ValueError("give either config= or file=/fmt=/json=, not both")
-
-
-def configure_writer_process(spec: dict[str, Any]) -> list[logging.Handler] | None:
+def configure_writer_process(
+    options: FileOptions, config: dict[str, Any] | None
+) -> list[logging.Handler] | None:
     """Set up a writer process from ``install()``'s options; return its sinks, if it builds them.
 
-    With ``config=`` the writer process's logger tree is configured with
-    ``dictConfig`` and the writer hands records to that tree (None is
-    returned).  Otherwise the handlers ``build_handlers`` makes are returned,
-    for ``Writer(sinks=...)``; they are put on no logger.
+    With ``config=`` (a ``logging.config.dictConfig`` dict) the writer
+    process's logger tree is configured with it and the writer hands records
+    to that tree (None is returned).  Otherwise the handlers
+    ``build_handlers`` makes are returned, for ``Writer(sinks=...)``; they are
+    put on no logger.
     """
-    if spec.get("config") is None:
-        return build_handlers(spec)
+    if config is None:
+        return build_handlers(options)
     # Levels are applied where records are made (the installing process and
     # every child): the writer passes on all it gets unless the configuration
     # itself sets levels.
     logging.getLogger().setLevel(logging.NOTSET)
-    logging.config.dictConfig(spec["config"])
+    logging.config.dictConfig(config)
     return None
