@@ -38,6 +38,7 @@ app.conf.broker_transport_options = {{
     "data_folder_in": os.path.join(BASE, "queue"),
     "data_folder_out": os.path.join(BASE, "queue"),
     "data_folder_processed": os.path.join(BASE, "processed"),
+    "control_folder": os.path.join(BASE, "control"),  # else ./control of the cwd
 }}
 app.conf.task_ignore_result = True
 app.conf.worker_hijack_root_logger = True  # Celery's default, said out loud
@@ -62,7 +63,7 @@ RECORDS = {records}
 @pytest.fixture
 def app_dir(tmp_path: Path) -> Path:
     """Write the app module and the broker's folders."""
-    for name in ("queue", "processed"):
+    for name in ("queue", "processed", "control"):
         (tmp_path / name).mkdir()
     (tmp_path / "tapp.py").write_text(APP.format(base=str(tmp_path), records=RECORDS))
     return tmp_path
