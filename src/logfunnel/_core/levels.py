@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from typing import Final
 
 _DISABLE: Final = "D"  # a line "D LEVEL" is logging.disable(LEVEL)
+#: The key ``read()`` gives ``logging.disable``'s level under.
+DISABLE: Final = _DISABLE
 # Rewrite the file whole when it is this many times longer than what it holds.
 _GROWTH: Final = 4
 _MIN_REWRITE: Final = 64 * 1024
