@@ -67,6 +67,8 @@ def _split_run_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     """Split ``run``'s own options from the program and its arguments."""
     if "--" in argv:
         at = argv.index("--")
+        if argv[at + 1 : at + 2] == ["-m"] and at + 2 < len(argv):  # `run [opts] -- -m pytest ...`
+            return [*argv[:at], "-m", argv[at + 2]], argv[at + 3 :]
         return argv[:at], argv[at + 1 :]
     options: list[str] = []
     takes_value = {
