@@ -1,4 +1,4 @@
-"""Integrations: logfunnel where users run it (pytest first; Celery, Dask and others to come).
+"""Integrations: logfunnel where users run it (pytest, Celery, Dask, ...).
 
 Each integration is a module of its own that imports its engine (``pytest``,
 ``celery``, ...) lazily or only when the engine itself loads it, so that
