@@ -39,6 +39,8 @@ def test_public_api_is_small_closed_and_sorted() -> None:
         "JsonFormatter",
         "LineFormatter",
         "Stats",
+        "carry",
+        "context",
         "current",
         "install",
         "worker_init",

@@ -39,6 +39,8 @@ __all__ = [
     "JsonFormatter",
     "LineFormatter",
     "Stats",
+    "carry",
+    "context",
     "current",
     "install",
     "worker_init",
@@ -49,6 +51,7 @@ __version__ = "0.1.0"
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
 if TYPE_CHECKING:
     from logfunnel._core.bootstrap import worker_init
+    from logfunnel._core.context import carry, context
     from logfunnel._core.dispatch import Stats
     from logfunnel._core.formatters import JsonFormatter, LineFormatter
     from logfunnel._core.handler import FunnelHandler
@@ -63,6 +66,8 @@ _LAZY = {
     "FunnelHandler": "logfunnel._core.handler",
     "Stats": "logfunnel._core.dispatch",
     "worker_init": "logfunnel._core.bootstrap",
+    "carry": "logfunnel._core.context",
+    "context": "logfunnel._core.context",
     "JsonFormatter": "logfunnel._core.formatters",
     "LineFormatter": "logfunnel._core.formatters",
 }

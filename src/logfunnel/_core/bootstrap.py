@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 
+from logfunnel._core import context as _context
 from logfunnel._core import fork as _fork
 from logfunnel._core import handler as _handler
 from logfunnel._core import levels as _levels
@@ -39,6 +40,7 @@ def join_from_environment() -> bool:
             _handler.attach_from_environment(address, options)
             _levels.join(_rundir.levels_path(address))
         _route.enable(_handler.send, every_record=every_record_from_env(options))
+        _context.join_from_environment()  # the fields of the block that started this process
         _fork.register()
         _rundir.register_stacks(address)
     except Exception as exc:  # a start-up hook must never stop an interpreter

@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from logfunnel._core import options as _options
 from logfunnel._core import plain as _plain
+from logfunnel._core.context import CONTEXT_ATTR
 from logfunnel._core.plain import STANDARD_ATTRS
 
 # Longest text a sink writes for one record: the codec's per-field limit at
@@ -37,6 +38,12 @@ class LineFormatter(logging.Formatter):
     continuation line indented by ``"  | "``, so a reader can always tell
     where one record ends and the next begins: a line that does not start
     with that prefix starts a record.
+
+    A field the format names that a record lacks (``%(job)s`` for a field of
+    ``logfunnel.context()``, outside any block) is rendered as ``MISSING``
+    (``-``), in every style, instead of making the line degrade.  With a
+    numeric conversion (``%(shard)d``) a ``-`` cannot be rendered, so such a
+    record degrades as a bad record does: name context fields with ``%(...)s``.
 
     With a plain ``%``-style format (no ``defaults``), ``format`` does what
     ``Formatter.format`` does in one method, and renders the time of each
@@ -103,12 +110,12 @@ class LineFormatter(logging.Formatter):
         limit is cut with the same marker.
         """
         try:
-            text = self._format_fast(record) if self._fast else super().format(record)
+            text = self._format_fast(record) if self._fast else self._format_slow(record)
         except Exception:
             saved = record.msg, record.args
             record.msg, record.args = _plain.get_message(record), None
             try:
-                text = super().format(record)
+                text = self._format_slow(record)
             except Exception:
                 text = f"{record.levelname} {record.name}: {record.msg}"
             finally:
@@ -116,6 +123,27 @@ class LineFormatter(logging.Formatter):
         if "\n" in text or "\r" in text:
             text = one_line(text)
         return text
+
+    def _format_slow(self, record: logging.LogRecord) -> str:
+        """``Formatter.format``, with ``MISSING`` for each field the record lacks."""
+        try:
+            return super().format(record)
+        except Exception as exc:
+            key = _missing_key(exc)
+            if key is None:
+                raise
+            error: Exception = exc
+        # A copy, so the record itself never gets attributes it did not have.
+        copy = logging.makeLogRecord(record.__dict__)
+        for _ in range(_MAX_MISSING):
+            if key is None or key in copy.__dict__:
+                raise error
+            copy.__dict__[key] = MISSING
+            try:
+                return super().format(copy)
+            except Exception as exc:
+                key, error = _missing_key(exc), exc
+        raise error
 
     def _format_fast(self, record: logging.LogRecord) -> str:
         """``Formatter.format`` for a %-style format, its method calls inlined."""
@@ -135,7 +163,10 @@ class LineFormatter(logging.Formatter):
                 attrs["asctime"] = self._asctime(record)
             else:
                 attrs["asctime"] = self.formatTime(record, self.datefmt)
-        text: str = self._style._fmt % attrs
+        try:
+            text: str = self._style._fmt % attrs
+        except KeyError:  # a field the record lacks (a context field outside its block)
+            text = self._style._fmt % _OrMissing(attrs)
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
@@ -147,6 +178,39 @@ class LineFormatter(logging.Formatter):
                 text += "\n"
             text += self.formatStack(record.stack_info)
         return text
+
+
+#: What a text line shows for a field its format names and the record lacks.
+MISSING: Final = "-"
+# Most fields a format names that one record may lack.
+_MAX_MISSING: Final = 64
+
+
+class _OrMissing:
+    """A record's attributes for ``%``-formatting, with ``MISSING`` for those it lacks."""
+
+    __slots__ = ("_attrs",)
+
+    def __init__(self, attrs: dict[str, Any]) -> None:
+        self._attrs = attrs
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return self._attrs[key]
+        except KeyError:
+            return MISSING
+
+
+def _missing_key(exc: BaseException) -> str | None:
+    """Return the field a format named and a record lacked, if that is what ``exc`` says."""
+    if not isinstance(exc, KeyError):
+        # Formatter.format raises ValueError("Formatting field not found ...") from it.
+        cause = exc.__context__ if isinstance(exc, ValueError) else None
+        if not isinstance(cause, KeyError):
+            return None
+        exc = cause
+    key = exc.args[0] if len(exc.args) == 1 else None
+    return key if type(key) is str else None
 
 
 #: The version of the JSON lines schema (docs/json-schema.md): every line's ``"v"``.
@@ -180,9 +244,10 @@ class JsonFormatter(logging.Formatter):
     ``process``, ``process_name``, ``thread_name``, ``module``, ``line``,
     ``function``, ``host``; when there is one: ``task`` (the asyncio task's
     name), ``exc`` (the traceback as text), ``stack`` (``stack_info`` as text),
-    ``extra`` (every ``extra=`` attribute, under its own name).  An extra is
-    never put beside the schema's keys, so ``extra={"time": ...}`` or
-    ``extra={"v": ...}`` cannot overwrite one.
+    ``context`` (the fields of the ``logfunnel.context()`` blocks it was
+    logged in), ``extra`` (every ``extra=`` attribute, under its own name).
+    An extra is never put beside the schema's keys, so ``extra={"time": ...}``
+    or ``extra={"v": ...}`` cannot overwrite one.
 
     Every line is strict JSON (RFC 8259: no NaN or Infinity) of valid UTF-8,
     whatever the record holds: what JSON cannot hold becomes what the codec
@@ -231,6 +296,17 @@ class JsonFormatter(logging.Formatter):
             out["stack"] = _cut_once(_plain.as_str(stack))
         extra = {key: value for key, value in attrs.items() if key not in STANDARD_ATTRS}
         if extra:
+            fields = extra.pop(CONTEXT_ATTR, None)
+            if type(fields) is dict and fields:
+                out["context"] = _context_json(fields)
+                for key, value in fields.items():
+                    # The context's own copies of its fields; an extra of the same
+                    # name but another value stays (extras are never overwritten).
+                    if key in extra and type(extra[key]) is type(value) and extra[key] == value:
+                        del extra[key]
+            elif fields is not None:  # not a context's dict: an extra like any other
+                extra[CONTEXT_ATTR] = fields
+        if extra:
             out["extra"] = extra
         try:
             text = _dumps(out)
@@ -249,6 +325,28 @@ class JsonFormatter(logging.Formatter):
                 # codec sends them, not as JSON escapes a reader would decode back.
                 text = _dumps(_plain.sanitize(_plain_json(out)))
         return text
+
+
+def _context_json(fields: dict[Any, Any]) -> dict[str, Any]:
+    """Return a record's context fields as the schema holds them: str keys, scalar values.
+
+    ``context()`` only takes such fields; anything else came from a filter
+    or an ``extra=`` named like the attribute, and becomes its safe repr.
+    """
+    out: dict[str, Any] = {}
+    for key, value in fields.items():
+        name = key if type(key) is str else _plain.safe_repr(key, 200)
+        kind = type(value)
+        if kind is float and not math.isfinite(value):
+            out[name] = repr(value)
+        elif kind not in _CONTEXT_TYPES or (kind is int and not _in_int64(value)):
+            out[name] = _plain.safe_repr(value, 1000)
+        else:
+            out[name] = value
+    return out
+
+
+_CONTEXT_TYPES: Final = (str, int, float, bool, _plain.NONE)
 
 
 def _in_int64(value: int) -> bool:
