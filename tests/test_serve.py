@@ -1,0 +1,171 @@
+"""`logfunnel serve` and install(connect=...): processes send to a collector that owns the sinks."""
+
+from __future__ import annotations
+
+import collections
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import child_env, run_python
+
+FMT = "%(process)d|%(name)s|%(message)s"
+TOKEN = "serve-test-token-0123456789"
+
+CLIENT = r"""
+import logging, multiprocessing, os, sys
+import logfunnel
+
+def child(tag):
+    for i in range(50):
+        logging.getLogger("client.child").warning("%s %d", tag, i)
+
+if __name__ == "__main__":
+    funnel = logfunnel.install(connect=sys.argv[1], token=sys.argv[2], fallback=sys.argv[3])
+    for i in range(50):
+        logging.getLogger("client.main").warning("main %d", i)
+    for method in ("spawn", "fork"):
+        p = multiprocessing.get_context(method).Process(target=child, args=(method,))
+        p.start(); p.join()
+    reachable = sys.argv[4] == "reachable"
+    assert funnel.flush(timeout=30 if reachable else 1) is reachable, "the barrier at the collector"
+    assert funnel.shutdown() is reachable
+    assert "LOGFUNNEL_ADDRESS" not in os.environ
+"""
+
+PLAIN = r"""
+import logging
+for i in range(30):
+    logging.getLogger("plain").warning("plain %d", i)  # no install(): LOGFUNNEL_CONNECT
+"""
+
+
+class Collector:
+    """A `logfunnel serve` process on loopback, writing to one file."""
+
+    def __init__(self, tmp: Path, extra: tuple[str, ...] = ()) -> None:
+        """Start the collector and read the address it prints."""
+        self.log = tmp / "collected.log"
+        token_file = tmp / "token"
+        token_file.write_text(TOKEN)
+        token_file.chmod(0o600)
+        command = [sys.executable, "-m", "logfunnel", "serve", "--listen", "tcp:127.0.0.1:0",
+                   "--token-file", str(token_file), "--file", str(self.log), "--fmt", FMT,
+                   *extra]  # fmt: skip
+        self.proc = subprocess.Popen(command, env=child_env(), stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)  # fmt: skip
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()  # bounded: the process prints it or exits
+        assert "listening on tcp:" in line, (line, self.proc.stderr.read() if self.proc.stderr else "")
+        self.address = line.split("listening on ", 1)[1].strip()
+        self.url = "tcp://" + self.address.removeprefix("tcp:")
+
+    def stop(self) -> str:
+        """Stop it with SIGTERM (it drains); return its stderr."""
+        self.proc.terminate()
+        stderr = self.proc.communicate(timeout=60)[1]
+        assert self.proc.returncode == 0, stderr
+        return stderr
+
+    def messages(self, logger: str) -> collections.Counter[str]:
+        """Return the messages of ``logger`` in the collected file, counted."""
+        lines = self.log.read_text().splitlines() if self.log.exists() else []
+        return collections.Counter(x.rsplit("|", 1)[1] for x in lines if f"|{logger}|" in x)
+
+
+@pytest.fixture
+def collector(tmp_path: Path) -> Iterator[Collector]:
+    serve = Collector(tmp_path)
+    yield serve
+    if serve.proc.poll() is None:
+        serve.stop()
+
+
+def test_a_connected_program_and_its_children_land_once_at_the_collector(
+    collector: Collector, tmp_path: Path
+) -> None:
+    """install(connect=) in a program: its records and its spawn and fork children's, once each."""
+    script = tmp_path / "client.py"
+    script.write_text(CLIENT)
+    fallback = tmp_path / "fallback.log"
+    run_python(str(script), collector.url, TOKEN, str(fallback), "reachable", timeout=120)
+    collector.stop()
+    main, children = collector.messages("client.main"), collector.messages("client.child")
+    assert main == collections.Counter(f"main {i}" for i in range(50))
+    assert children == collections.Counter(f"{m} {i}" for m in ("spawn", "fork") for i in range(50))
+    assert not fallback.exists() or fallback.read_text() == ""
+
+
+def test_logfunnel_connect_in_the_environment_needs_no_install(
+    collector: Collector, tmp_path: Path
+) -> None:
+    """A program that never calls install() sends every record with LOGFUNNEL_CONNECT set."""
+    script = tmp_path / "plain.py"
+    script.write_text(PLAIN)
+    env = child_env(LOGFUNNEL_CONNECT=collector.url, LOGFUNNEL_TOKEN=TOKEN)
+    run_python(str(script), env=env, timeout=60)
+    collector.stop()
+    assert collector.messages("plain") == collections.Counter(f"plain {i}" for i in range(30))
+
+
+def test_a_wrong_token_is_refused_and_the_records_go_to_the_fallback(
+    collector: Collector, tmp_path: Path
+) -> None:
+    """A client with the wrong token: nothing reaches the collector, every record is kept."""
+    script = tmp_path / "client.py"
+    script.write_text(CLIENT)
+    fallback = tmp_path / "fallback.log"
+    wrong = "wrong-token-0123456789"
+    run_python(str(script), collector.url, wrong, str(fallback), "refused", timeout=120)
+    collector.stop()
+    assert collector.messages("client.main") == collections.Counter()
+    kept = fallback.read_text()
+    assert all(f"main {i}" in kept for i in range(50))
+
+
+def test_a_collector_down_at_start_loses_nothing_silently(tmp_path: Path) -> None:
+    """No collector listening: install(connect=) still works, every record goes to the fallback."""
+    script = tmp_path / "client.py"
+    script.write_text(CLIENT)
+    fallback = tmp_path / "fallback.log"
+    run_python(str(script), "tcp://127.0.0.1:1", TOKEN, str(fallback), "down", timeout=120)
+    kept = fallback.read_text()
+    assert all(f"main {i}" in kept for i in range(50))
+    assert all(f"{m} {i}" in kept for m in ("spawn", "fork") for i in range(50))
+    assert "cannot reach the log writer" in kept
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"connect": "http://x:1", "token": TOKEN}, "give tcp://HOST:PORT"),
+        ({"connect": "tcp://x:1", "token": TOKEN, "file": "x.log"}, "leave out file="),
+        ({"connect": "tcp://x:1"}, "needs the collector's token"),
+    ],
+)
+def test_wrong_connect_options_fail_at_install(
+    kwargs: dict[str, object], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """connect= checks its address, its token, and that no sink is asked for here."""
+    import logfunnel  # noqa: PLC0415
+
+    monkeypatch.delenv("LOGFUNNEL_TOKEN", raising=False)
+    with pytest.raises(ValueError, match=message):
+        logfunnel.install(**kwargs)  # type: ignore[arg-type]
+    assert logfunnel.current() is None
+
+
+def test_serve_refuses_a_token_file_others_can_read(tmp_path: Path) -> None:
+    """A token file readable by group or others is refused, saying how to fix it."""
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    token_file.chmod(0o644)
+    proc = run_python("-m", "logfunnel", "serve", "--listen", "tcp:127.0.0.1:0",
+                      "--token-file", str(token_file), check=False, timeout=60)  # fmt: skip
+    assert proc.returncode == 2
+    assert "chmod 600" in proc.stderr
+    assert os.stat(token_file).st_mode & 0o777 == 0o644
