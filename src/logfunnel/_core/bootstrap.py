@@ -22,7 +22,13 @@ from logfunnel._core import levels as _levels
 from logfunnel._core import route as _route
 from logfunnel._core import rundir as _rundir
 from logfunnel._core import state as _state
-from logfunnel._core.options import ENV_ADDRESS, ENV_OPTIONS, every_record_from_env
+from logfunnel._core.options import (
+    ENV_ADDRESS,
+    ENV_CONNECT,
+    ENV_OPTIONS,
+    Options,
+    every_record_from_env,
+)
 
 
 def join_from_environment() -> bool:
@@ -32,10 +38,15 @@ def join_from_environment() -> bool:
     on standard error in one line and the interpreter starts as usual.
     """
     address = os.environ.get(ENV_ADDRESS)
+    options = os.environ.get(ENV_OPTIONS)
     if not address:
-        return False
+        # A program pointed at a collector without calling install(): every record
+        # goes there, as to install()'s own sinks.
+        address = _collector_address(os.environ.get(ENV_CONNECT, ""))
+        if address is None:
+            return False
+        options = Options(every_record=True).to_env()
     try:
-        options = os.environ.get(ENV_OPTIONS)
         if _handler.attached_address() != address:
             _handler.attach_from_environment(address, options)
             _levels.join(_rundir.levels_path(address))
@@ -63,3 +74,16 @@ def worker_init() -> None:
             return  # the installing process itself
         msg = "no funnel to join: call logfunnel.install() before creating the pool"
         raise RuntimeError(msg)
+
+
+def _collector_address(url: str) -> str | None:
+    """Return ``tcp:HOST:PORT`` for ``LOGFUNNEL_CONNECT=tcp://HOST:PORT`` (or tls://), else None."""
+    kind, _, where = url.partition("://")
+    host, _, port = where.rpartition(":")
+    if kind not in ("tcp", "tls") or not host or not port.isdigit():
+        if url:
+            import sys  # noqa: PLC0415
+
+            print(f"logfunnel: LOGFUNNEL_CONNECT={url!r}: give tcp://HOST:PORT", file=sys.stderr)
+        return None
+    return f"{kind}:{host}:{port}"

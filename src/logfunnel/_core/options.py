@@ -28,6 +28,9 @@ ENV_INSTALLER: Final = "LOGFUNNEL_INSTALLER"
 #: For ``tls:`` addresses: the CA certificate(s) to verify the writer with
 #: (default: the system's trusted CAs).
 ENV_TLS_CA: Final = "LOGFUNNEL_TLS_CA"
+#: ``tcp://HOST:PORT`` or ``tls://HOST:PORT`` of a collector (``logfunnel serve``) that
+#: a program which does not call ``install()`` sends every record to, with ENV_TOKEN.
+ENV_CONNECT: Final = "LOGFUNNEL_CONNECT"
 #: The shared secret a TCP peer must prove it knows.
 ENV_TOKEN: Final = "LOGFUNNEL_TOKEN"  # noqa: S105 - the variable's name, not a secret
 
