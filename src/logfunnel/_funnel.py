@@ -65,6 +65,10 @@ def install(
     token: str | None = None,
     tls_cert: str | os.PathLike[str] | None = None,
     tls_key: str | os.PathLike[str] | None = None,
+    syslog: str | None = None,
+    syslog_facility: str | int = "user",
+    syslog_app_name: str | None = None,
+    syslog_ca: str | os.PathLike[str] | None = None,
 ) -> Funnel:
     """Start a writer and make every process of this program log through it.
 
@@ -105,6 +109,18 @@ def install(
     certificate chain, and ``tls_key=`` unless the key is in it) the listener
     speaks TLS: the address is ``tls:HOST:PORT``, and peers verify the writer
     against ``LOGFUNNEL_TLS_CA`` (or the system's CAs) before answering.
+
+    ``syslog="tcp://HOST:PORT"`` (RFC 6587 octet counting), ``"udp://..."`` or
+    ``"tls://..."`` (RFC 5425, verified against ``syslog_ca`` or the system's
+    CAs) also exports every record to a syslog collector (rsyslog, syslog-ng)
+    as RFC 5424 messages: facility ``syslog_facility`` (default ``"user"``),
+    APP-NAME ``syslog_app_name`` (default: the program's name), PROCID the
+    pid that logged, MSGID the logger name, extras as STRUCTURED-DATA.  A
+    thread of the writer sends them from a bounded queue: a collector that is
+    down or slow never holds back the other sinks; what it cannot take is
+    dropped, counted (``Stats.exported_dropped``) and reported once.  Like
+    ``json=``, it writes the console too unless ``file=`` is given.  See
+    docs/export.md.
 
     Calling it again while a funnel runs in this process raises
     ``RuntimeError``.  Called in a child of the installing process (a forked

@@ -263,10 +263,11 @@ def start(settings: Settings) -> Funnel:
             tcp_listener.close()
         raise
     options = settings.options.replace(every_record=settings.has_sinks)
-    if settings.host == "process" and settings.config is None:
+    if settings.host == "process" and settings.config is None and settings.syslog is None:
         # The writer's sinks are install()'s own, so every process can render a
         # plain record's line exactly as the writer would: the writer then only
-        # writes the text (see _core/framing.py).
+        # writes the text (see _core/framing.py).  Not with the syslog exporter:
+        # it needs each record's fields (a writer refuses LINEs then: dispatch).
         options = options.replace(
             render={
                 "fmt": settings.fmt or _sinks.DEFAULT_FORMAT,
@@ -317,6 +318,10 @@ def _start_thread_host(
         logging.config.dictConfig(settings.config)
     elif settings.has_sinks:
         sinks = funnel._sinks = _sinks.build_handlers(settings.file_options())
+        if settings.syslog is not None:  # imported only by a funnel that exports
+            from logfunnel.sinks import syslog as _syslog  # noqa: PLC0415
+
+            sinks.extend(_syslog.from_plain(settings.syslog_options()))
     funnel._writer, funnel._thread, funnel._control = _hosts.start_thread(
         settings, listener, tcp_listener, sinks
     )

@@ -56,13 +56,30 @@ class Settings:
     token: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
+    #: The syslog exporter (``sinks.syslog``): its URL, facility, APP-NAME and CA file.
+    syslog: str | None = None
+    syslog_facility: str | int = "user"
+    syslog_app_name: str | None = None
+    syslog_ca: str | None = None
     #: Identifies these arguments: a child calling install() with the same ones joins.
     fingerprint: str = ""
 
     @property
     def has_sinks(self) -> bool:
         """Tell whether install() builds the sinks itself (else: adopt this program's handlers)."""
-        return bool(self.file or self.json or self.console or self.fmt or self.config is not None)
+        return bool(
+            self.file or self.json or self.console or self.fmt or self.config is not None
+            or self.syslog
+        )
+
+    def syslog_options(self) -> dict[str, Any] | None:
+        """Return the syslog sink's options as plain values (``sinks.syslog.from_plain``)."""
+        if self.syslog is None:
+            return None
+        return {
+            "url": self.syslog, "facility": self.syslog_facility,
+            "app_name": self.syslog_app_name, "ca_file": self.syslog_ca,
+        }
 
     def file_options(self) -> FileOptions:
         """Return the typed options of the sinks install() builds (``sinks.build``)."""
@@ -95,6 +112,7 @@ class Settings:
             "token": self.token,
             "tls_cert": self.tls_cert,
             "tls_key": self.tls_key,
+            "syslog": self.syslog_options(),
         }
 
 
@@ -152,6 +170,7 @@ def check(arguments: dict[str, Any]) -> Settings:
         _check_token(token)
     if tls_key is not None and tls_cert is None:
         raise ValueError("tls_key= needs tls_cert=: the key goes with a certificate chain")
+    syslog = _check_syslog(a, config)
     host: Host = a["host"] or "thread"
     if host not in ("thread", "process"):
         raise ValueError(f"host={host!r}: use 'thread' (writer in this process) or 'process'")
@@ -172,6 +191,7 @@ def check(arguments: dict[str, Any]) -> Settings:
         token=token,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        **syslog,
         fingerprint=fingerprint(a),
     )
     if host == "process" and not settings.has_sinks:
@@ -189,7 +209,7 @@ def fingerprint(arguments: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8", "backslashreplace")).hexdigest()[:16]
 
 
-_PATHS = frozenset({"file", "fallback", "tls_cert", "tls_key"})
+_PATHS = frozenset({"file", "fallback", "tls_cert", "tls_key", "syslog_ca"})
 
 
 def _stable(name: str, value: Any) -> Any:
@@ -228,7 +248,49 @@ DEFAULTS: dict[str, Any] = {
     "token": None,
     "tls_cert": None,
     "tls_key": None,
+    "syslog": None,
+    "syslog_facility": "user",
+    "syslog_app_name": None,
+    "syslog_ca": None,
 }
+
+
+def _check_syslog(a: dict[str, Any], config: dict[str, Any] | None) -> dict[str, Any]:
+    """Check ``syslog=`` and its options; return them, the APP-NAME resolved here."""
+    url, facility, app_name = a["syslog"], a["syslog_facility"], a["syslog_app_name"]
+    ca = _path(a["syslog_ca"], "syslog_ca")
+    if url is None:
+        for name in ("syslog_facility", "syslog_app_name", "syslog_ca"):
+            if a[name] != DEFAULTS[name]:
+                raise ValueError(f"{name}= is for the syslog exporter: give syslog=URL too")
+        return {}
+    # Imported by a funnel that exports only (as the console sink is).
+    from logfunnel.sinks import rfc5424 as _rfc5424  # noqa: PLC0415
+    from logfunnel.sinks import syslog as _syslog  # noqa: PLC0415
+
+    _syslog.parse_url(url)
+    if isinstance(facility, bool) or (
+        facility not in _rfc5424.FACILITIES and facility not in range(24)
+    ):
+        raise ValueError(
+            f"syslog_facility={facility!r}: give a name ({', '.join(_rfc5424.FACILITIES)}) "
+            f"or a code 0-23 (RFC 5424 §6.2.1)"
+        )
+    if app_name is not None and (not isinstance(app_name, str) or not app_name):
+        raise ValueError(f"syslog_app_name={app_name!r}: give a non-empty str")
+    if ca is not None and not url.startswith("tls://"):
+        raise ValueError("syslog_ca= verifies a TLS collector: give syslog='tls://HOST:PORT'")
+    if ca is not None and not os.path.isfile(ca):
+        raise ValueError(f"syslog_ca={ca!r}: no such file (give a PEM file of CA certificates)")
+    if config is not None:
+        raise ValueError(
+            "give either config= or syslog=: with config=, add a handler of class "
+            "logfunnel.sinks.syslog.SyslogSink (url=...) to the dictConfig"
+        )
+    return {
+        "syslog": url, "syslog_facility": facility,
+        "syslog_app_name": app_name or _syslog.program_name(), "syslog_ca": ca,
+    }
 
 
 def _check_rotation(a: dict[str, Any], file: str | None) -> dict[str, Any]:

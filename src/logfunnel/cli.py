@@ -54,6 +54,12 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--console", action="store_true", help="also write to standard error")
     parser.add_argument("--host", choices=("thread", "process"), help="where the writer runs")
     parser.add_argument(
+        "--syslog", help="also export to syslog: tcp://HOST:PORT, udp://HOST:PORT or tls://..."
+    )
+    parser.add_argument("--syslog-facility", default="user", help="syslog facility (user)")
+    parser.add_argument("--syslog-app-name", help="syslog APP-NAME (default: the program's)")
+    parser.add_argument("--syslog-ca", help="CA certificates (PEM) for a tls:// collector")
+    parser.add_argument(
         "--hang-timeout",
         type=float,
         default=None,
@@ -83,6 +89,10 @@ def _split_run_argv(argv: list[str]) -> tuple[list[str], list[str]]:
         "--compress",
         "--host",
         "--hang-timeout",
+        "--syslog",
+        "--syslog-facility",
+        "--syslog-app-name",
+        "--syslog-ca",
     }
     i = 0
     while i < len(argv):
@@ -129,6 +139,16 @@ def run(argv: list[str]) -> int:
         "console": args.console,
         "host": args.host,
     }
+    if args.syslog is not None:
+        facility = args.syslog_facility
+        options.update(
+            syslog=args.syslog,
+            syslog_facility=int(facility) if facility.isdigit() else facility,
+            # The program's name, not logfunnel's: the script, or the module.
+            syslog_app_name=args.syslog_app_name
+            or (args.module or os.path.basename(program[0] if program else "") or None),
+            syslog_ca=args.syslog_ca,
+        )
     try:
         funnel = logfunnel.install(**options)
     except (ValueError, RuntimeError, OSError) as exc:

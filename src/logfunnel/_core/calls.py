@@ -62,7 +62,9 @@ class SinkWatch:
         self.total = 0  # since the writer started
         #: ``handler.landed`` at the last failure (file sinks); None: other handlers.
         self.mark: int | None = None
-        self.counts_landed = isinstance(handler, BATCHED)
+        # An exporter's ``landed`` counts what its queue took: it writes again
+        # once that grows, whichever thread (the writer's, a program's) logged.
+        self.counts_landed = isinstance(handler, (BATCHED, _sink.Exporter))
         self._original = vars(handler).get("handleError", _MISSING)
         handler.handleError = self  # type: ignore[method-assign]
 
@@ -190,6 +192,14 @@ class Calls:
     def unwritten(self) -> int:
         """Return how many records the sinks failed to write since the writer started."""
         return sum(watch.total for watch in self._watches.values())
+
+    def exported_dropped(self) -> int:
+        """Return how many records the exporters called here dropped (``sink.Exporter``)."""
+        return sum(
+            watch.handler.exported_dropped
+            for watch in self._watches.values()
+            if isinstance(watch.handler, _sink.Exporter)
+        )
 
     def _flush(self, handlers: Iterable[logging.Handler]) -> None:
         for handler in handlers:

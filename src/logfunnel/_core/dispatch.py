@@ -73,6 +73,8 @@ class Stats:
     accept_failures: int = 0
     #: Records a sink failed to write (a full disk), summed over the sinks.
     unwritten: int = 0
+    #: Of those, records exporters (``sink.Exporter``: syslog) dropped: a collector was behind.
+    exported_dropped: int = 0
 
 
 class Sender(Protocol):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Final
 
-__all__ = ["LINE_SINKS", "LineSink", "LinesLostError", "write_line"]
+__all__ = ["LINE_SINKS", "Exporter", "LineSink", "LinesLostError", "write_line"]
 
 
 class LinesLostError(OSError):
@@ -52,6 +52,20 @@ class LineSink(logging.Handler):
 
     def lines_lost(self, lost: LinesLostError) -> None:
         """Correct what the sink counts (a size, for rotation) for lines that were not written."""
+
+
+class Exporter(logging.Handler):
+    """A sink that hands records to a queue of its own, sent elsewhere by its own thread.
+
+    Its ``emit`` never waits for the destination: when the queue is full it
+    drops the record, counts it in ``exported_dropped`` (``Stats.exported_dropped``)
+    and calls ``handleError``, so the writer's watch reports the episode once.
+    """
+
+    #: Records dropped since the sink was built (queue full, or unsent at close).
+    exported_dropped = 0
+    #: Records its queue took: after a drop, growing again means it writes again.
+    landed = 0
 
 
 #: The handlers ``write_line`` can write a rendered line through.

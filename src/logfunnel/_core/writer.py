@@ -298,6 +298,7 @@ class Writer:
                 self._answer(self._control, fields[1] if len(fields) > 1 else 0)
             elif kind == _wire.STATS and len(fields) == 2:
                 self.stats.unwritten = self._dispatch.calls.unwritten()
+                self.stats.exported_dropped = self._dispatch.calls.exported_dropped()
                 frame = self._encoder.frame(
                     [_wire.STATS, fields[1], dataclasses.asdict(self.stats)]
                 )

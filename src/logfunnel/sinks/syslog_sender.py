@@ -1,0 +1,162 @@
+"""The syslog sink's sender thread: the one owner of the socket to the collector.
+
+Who owns what: one ``Sender`` per ``syslog.SyslogSink``, run by the thread the
+sink starts.  It owns the socket (connect, TLS handshake, send, close) and
+its back-off; it shares the sink's queue, byte count and flags under the
+sink's ``_ready`` condition, and never holds that lock while it waits on the
+network.  A batch it took stays counted against the queue's bound until it
+was sent (``_in_flight``), so a failed send that puts it back never makes
+room for records meanwhile; a collector that is down is retried after a
+back-off of 0.1 s doubling to 5 s, and records queued during it wake the
+thread without shortening it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+import time
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from logfunnel.sinks.syslog import SyslogSink
+
+__all__ = ["SEND_TIMEOUT", "Sender"]
+
+_BACKOFF_FIRST: Final = 0.1
+_BACKOFF_MAX: Final = 5.0
+#: A send that makes no progress this long means a stuck collector: reconnect.
+SEND_TIMEOUT: Final = 5.0
+#: Bytes sent in one go (several messages joined: one system call).
+_BATCH_BYTES: Final = 256 * 1024
+
+
+class Sender:
+    """The sink's thread: owns the socket; takes batches from the queue and sends them."""
+
+    def __init__(self, sink: SyslogSink) -> None:
+        """Send ``sink``'s queue; nothing is connected until the first batch."""
+        self.sink = sink
+        self.sock: socket.socket | None = None
+        self.backoff = _BACKOFF_FIRST
+        self.retry_at = 0.0
+
+    def run(self) -> None:
+        """Send until the sink closes: take a batch, send it, or put it back and wait."""
+        sink = self.sink
+        ready = sink._ready
+        batch: list[bytes] = []
+        while True:
+            with ready:
+                if batch:  # sent: the room is free now, and drain() may be waiting
+                    sink._queued_bytes -= sum(map(len, batch))
+                    sink._in_flight = 0
+                    sink._sending = False
+                    ready.notify_all()
+                while not sink._queue and not sink._closing:
+                    sink._idle = True
+                    ready.wait()
+                sink._idle = False
+                if sink._closing:
+                    break
+                batch = self._take()
+                sink._sending = True
+            if not self._send(batch):
+                with ready:  # back at the front, oldest first; the next try after the back-off
+                    sink._queue.extendleft(reversed(batch))
+                    sink._in_flight = 0
+                    sink._sending = False
+                    ready.notify_all()
+                    # Records queued meanwhile wake this: wait the back-off out all the same.
+                    while not sink._closing and (left := self.retry_at - time.monotonic()) > 0:
+                        ready.wait(left)
+                batch = []
+        self._close()
+
+    def _take(self) -> list[bytes]:
+        """Take messages off the queue, up to ``_BATCH_BYTES`` (streams), under the lock."""
+        sink = self.sink
+        queue = sink._queue
+        batch = [queue.popleft()]
+        size = len(batch[0])
+        if sink._stream:
+            while queue and size + len(queue[0]) <= _BATCH_BYTES:
+                size += len(queue[0])
+                batch.append(queue.popleft())
+        sink._in_flight = len(batch)
+        return batch
+
+    def _send(self, batch: list[bytes]) -> bool:
+        """Send ``batch``; False (socket closed, back-off set) if it could not be."""
+        sink = self.sink
+        if time.monotonic() < self.retry_at:
+            return False
+        try:
+            sock = self.sock if self.sock is not None and self._alive() else self._connect()
+            if sink._stream:
+                sock.sendall(b"".join(batch))
+            else:
+                for message in batch:
+                    sock.send(message)
+        except OSError as exc:  # ssl.SSLError is one too
+            self._close()
+            sink.down = f"{type(exc).__name__}: {exc}"
+            self.retry_at = time.monotonic() + self.backoff
+            self.backoff = min(self.backoff * 2, _BACKOFF_MAX)
+            return False
+        sink.sent += len(batch)
+        sink.down = None
+        self.backoff = _BACKOFF_FIRST
+        return True
+
+    def _connect(self) -> socket.socket:
+        sink = self.sink
+        kind = socket.SOCK_STREAM if sink._stream else socket.SOCK_DGRAM
+        infos = socket.getaddrinfo(sink.host, sink.port, type=kind)
+        family, _, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(SEND_TIMEOUT)
+            sock.connect(address)  # UDP: only fixes the peer; nothing is sent
+            if sink._tls is not None:
+                sock = sink._tls.wrap_socket(sock, server_hostname=sink.host)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+        return sock
+
+    def _alive(self) -> bool:
+        """Tell whether the stream is still open: a collector sends nothing, so readable is EOF.
+
+        RFC 6587 and RFC 5425 have no acknowledgement: a collector that died
+        is seen when the kernel reports its FIN or RST, checked before each
+        batch, so what was sent in between is lost uncounted (docs/guarantees.md).
+        """
+        sock = self.sock
+        if sock is None or not self.sink._stream:
+            return sock is not None
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+            if not readable:
+                return True
+            sock.setblocking(False)
+            try:
+                data = sock.recv(4096)
+            finally:
+                sock.settimeout(SEND_TIMEOUT)
+        except self.sink._want_read:
+            return True  # part of a TLS record (a renegotiation, a ticket): still open
+        except OSError:
+            data = b""
+        if data:
+            return True  # something a collector sent unasked: ignored
+        self._close()
+        return False
+
+    def _close(self) -> None:
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()

@@ -1,0 +1,226 @@
+"""The syslog sink on real sockets, against a collector written here (no daemon needed).
+
+The daemons themselves (rsyslog, syslog-ng) are in tests/test_syslog_daemons.py;
+this checks install()'s wiring under both hosts, the argument checks, and the
+failure behaviour: a collector down at start, gone mid-run or back again never
+holds back the file sink, and what the sink dropped is counted and reported once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import logfunnel
+from logfunnel.sinks.syslog import SyslogSink, parse_url
+
+_DEADLINE = 30.0
+
+
+class Collector:
+    """A TCP listener that reads RFC 6587 octet-counted messages into ``messages``."""
+
+    def __init__(self, port: int = 0) -> None:
+        """Listen on ``port`` of 127.0.0.1 (0: any free one), reading in threads of its own."""
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", port))
+        self.listener.listen()
+        self.port = self.listener.getsockname()[1]
+        self.messages: list[bytes] = []
+        self.connections: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        """Return the ``syslog=`` URL of this collector."""
+        return f"tcp://127.0.0.1:{self.port}"
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections.append(conn)
+            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+
+    def _read(self, conn: socket.socket) -> None:
+        buffer = b""
+        while True:
+            try:
+                data = conn.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            buffer += data
+            while b" " in buffer:
+                length, _, rest = buffer.partition(b" ")
+                if len(rest) < int(length):
+                    break
+                with self._lock:
+                    self.messages.append(rest[: int(length)])
+                buffer = rest[int(length) :]
+
+    def texts(self) -> list[str]:
+        """Return the messages read so far, decoded."""
+        with self._lock:
+            return [m.decode("utf-8") for m in self.messages]
+
+    def wait_for(self, count: int, timeout: float = _DEADLINE) -> list[str]:
+        """Wait until ``count`` messages came (failing at the deadline); return them."""
+        deadline = time.monotonic() + timeout
+        while len(self.texts()) < count:
+            assert time.monotonic() < deadline, f"{len(self.texts())} of {count} messages came"
+            time.sleep(0.01)  # polling a socket reader's list; bounded by the deadline
+        return self.texts()
+
+    def close(self) -> None:
+        """Stop listening and close every connection, as the kernel does for a killed process.
+
+        shutdown() first: a close() alone does not end a socket another thread
+        is blocked on (accept, recv), so no FIN would go out.
+        """
+        for sock in (self.listener, *self.connections):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+
+def test_parse_url_and_install_checks(tmp_path: Path, no_funnel_env: None) -> None:
+    assert parse_url("tcp://127.0.0.1:5514") == ("tcp", "127.0.0.1", 5514)
+    assert parse_url("udp://[::1]:514") == ("udp", "::1", 514)
+    assert parse_url("tls://logs.example") == ("tls", "logs.example", 6514)
+    for bad in ("http://h:1", "tcp://", "tcp://h:notaport", "tcp://h:1/path", "h:514"):
+        with pytest.raises(ValueError, match="give tcp://HOST:PORT"):
+            parse_url(bad)
+    log = str(tmp_path / "a.log")
+    with pytest.raises(ValueError, match="syslog_facility"):
+        logfunnel.install(file=log, syslog="tcp://127.0.0.1:1", syslog_facility="nope")
+    with pytest.raises(ValueError, match="give syslog=URL too"):
+        logfunnel.install(file=log, syslog_facility="local0")
+    with pytest.raises(ValueError, match="TLS collector"):
+        logfunnel.install(file=log, syslog="tcp://127.0.0.1:1", syslog_ca=log)
+    with pytest.raises(ValueError, match="config= or syslog="):
+        logfunnel.install(config={"version": 1}, syslog="tcp://127.0.0.1:1")
+    assert logfunnel.current() is None
+
+
+@pytest.mark.parametrize("host", ["thread", "process"])
+def test_install_exports_every_record_once(
+    tmp_path: Path, host: str, no_funnel_env: None
+) -> None:
+    """Records of this process go to both the file and the collector, the collector's once."""
+    collector = Collector()
+    log = tmp_path / "app.log"
+    funnel = logfunnel.install(
+        file=str(log), syslog=collector.url, syslog_app_name="app", host=host  # type: ignore[arg-type]
+    )
+    try:
+        for i in range(200):
+            logging.getLogger("t.export").warning("rec %d\nsecond line ü", i, extra={"i": i})
+        assert funnel.flush()
+        texts = collector.wait_for(200)
+    finally:
+        funnel.shutdown()
+        collector.close()
+    ours = [t for t in texts if " t.export " in t]
+    assert len(ours) == 200
+    assert [int(t.split('i="')[1].split('"')[0]) for t in ours] == list(range(200))
+    assert all(t.endswith("second line ü") for t in ours)
+    assert log.read_text(encoding="utf-8").count("rec ") == 200
+
+
+def test_collector_down_at_start_never_holds_back_the_file(
+    tmp_path: Path, no_funnel_env: None
+) -> None:
+    """Nothing listens: the file gets every record at once, the sink drops and counts."""
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # a port nothing listens on: connections are refused
+    log = tmp_path / "app.log"
+    funnel = logfunnel.install(file=str(log), syslog=f"tcp://127.0.0.1:{port}", level="INFO")
+    sink = next(h for h in funnel._sinks if isinstance(h, SyslogSink))
+    sink.queue_size = 100  # so the test fills it quickly
+    started = time.monotonic()
+    try:
+        for i in range(5000):
+            logging.getLogger("t.down").info("rec %d", i)
+        assert funnel.flush()
+        elapsed = time.monotonic() - started
+        stats = funnel.stats()
+    finally:
+        funnel.shutdown(timeout=10)
+    assert log.read_text(encoding="utf-8").count("rec ") == 5000
+    assert elapsed < 10, f"5000 records took {elapsed:.1f} s with the collector down"
+    assert sink.exported_dropped >= 4900
+    assert stats.exported_dropped >= 4900
+    assert stats.unwritten >= 4900
+
+
+def test_collector_dies_and_comes_back_drops_reported_once(
+    tmp_path: Path, no_funnel_env: None
+) -> None:
+    """Killed mid-run, restarted on the same port: the file has all, one report of the drops."""
+    collector = Collector()
+    port = collector.port
+    log = tmp_path / "app.log"
+    funnel = logfunnel.install(file=str(log), syslog=collector.url, level="INFO")
+    sink = next(h for h in funnel._sinks if isinstance(h, SyslogSink))
+    events = logging.getLogger("t.phase")
+    back: Collector | None = None
+    try:
+        for i in range(100):
+            events.info("before %d", i)
+        assert funnel.flush()
+        collector.wait_for(100)
+        sink.queue_size = 50  # so the outage fills it quickly
+        collector.close()
+        # Until the sender has seen the collector go, records may still be
+        # written into the dead connection; then the queue fills and drops.
+        deadline = time.monotonic() + _DEADLINE
+        i = 0
+        while sink.exported_dropped == 0:
+            assert time.monotonic() < deadline, "the sink never noticed the collector died"
+            events.info("during %d", i)
+            i += 1
+            if i % 100 == 0:
+                assert funnel.flush()
+        during = i
+        assert funnel.flush()
+        dropped_while_down = sink.exported_dropped
+        back = Collector(port)
+        for j in range(100):
+            events.info("after %d", j)
+            if j % 10 == 0:
+                assert funnel.flush()
+        # The sender reconnects after its back-off; what was queued goes first.
+        deadline = time.monotonic() + _DEADLINE
+        while not any("after 99" in t for t in back.texts()):
+            assert time.monotonic() < deadline, f"{len(back.texts())} messages after the restart"
+            events.info("after %d", 99)
+            time.sleep(0.05)  # letting the sender's back-off run out; bounded by the deadline
+        assert funnel.flush()
+        stats = funnel.stats()
+    finally:
+        funnel.shutdown(timeout=10)
+        if back is not None:
+            back.close()
+    lines = log.read_text(encoding="utf-8").splitlines()
+    assert sum(" before " in line for line in lines) == 100
+    assert sum(" during " in line for line in lines) == during
+    assert sum(" after " in line for line in lines) >= 100
+    reports = [line for line in lines if "writes again: resumed after" in line]
+    assert len(reports) == 1, reports
+    assert f"SyslogSink tcp://127.0.0.1:{port}" in reports[0]
+    assert stats.exported_dropped >= dropped_while_down > 0
