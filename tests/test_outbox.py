@@ -165,6 +165,11 @@ def test_the_framer_renders_plain_records_and_sends_the_rest_as_records() -> Non
     long = _record("z" * (field_limit(options.frame_limit) + 1))
     assert kinds(long) == [_wire.RECORD]  # cut as the record path cuts it
     assert kinds(_record("x")) == [_wire.LINE]
+    # Fields of logfunnel.context() are plain: the line is rendered here, as the writer would.
+    fields = {"job": "nightly", "shard": 3}
+    assert kinds(_record("in a block", **fields, logfunnel_context=fields)) == [_wire.LINE]
+    clash = _record("an extra named like a field", job=object(), logfunnel_context=fields)
+    assert kinds(clash) == [_wire.RECORD]
     assert _kinds([list(f) for f in reader.feed(Framer(encoder, Options()).frames(_record("r")))]) == [
         _wire.RECORD
     ]

@@ -15,8 +15,9 @@ from __future__ import annotations
 import logging
 
 from logfunnel._core import wire as _wire
+from logfunnel._core.context import CONTEXT_ATTR
 from logfunnel._core.options import Options, field_limit
-from logfunnel._core.plain import BASE_LEN
+from logfunnel._core.plain import BASE_LEN, STANDARD_ATTRS
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ class Framer:
             # `asctime`, or extras.
             and (
                 len(attrs) - ("message" in attrs) - ("asctime" in attrs) <= BASE_LEN
-                or _wire.has_no_extras(record)
+                or _only_context(attrs)
             )
         ):
             try:
@@ -59,6 +60,26 @@ class Framer:
             if len(text) <= self._line_limit:
                 return self._encoder.line(text)
         return self._encoder.record(record)
+
+
+def _only_context(attrs: dict[str, Any]) -> bool:
+    """Tell whether a record's attributes beyond the standard ones are its context's alone.
+
+    ``logfunnel.context()`` fields are plain values checked when the block was
+    entered, so the line this process renders is the one the writer would
+    (both formatters show them the same way); an ``extra=`` value is not, and
+    travels in the record, where the codec makes it plain.  A field an
+    ``extra=`` of the same name kept from the context is an extra.
+    """
+    fields = attrs.get(CONTEXT_ATTR)
+    if fields is None:
+        return all(key in STANDARD_ATTRS for key in attrs)
+    return all(
+        key in STANDARD_ATTRS
+        or key == CONTEXT_ATTR
+        or (key in fields and attrs[key] is fields[key])
+        for key in attrs
+    )
 
 
 def _renderer(spec: Any) -> logging.Formatter | None:
