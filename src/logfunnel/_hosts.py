@@ -37,10 +37,13 @@ from logfunnel._core import rundir as _rundir
 from logfunnel._core import wire as _wire
 from logfunnel._core import writer as _writer
 from logfunnel._settings import Settings
+from logfunnel.sinks import console as _console
 from logfunnel.sinks import files as _sinks
 from logfunnel.sinks.options import FileOptions
 
 _WRITER_START_TIMEOUT: Final = 30.0
+#: The console relays of running writer processes, by pid (``stop_process`` joins them).
+_relays: dict[int, _console.ConsoleRelay] = {}
 
 
 def tcp_address(listener: socket.socket, settings: Settings) -> str:
@@ -108,6 +111,16 @@ def start_process(
             f"factories by import path ('()': 'package.module.factory') or use host='thread'"
         )
         raise ValueError(msg) from None
+    # The installer writes the console, under this host too: its terminal, its progress
+    # bars (a tqdm lock, a rich Live). The writer process sends the lines back to a
+    # thread here (sinks/console.py), or its writes would land in the middle of a bar.
+    relay = None
+    if settings.config is None and (settings.console or not settings.file):
+        relay = _console.ConsoleRelay()
+        relayed = {"fd": relay.far_fd, "colour": relay.colour}
+        config_frame = _wire.Encoder().frame(
+            [_wire.CONFIG, {**settings.spec(), "console_relay": relayed}]
+        )
     control, far_end = socket.socketpair()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOGFUNNEL_")}
     # The writer must import this very logfunnel, even when it came from sys.path.
@@ -125,7 +138,7 @@ def start_process(
                 ),
                 *(str(sock.fileno()) for sock in passed),
             ],
-            pass_fds=[sock.fileno() for sock in passed],
+            pass_fds=[sock.fileno() for sock in passed] + ([relay.far_fd] if relay else []),
             env=env,
             stdin=subprocess.DEVNULL,
             # Its own process group (a new session: Python 3.10 has no
@@ -136,12 +149,16 @@ def start_process(
         )
     except BaseException:
         control.close()
+        if relay is not None:
+            relay.close()
         raise
     finally:
         # Only the writer may hold these: a listening socket left open here
         # would let children connect and block with nobody reading.
         for sock in passed:
             sock.close()
+    if relay is not None:  # if the writer fails to start, its end closes and the relay ends
+        relay.started()
     try:
         control.sendall(config_frame)
         reply = _dial.read_reply(
@@ -156,6 +173,8 @@ def start_process(
         why = reply[1] if reply is not None else "it did not start in time (see its stderr)"
         msg = f"the writer process could not build its sinks: {why}"
         raise ValueError(msg)
+    if relay is not None:
+        _relays[process.pid] = relay
     return process, control
 
 
@@ -168,8 +187,17 @@ def stop_process(process: subprocess.Popen[bytes], deadline: float) -> bool:
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
         _wait_for_group_to_die(process.pid, timeout=2.0)
+        _join_relay(process, deadline)
         return False
+    _join_relay(process, deadline)
     return True
+
+
+def _join_relay(process: subprocess.Popen[bytes], deadline: float) -> None:
+    """Wait until the console lines the ended writer process sent are printed."""
+    relay = _relays.pop(process.pid, None)
+    if relay is not None:
+        relay.join(max(0.1, deadline - time.monotonic()))
 
 
 def _wait_for_group_to_die(group: int, timeout: float) -> None:
@@ -287,6 +315,7 @@ def _serve(
         return _CONFIG_FAILED
     if announce:
         control.sendall(encoder.frame([_wire.CONFIG, None]))
+    _console.connect(sinks, config.get("console_relay"))
     writer = _writer.Writer(
         listener,
         control,
