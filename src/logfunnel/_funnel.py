@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from logfunnel._core.options import OnFull
 
-from logfunnel import _running, _settings
+from logfunnel import _remote, _running, _settings
 from logfunnel._core import bootstrap as _bootstrap
 from logfunnel._core import state as _state
 from logfunnel._core.options import (
@@ -65,6 +65,7 @@ def install(
     token: str | None = None,
     tls_cert: str | os.PathLike[str] | None = None,
     tls_key: str | os.PathLike[str] | None = None,
+    connect: str | None = None,
     syslog: str | None = None,
     syslog_facility: str | int = "user",
     syslog_app_name: str | None = None,
@@ -122,6 +123,15 @@ def install(
     ``json=``, it writes the console too unless ``file=`` is given.  See
     docs/export.md.
 
+    ``connect="tcp://HOST:PORT"`` (or ``"tls://..."``) starts no writer: this
+    process, and every child it starts, sends to a collector on another host
+    (``logfunnel serve``, which owns the sinks), proving ``token=`` (or
+    ``LOGFUNNEL_TOKEN``), exactly as a child sends to its installer: records
+    in the kernel before the call returns, the fallback while the collector
+    is away, reconnecting once a second.  ``flush()`` is a barrier at the
+    collector.  ``LOGFUNNEL_CONNECT`` (and ``LOGFUNNEL_TOKEN``) in the
+    environment does the same for a program that does not call install().
+
     Calling it again while a funnel runs in this process raises
     ``RuntimeError``.  Called in a child of the installing process (a forked
     child, or a main module re-imported under spawn) with the same arguments
@@ -144,7 +154,9 @@ def install(
         if joined is not None:
             return joined
         settings = _settings.check(arguments)
-        funnel = _running.start(settings)
+        funnel = (
+            _running.start(settings) if settings.connect is None else _remote.connect(settings)
+        )
         _state.funnel = funnel
         return funnel
 

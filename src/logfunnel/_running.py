@@ -81,6 +81,8 @@ class Funnel:
         self.host: Host = host
         self.options = options
         self._owner_pid = os.getpid() if owner else -1
+        #: Sends to a collector on another host (``install(connect=...)``): no writer here.
+        self.remote = False
         self._lock = threading.Lock()
         self._requests = itertools.count(1)
         self._closed = False
@@ -138,7 +140,7 @@ class Funnel:
         """
         if self._closed:
             return False
-        if not self.owner:
+        if not self.owner or self.remote:
             connection = _handler.current_connection()
             return connection.flush(timeout) if connection is not None else False
         request = next(self._requests)
@@ -152,6 +154,9 @@ class Funnel:
         child, or after ``shutdown()``), and ``TimeoutError`` if the writer
         did not answer within ``timeout`` seconds.
         """
+        if self.remote:
+            msg = f"stats() of {self!r}: its writer is the collector's; ask `logfunnel serve`"
+            raise RuntimeError(msg)
         if self._closed or not self.owner:
             where = "is shut down" if self._closed else f"is owned by process {self._owner_pid}"
             msg = f"stats() of {self!r}: this funnel {where}; ask the installing process"
@@ -189,6 +194,9 @@ class Funnel:
         """
         if self._closed or not self.owner:
             return True
+        if self.remote:  # no writer here: what this process sent reaches the collector
+            drained = self.flush(timeout)
+            return self._undo(timeout) and drained
         request = next(self._requests)
         drained = self._call([_wire.SHUTDOWN, request], _wire.FLUSHED, request, timeout) is not None
         return self._undo(timeout) and drained

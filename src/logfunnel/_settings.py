@@ -17,7 +17,13 @@ import time
 from typing import Any, Literal
 
 from logfunnel._core.formatters import DEFAULT_FORMAT
-from logfunnel._core.options import DEFAULT_FRAME_LIMIT, Options, check_options, parse_level
+from logfunnel._core.options import (
+    DEFAULT_FRAME_LIMIT,
+    ENV_TOKEN,
+    Options,
+    check_options,
+    parse_level,
+)
 from logfunnel.sinks import rotation as _rotation
 from logfunnel.sinks.options import FileOptions
 
@@ -56,6 +62,9 @@ class Settings:
     token: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
+    #: A collector's address (``tcp:HOST:PORT`` or ``tls:HOST:PORT``) this process sends
+    #: to instead of starting a writer (``logfunnel serve`` on another host).
+    connect: str | None = None
     #: The syslog exporter (``sinks.syslog``): its URL, facility, APP-NAME and CA file.
     syslog: str | None = None
     syslog_facility: str | int = "user"
@@ -159,7 +168,15 @@ def check(arguments: dict[str, Any]) -> Settings:
     token, tls_cert, tls_key = a["token"], _path(a["tls_cert"], "tls_cert"), _path(
         a["tls_key"], "tls_key"
     )
-    if listen is None:
+    connect = _check_connect(a)
+    if connect is not None:
+        token = token if token is not None else os.environ.get(ENV_TOKEN)
+        if token is None:
+            raise ValueError(
+                f"connect={a['connect']!r} needs the collector's token: give token= "
+                "(or set LOGFUNNEL_TOKEN); `logfunnel serve` reads it from --token-file"
+            )
+    elif listen is None:
         for name, value in (("token", token), ("tls_cert", tls_cert), ("tls_key", tls_key)):
             if value is not None:
                 raise ValueError(
@@ -191,6 +208,7 @@ def check(arguments: dict[str, Any]) -> Settings:
         token=token,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        connect=connect,
         **syslog,
         fingerprint=fingerprint(a),
     )
@@ -248,11 +266,39 @@ DEFAULTS: dict[str, Any] = {
     "token": None,
     "tls_cert": None,
     "tls_key": None,
+    "connect": None,
     "syslog": None,
     "syslog_facility": "user",
     "syslog_app_name": None,
     "syslog_ca": None,
 }
+
+
+def _check_connect(a: dict[str, Any]) -> str | None:
+    """Check ``connect=``; return the address as the sending side names it (``tcp:HOST:PORT``)."""
+    url = a.get("connect")
+    if url is None:
+        return None
+    kind, _, where = str(url).partition(":")
+    where = where.removeprefix("//")
+    host, _, port = where.rpartition(":")
+    if kind not in ("tcp", "tls") or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(
+            f"connect={url!r}: give tcp://HOST:PORT or tls://HOST:PORT, the address "
+            "`logfunnel serve --listen` printed"
+        )
+    given = [
+        name
+        for name in ("file", "json", "console", "fmt", "config", "listen", "host", "syslog")
+        if a.get(name)
+    ]
+    if given:
+        raise ValueError(
+            f"connect= sends this process's records to a collector, which owns the sinks: "
+            f"leave out {', '.join(f'{name}=' for name in given)} (give them to `logfunnel "
+            "serve`), or leave out connect= to start a writer here"
+        )
+    return f"{kind}:{host}:{port}"
 
 
 def _check_syslog(a: dict[str, Any], config: dict[str, Any] | None) -> dict[str, Any]:

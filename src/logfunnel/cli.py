@@ -1,4 +1,4 @@
-"""The ``logfunnel`` command: ``run``, ``demo``, ``repro``, ``stacks`` and ``report``."""
+"""The ``logfunnel`` command: ``run``, ``serve``, ``demo``, ``repro``, ``stacks`` and ``report``."""
 
 from __future__ import annotations
 
@@ -17,12 +17,14 @@ usage: logfunnel run [options] [--] script.py [args ...]
        logfunnel repro [--cycles N] [--timeout S]
        logfunnel stacks [--address ADDRESS]
        logfunnel report RUN.jsonl [-o report.html] [--min-gap S]
+       logfunnel serve --listen tcp:HOST:PORT --token-file FILE [--file F ...]
 
   run      run a Python program unchanged with the funnel installed; exits with its code
   demo     the seed's scenario under fork, spawn and forkserver, every record checked
   repro    the article's deadlock: reproduce it, show the stuck stack, then fix it
   stacks   print the Python stacks of every process attached to a running funnel
   report   one self-contained HTML page picturing a run's JSON lines (install(json=True))
+  serve    a collector: the sinks for processes on other hosts (install(connect=...))
 """
 
 
@@ -210,6 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     if command == "run":
         return run(rest)
+    if command == "serve":
+        from logfunnel._serve import main as serve_main  # noqa: PLC0415
+
+        return serve_main(rest)
     if command == "demo":
         from logfunnel.diagnose.demo import main as demo_main  # noqa: PLC0415
 
