@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from logfunnel.sinks import compress as _compress
 from logfunnel.sinks import retention as _retention
 from logfunnel.sinks import rotation as _rotation
 from logfunnel.sinks.options import FileOptions
@@ -310,20 +311,18 @@ def test_rotated_files_are_gzipped_in_a_worker_thread(tmp_path: Path) -> None:
     assert abs(gz.stat().st_mtime - int.from_bytes(gz.read_bytes()[4:8], "little")) < 1
 
 
-KILLED_COMPRESS = r"""
-import sys
-from logfunnel.sinks.compress import gzip_file
-gzip_file(sys.argv[1])
-"""
-
-
 def test_a_crash_mid_compress_leaves_the_plain_file_and_start_finishes(tmp_path: Path) -> None:
-    """SIGKILL while gzipping leaves the plain file and a ``.gz.tmp``; the next start cleans up."""
+    """SIGKILL while gzipping leaves the plain file and a ``.gz.tmp``; the next start cleans up.
+
+    The killed compressor's lock died with it; the next start removes its
+    ``.gz.tmp`` and compresses the file again.
+    """
     base = tmp_path / "app.log"
     rotated = tmp_path / "app.log.2026-11-30"
     text = "".join(f"{i:08d} {os.urandom(24).hex()}\n" for i in range(600_000))  # ~35 MB
     rotated.write_text(text)
-    child = subprocess.Popen([sys.executable, "-c", KILLED_COMPRESS, str(rotated)])
+    # The very command the compressor's worker thread runs.
+    child = subprocess.Popen([sys.executable, "-I", "-S", _compress.__file__, str(rotated)])
     tmp = Path(f"{rotated}.gz.tmp")
     deadline = time.monotonic() + 30
     while not (tmp.exists() and tmp.stat().st_size > 0):
@@ -346,3 +345,33 @@ def test_a_crash_mid_compress_leaves_the_plain_file_and_start_finishes(tmp_path:
         "app.log", "app.log.2026-11-29.gz", "app.log.2026-11-30.gz"
     ]
     assert gzip.decompress(Path(f"{rotated}.gz").read_bytes()).decode() == text
+
+
+def test_start_leaves_a_file_a_live_compressor_holds(tmp_path: Path) -> None:
+    """A compressor left running by a dead writer keeps its file; the next start waits its turn."""
+    rotated = tmp_path / "app.log.2026-11-30"
+    rotated.write_text("being compressed\n")
+    Path(f"{rotated}.gz.tmp").write_bytes(b"partial")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDS_LOCK, str(rotated)], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None
+    assert holder.stdout.readline() == "locked\n"
+    try:
+        handler = sink(tmp_path / "app.log", when="D", compress="gzip")
+        handler.close()
+        assert Path(f"{rotated}.gz.tmp").read_bytes() == b"partial"  # not the start's to remove
+        assert rotated.read_text() == "being compressed\n"
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+        holder.stdout.close()
+
+
+HOLDS_LOCK = r"""
+import fcntl, sys, time
+f = open(sys.argv[1], "rb")
+fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(120)  # held until the test kills it
+"""
