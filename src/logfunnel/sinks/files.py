@@ -40,8 +40,6 @@ __all__ = [
 #: A file sink's pending lines are written once they reach this many bytes,
 #: even in the middle of a batch of the writer loop (bounds its memory).
 _BATCH_BYTES: Final = 64 * 1024
-#: ``watch=True``: how often, at most, a flush compares the path with the open file.
-WATCH_INTERVAL: Final = 1.0
 
 
 class LineFile:
@@ -210,6 +208,8 @@ class FileSink(LineSink, logging.FileHandler):
 
     #: ``watch=True``: reopen the file when it was moved or removed (logrotate).
     watch = False
+    #: How often, at most, a flush compares the path with the open file (seconds).
+    watch_interval = 1.0
     _watched_at = 0.0
 
     def flush(self) -> None:
@@ -219,7 +219,7 @@ class FileSink(LineSink, logging.FileHandler):
         _flush_lines(self)
 
     def _reopen_if_moved(self) -> None:
-        """Reopen a moved or removed file, checked at most once per ``WATCH_INTERVAL``.
+        """Reopen a moved or removed file, checked at most once per ``watch_interval``.
 
         Once per flush, not per record (``WatchedFileHandler`` stats twice per
         record): a flush writes a whole batch of the writer loop.  And at most
@@ -230,7 +230,7 @@ class FileSink(LineSink, logging.FileHandler):
         (logrotate's ``delaycompress`` leaves it until its next run).
         """
         now = time.monotonic()
-        if now - self._watched_at < WATCH_INTERVAL:
+        if now - self._watched_at < self.watch_interval:
             return
         self._watched_at = now
         self.acquire()
