@@ -70,6 +70,7 @@ def install(
     syslog_facility: str | int = "user",
     syslog_app_name: str | None = None,
     syslog_ca: str | os.PathLike[str] | None = None,
+    otlp: str | None = None,
 ) -> Funnel:
     """Start a writer and make every process of this program log through it.
 
@@ -122,6 +123,12 @@ def install(
     dropped, counted (``Stats.exported_dropped``) and reported once.  Like
     ``json=``, it writes the console too unless ``file=`` is given.  See
     docs/export.md.
+
+    ``otlp="http://HOST:4318"`` also exports every record to an OpenTelemetry
+    collector over OTLP/HTTP (protobuf, gzip; needs ``logfunnel[otlp]``):
+    batched by a thread of the writer, retried with back-off on 429/502/503/504
+    and while the collector is down, from a bounded queue whose drops are
+    counted (``Stats.exported_dropped``) and reported once.  See docs/export.md.
 
     ``connect="tcp://HOST:PORT"`` (or ``"tls://..."``) starts no writer: this
     process, and every child it starts, sends to a collector on another host

@@ -304,11 +304,11 @@ def _serve(
         sinks = _sinks.configure_writer_process(
             FileOptions.from_plain(config["sinks"]), config.get("config")
         )
-        if config.get("syslog") is not None and sinks is not None:
-            from logfunnel.sinks import syslog as _syslog  # noqa: PLC0415
+        if config.get("exporters") and sinks is not None:
+            from logfunnel.sinks import exporters as _exporters  # noqa: PLC0415
 
-            # Built here, in the forked writer: its sender thread lives where the loop does.
-            sinks.extend(_syslog.from_plain(config["syslog"]))
+            # Built here, in the forked writer: a sender thread lives where the loop does.
+            sinks.extend(_exporters.build(config["exporters"]))
     except Exception as exc:
         if announce:
             control.sendall(encoder.frame([_wire.CONFIG, f"{type(exc).__name__}: {exc}"]))

@@ -271,10 +271,10 @@ def start(settings: Settings) -> Funnel:
             tcp_listener.close()
         raise
     options = settings.options.replace(every_record=settings.has_sinks)
-    if settings.host == "process" and settings.config is None and settings.syslog is None:
+    if settings.host == "process" and settings.config is None and not settings.exporting:
         # The writer's sinks are install()'s own, so every process can render a
         # plain record's line exactly as the writer would: the writer then only
-        # writes the text (see _core/framing.py).  Not with the syslog exporter:
+        # writes the text (see _core/framing.py).  Not with an exporter:
         # it needs each record's fields (a writer refuses LINEs then: dispatch).
         options = options.replace(
             render={
@@ -326,10 +326,10 @@ def _start_thread_host(
         logging.config.dictConfig(settings.config)
     elif settings.has_sinks:
         sinks = funnel._sinks = _sinks.build_handlers(settings.file_options())
-        if settings.syslog is not None:  # imported only by a funnel that exports
-            from logfunnel.sinks import syslog as _syslog  # noqa: PLC0415
+        if settings.exporting:  # imported only by a funnel that exports
+            from logfunnel.sinks import exporters as _exporters  # noqa: PLC0415
 
-            sinks.extend(_syslog.from_plain(settings.syslog_options()))
+            sinks.extend(_exporters.build(settings.exporters()))
     funnel._writer, funnel._thread, funnel._control = _hosts.start_thread(
         settings, listener, tcp_listener, sinks
     )

@@ -43,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="write JSON lines")
     parser.add_argument("--console", action="store_true", help="also write to standard error")
     parser.add_argument("--syslog", help="also export to syslog: tcp://, udp:// or tls://HOST:PORT")
+    parser.add_argument("--otlp", help="also export to an OTLP/HTTP collector: http://HOST:4318")
     parser.add_argument("--host", choices=("thread", "process"), help="where the writer runs")
     return parser
 
@@ -81,11 +82,13 @@ def main(argv: list[str]) -> int:
         "backups": args.backups,
         "json": args.json,
         # With no sink named, the console: a collector must write somewhere.
-        "console": args.console or not (args.file or args.json or args.syslog),
+        "console": args.console or not (args.file or args.json or args.syslog or args.otlp),
         "host": args.host,
     }
     if args.syslog:
         options["syslog"] = args.syslog
+    if args.otlp:
+        options["otlp"] = args.otlp
     stop = threading.Event()
     try:
         options["token"] = _token(args.token_file)

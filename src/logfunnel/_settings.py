@@ -70,6 +70,10 @@ class Settings:
     syslog_facility: str | int = "user"
     syslog_app_name: str | None = None
     syslog_ca: str | None = None
+    #: The OTLP/HTTP exporter (``sinks.otlp``): the collector's endpoint, and the
+    #: ``service.name`` it is given (the installing program's name).
+    otlp: str | None = None
+    otlp_service_name: str = "python"
     #: Identifies these arguments: a child calling install() with the same ones joins.
     fingerprint: str = ""
 
@@ -78,8 +82,20 @@ class Settings:
         """Tell whether install() builds the sinks itself (else: adopt this program's handlers)."""
         return bool(
             self.file or self.json or self.console or self.fmt or self.config is not None
-            or self.syslog
+            or self.exporting
         )
+
+    @property
+    def exporting(self) -> bool:
+        """Tell whether a sink exports records elsewhere (it needs records, not lines)."""
+        return self.syslog is not None or self.otlp is not None
+
+    def exporters(self) -> dict[str, Any]:
+        """Return the exporters as plain values (``sinks.exporters.build``)."""
+        otlp = None
+        if self.otlp is not None:
+            otlp = {"url": self.otlp, "service_name": self.otlp_service_name}
+        return {"syslog": self.syslog_options(), "otlp": otlp}
 
     def syslog_options(self) -> dict[str, Any] | None:
         """Return the syslog sink's options as plain values (``sinks.syslog.from_plain``)."""
@@ -121,7 +137,7 @@ class Settings:
             "token": self.token,
             "tls_cert": self.tls_cert,
             "tls_key": self.tls_key,
-            "syslog": self.syslog_options(),
+            "exporters": self.exporters(),
         }
 
 
@@ -188,6 +204,7 @@ def check(arguments: dict[str, Any]) -> Settings:
     if tls_key is not None and tls_cert is None:
         raise ValueError("tls_key= needs tls_cert=: the key goes with a certificate chain")
     syslog = _check_syslog(a, config)
+    otlp = _check_otlp(a.get("otlp"))
     host: Host = a["host"] or "thread"
     if host not in ("thread", "process"):
         raise ValueError(f"host={host!r}: use 'thread' (writer in this process) or 'process'")
@@ -210,6 +227,7 @@ def check(arguments: dict[str, Any]) -> Settings:
         tls_key=tls_key,
         connect=connect,
         **syslog,
+        **otlp,
         fingerprint=fingerprint(a),
     )
     if host == "process" and not settings.has_sinks:
@@ -271,7 +289,12 @@ DEFAULTS: dict[str, Any] = {
     "syslog_facility": "user",
     "syslog_app_name": None,
     "syslog_ca": None,
+    "otlp": None,
 }
+
+
+#: What a process that connects to a collector leaves to it.
+_CONNECT_EXCLUDES = ("file", "json", "console", "fmt", "config", "listen", "host", "syslog", "otlp")
 
 
 def _check_connect(a: dict[str, Any]) -> str | None:
@@ -289,7 +312,7 @@ def _check_connect(a: dict[str, Any]) -> str | None:
         )
     given = [
         name
-        for name in ("file", "json", "console", "fmt", "config", "listen", "host", "syslog")
+        for name in _CONNECT_EXCLUDES
         if a.get(name)
     ]
     if given:
@@ -299,6 +322,22 @@ def _check_connect(a: dict[str, Any]) -> str | None:
             "serve`), or leave out connect= to start a writer here"
         )
     return f"{kind}:{host}:{port}"
+
+
+def _check_otlp(url: Any) -> dict[str, Any]:
+    """Check ``otlp=`` (and that its one dependency is installed); return the Settings fields."""
+    if url is None:
+        return {}
+    from logfunnel.sinks import otlp as _otlp  # noqa: PLC0415
+    from logfunnel.sinks import syslog as _syslog  # noqa: PLC0415
+
+    _otlp.parse_endpoint(url)
+    try:
+        import opentelemetry.proto.collector.logs.v1.logs_service_pb2  # noqa: F401, PLC0415
+    except ImportError:
+        msg = "otlp= needs opentelemetry-proto: pip install 'logfunnel[otlp]'"
+        raise ValueError(msg) from None
+    return {"otlp": url, "otlp_service_name": _syslog.program_name()}
 
 
 def _check_syslog(a: dict[str, Any], config: dict[str, Any] | None) -> dict[str, Any]:

@@ -61,6 +61,7 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--syslog-facility", default="user", help="syslog facility (user)")
     parser.add_argument("--syslog-app-name", help="syslog APP-NAME (default: the program's)")
     parser.add_argument("--syslog-ca", help="CA certificates (PEM) for a tls:// collector")
+    parser.add_argument("--otlp", help="also export to an OTLP/HTTP collector: http://HOST:4318")
     parser.add_argument(
         "--hang-timeout",
         type=float,
@@ -95,6 +96,7 @@ def _split_run_argv(argv: list[str]) -> tuple[list[str], list[str]]:
         "--syslog-facility",
         "--syslog-app-name",
         "--syslog-ca",
+        "--otlp",
     }
     i = 0
     while i < len(argv):
@@ -141,6 +143,8 @@ def run(argv: list[str]) -> int:
         "console": args.console,
         "host": args.host,
     }
+    if args.otlp is not None:
+        options["otlp"] = args.otlp
     if args.syslog is not None:
         facility = args.syslog_facility
         options.update(
