@@ -198,7 +198,12 @@ def create() -> tuple[socket.socket, str, str]:
         os.rmdir(private_dir)
         private_dir = tempfile.mkdtemp(prefix=FUNNEL_DIR_PREFIX, dir=FALLBACK_BASE)
         path = os.path.join(private_dir, SOCKET_NAME)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        # Inside the try: without a descriptor left for the socket, the directory goes too.
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    except BaseException:
+        remove(private_dir)
+        raise
     try:
         os.mkdir(os.path.join(private_dir, STACKS_NAME), 0o700)
         listener.bind(path)
