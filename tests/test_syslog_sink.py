@@ -224,3 +224,87 @@ def test_collector_dies_and_comes_back_drops_reported_once(
     assert len(reports) == 1, reports
     assert f"SyslogSink tcp://127.0.0.1:{port}" in reports[0]
     assert stats.exported_dropped >= dropped_while_down > 0
+
+
+def test_process_host_collector_down_counts_drops_in_stats(
+    tmp_path: Path, no_funnel_env: None
+) -> None:
+    """host="process": the sink lives in the writer process; its drops reach ``Stats``."""
+    port = _refused_port()
+    log = tmp_path / "app.log"
+    funnel = logfunnel.install(
+        file=str(log), syslog=f"tcp://127.0.0.1:{port}", level="INFO", host="process"
+    )
+    count = 15_000  # more than the queue holds (10,000 messages)
+    started = time.monotonic()
+    try:
+        for i in range(count):
+            logging.getLogger("t.down").info("rec %d", i)
+        assert funnel.flush(timeout=60)
+        elapsed = time.monotonic() - started
+        stats = funnel.stats()
+        closing = time.monotonic()
+    finally:
+        assert funnel.shutdown(timeout=20)
+    shutdown_took = time.monotonic() - closing
+    assert log.read_text(encoding="utf-8").count(" rec ") == count
+    assert elapsed < 30, f"{count} records took {elapsed:.1f} s with the collector down"
+    assert stats.exported_dropped >= count - 10_000
+    # The queue's drain at shutdown is bounded (drain_timeout, 2 s) with nobody listening.
+    assert shutdown_took < 10
+
+
+def test_collector_that_never_reads_never_slows_the_file(
+    tmp_path: Path, no_funnel_env: None
+) -> None:
+    """A collector that accepts and stops reading: sends stall, the queue fills, the file doesn't."""
+    stuck = socket.socket()
+    stuck.bind(("127.0.0.1", 0))
+    stuck.listen()
+    port = stuck.getsockname()[1]
+    log = tmp_path / "app.log"
+    funnel = logfunnel.install(file=str(log), syslog=f"tcp://127.0.0.1:{port}", level="INFO")
+    sink = next(h for h in funnel._sinks if isinstance(h, SyslogSink))
+    sink.queue_size = 500
+    big = "x" * 2000  # fills the socket buffers quickly
+    try:
+        started = time.monotonic()
+        for i in range(20_000):
+            logging.getLogger("t.stuck").info("rec %d %s", i, big)
+        assert funnel.flush(timeout=60)
+        elapsed = time.monotonic() - started
+        dropped = sink.exported_dropped
+    finally:
+        funnel.shutdown(timeout=20)
+        stuck.close()
+    assert log.read_text(encoding="utf-8").count(" rec ") == 20_000
+    assert elapsed < 30, f"20,000 records took {elapsed:.1f} s with a stuck collector"
+    assert dropped > 10_000
+
+
+def test_udp_one_datagram_per_message_cut_with_a_marker(no_funnel_env: None) -> None:
+    """RFC 5426: one message a datagram; longer than 2048 octets is cut, marked, valid UTF-8."""
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.settimeout(_DEADLINE)
+    sink = SyslogSink(f"udp://127.0.0.1:{receiver.getsockname()[1]}", app_name="app")
+    try:
+        for msg in ("short\nsecond line ü", "ü" * 3000):
+            sink.handle(logging.makeLogRecord({"msg": msg, "levelno": 30, "name": "u"}))
+        first, second = receiver.recv(65536), receiver.recv(65536)
+    finally:
+        sink.close()
+        receiver.close()
+    assert first.endswith("\ufeffshort\nsecond line ü".encode())
+    assert not first[:1].isdigit()  # no octet count over UDP
+    assert len(second) <= 2048
+    assert second.endswith(b" [logfunnel: cut to fit]")
+    second.decode("utf-8")
+
+
+def _refused_port() -> int:
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = int(probe.getsockname()[1])
+    probe.close()  # nothing listens there now: connections are refused
+    return port
