@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from logfunnel._core.options import OnFull
 
-from logfunnel import _remote, _running, _settings
+from logfunnel import _remote, _settings, _shared
 from logfunnel._core import bootstrap as _bootstrap
 from logfunnel._core import state as _state
 from logfunnel._core.options import (
@@ -161,8 +161,10 @@ def install(
         if joined is not None:
             return joined
         settings = _settings.check(arguments)
-        funnel = (
-            _running.start(settings) if settings.connect is None else _remote.connect(settings)
+        funnel = (  # _shared: one writer per file, whoever installs it first
+            _shared.install(settings, arguments)
+            if settings.connect is None
+            else _remote.connect(settings)
         )
         _state.funnel = funnel
         return funnel

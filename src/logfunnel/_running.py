@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # typing.Self is 3.11+; only mypy needs the name
     import socket
+    from collections.abc import Callable
 
     from typing_extensions import Self
 
@@ -104,6 +105,8 @@ class Funnel:
         self._saved_env: dict[str, str | None] | None = None
         self._routed = False
         self._stacks_registered = False
+        # Taken back last, once the writer has stopped: _shared's claim on a file.
+        self._on_undo: list[Callable[[], None]] = []
 
     @property
     def owner(self) -> bool:
@@ -239,6 +242,9 @@ class Funnel:
             self._tree.restore()
         if self._private_dir is not None:
             _rundir.remove(self._private_dir)
+        for undo in self._on_undo:
+            with contextlib.suppress(Exception):
+                undo()
         if _state.funnel is self:
             _state.funnel = None
         return stopped
