@@ -169,3 +169,76 @@ def test_serve_refuses_a_token_file_others_can_read(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "chmod 600" in proc.stderr
     assert os.stat(token_file).st_mode & 0o777 == 0o644
+
+
+def _ip(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30, check=False)
+
+
+@pytest.fixture
+def two_hosts() -> Iterator[tuple[str, str]]:
+    """Two network namespaces joined by a veth pair: 10.77.0.1 (collector), 10.77.0.2 (client)."""
+    tag = f"lf{os.getpid() % 100000}"
+    collector, client = f"{tag}c", f"{tag}p"
+    made = _ip("netns", "add", collector)
+    if made.returncode != 0:
+        pytest.skip(f"network namespaces are not permitted here: {made.stderr.strip()}")
+    try:
+        _ip("netns", "add", client)
+        steps = [
+            ("link", "add", f"{tag}a", "type", "veth", "peer", "name", f"{tag}b"),
+            ("link", "set", f"{tag}a", "netns", collector),
+            ("link", "set", f"{tag}b", "netns", client),
+            ("-n", collector, "addr", "add", "10.77.0.1/24", "dev", f"{tag}a"),
+            ("-n", client, "addr", "add", "10.77.0.2/24", "dev", f"{tag}b"),
+            ("-n", collector, "link", "set", f"{tag}a", "up"),
+            ("-n", client, "link", "set", f"{tag}b", "up"),
+            ("-n", collector, "link", "set", "lo", "up"),
+            ("-n", client, "link", "set", "lo", "up"),
+        ]
+        for step in steps:
+            done = _ip(*step)
+            if done.returncode != 0:
+                pytest.skip(f"cannot set up the namespaces: ip {' '.join(step)}: {done.stderr}")
+        yield collector, client
+    finally:
+        _ip("netns", "del", client)
+        _ip("netns", "del", collector)
+
+
+def test_a_client_in_another_network_namespace_reaches_the_collector(
+    two_hosts: tuple[str, str], tmp_path: Path
+) -> None:
+    """Two hosts on one machine (netns + veth): every record of the client and its children lands."""
+    collector_ns, client_ns = two_hosts
+    log, token_file = tmp_path / "collected.log", tmp_path / "token"
+    token_file.write_text(TOKEN)
+    token_file.chmod(0o600)
+    serve = subprocess.Popen(
+        ["ip", "netns", "exec", collector_ns, sys.executable, "-m", "logfunnel", "serve",
+         "--listen", "tcp:10.77.0.1:0", "--token-file", str(token_file), "--file", str(log),
+         "--fmt", FMT],
+        env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert serve.stdout is not None
+        line = serve.stdout.readline()
+        assert "listening on tcp:10.77.0.1:" in line, line
+        url = "tcp://" + line.split("listening on tcp:", 1)[1].strip()
+        script = tmp_path / "client.py"
+        script.write_text(CLIENT)
+        fallback = tmp_path / "fallback.log"
+        client = subprocess.run(
+            ["ip", "netns", "exec", client_ns, sys.executable, str(script), url, TOKEN,
+             str(fallback), "reachable"],
+            env=child_env(), capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert client.returncode == 0, client.stderr
+    finally:
+        serve.terminate()
+        serve.communicate(timeout=60)
+    lines = log.read_text().splitlines()
+    main = collections.Counter(x.rsplit("|", 1)[1] for x in lines if "|client.main|" in x)
+    children = collections.Counter(x.rsplit("|", 1)[1] for x in lines if "|client.child|" in x)
+    assert main == collections.Counter(f"main {i}" for i in range(50))
+    assert children == collections.Counter(f"{m} {i}" for m in ("spawn", "fork") for i in range(50))
