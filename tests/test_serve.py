@@ -77,6 +77,15 @@ class Collector:
         return collections.Counter(x.rsplit("|", 1)[1] for x in lines if f"|{logger}|" in x)
 
 
+def _run_client(tmp: Path, url: str, token: str, outcome: str) -> Path:
+    """Run CLIENT against ``url``; return its fallback file."""
+    script = tmp / "client.py"
+    script.write_text(CLIENT)
+    fallback = tmp / "fallback.log"
+    run_python(str(script), url, token, str(fallback), outcome, timeout=120)
+    return fallback
+
+
 @pytest.fixture
 def collector(tmp_path: Path) -> Iterator[Collector]:
     serve = Collector(tmp_path)
@@ -89,10 +98,7 @@ def test_a_connected_program_and_its_children_land_once_at_the_collector(
     collector: Collector, tmp_path: Path
 ) -> None:
     """install(connect=) in a program: its records and its spawn and fork children's, once each."""
-    script = tmp_path / "client.py"
-    script.write_text(CLIENT)
-    fallback = tmp_path / "fallback.log"
-    run_python(str(script), collector.url, TOKEN, str(fallback), "reachable", timeout=120)
+    fallback = _run_client(tmp_path, collector.url, TOKEN, "reachable")
     collector.stop()
     main, children = collector.messages("client.main"), collector.messages("client.child")
     assert main == collections.Counter(f"main {i}" for i in range(50))
@@ -116,11 +122,7 @@ def test_a_wrong_token_is_refused_and_the_records_go_to_the_fallback(
     collector: Collector, tmp_path: Path
 ) -> None:
     """A client with the wrong token: nothing reaches the collector, every record is kept."""
-    script = tmp_path / "client.py"
-    script.write_text(CLIENT)
-    fallback = tmp_path / "fallback.log"
-    wrong = "wrong-token-0123456789"
-    run_python(str(script), collector.url, wrong, str(fallback), "refused", timeout=120)
+    fallback = _run_client(tmp_path, collector.url, "wrong-token-0123456789", "refused")
     collector.stop()
     assert collector.messages("client.main") == collections.Counter()
     kept = fallback.read_text()
@@ -129,10 +131,7 @@ def test_a_wrong_token_is_refused_and_the_records_go_to_the_fallback(
 
 def test_a_collector_down_at_start_loses_nothing_silently(tmp_path: Path) -> None:
     """No collector listening: install(connect=) still works, every record goes to the fallback."""
-    script = tmp_path / "client.py"
-    script.write_text(CLIENT)
-    fallback = tmp_path / "fallback.log"
-    run_python(str(script), "tcp://127.0.0.1:1", TOKEN, str(fallback), "down", timeout=120)
+    fallback = _run_client(tmp_path, "tcp://127.0.0.1:1", TOKEN, "down")
     kept = fallback.read_text()
     assert all(f"main {i}" in kept for i in range(50))
     assert all(f"{m} {i}" in kept for m in ("spawn", "fork") for i in range(50))
