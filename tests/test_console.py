@@ -10,6 +10,7 @@ a pipe) are checked on real child processes too.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -201,3 +202,27 @@ def test_colour_rules() -> None:
     assert not console.colour_wanted(tty, {"TERM": "dumb"})
     assert console.colour_wanted(tty, {"TERM": "dumb", "FORCE_COLOR": "1"})
     assert not console.colour_wanted(None, {})
+
+
+def test_paint_finds_the_fields_of_lines_rendered_elsewhere() -> None:
+    from logfunnel._core.formatters import DEFAULT_FORMAT, JsonFormatter, LineFormatter  # noqa: PLC0415
+
+    sink = console.ConsoleSink(colour=True, output=object())
+    record = logging.makeLogRecord(
+        {"msg": "INFO in the message", "levelno": 40, "levelname": "ERROR",
+         "processName": "SpawnPoolWorker-2", "process": 7, "name": "app"}
+    )
+    sink.setFormatter(LineFormatter(DEFAULT_FORMAT))  # time, process[pid], level
+    line = sink.format(record)
+    painted = sink.paint(line, None)  # a line from another process: no level given
+    assert "\x1b[1;31mERROR\x1b[0m app: INFO in the message" in painted
+    assert re.search(r"\x1b\[\d+mSpawnPoolWorker-2\x1b\[0m\[7\] ", painted)
+    assert re.sub(r"\x1b\[[0-9;]*m", "", painted) == line  # colour only, not a character more
+    sink.setFormatter(LineFormatter("%(levelname)-8s [%(processName)s] %(message)s"))
+    painted = sink.paint(sink.format(record), None)
+    assert painted.startswith("\x1b[1;31mERROR\x1b[0m    [\x1b[")
+    sink.setFormatter(LineFormatter("%(message)s"))  # no level in the line
+    assert sink.paint("just text", None) == "just text"
+    assert sink.paint("just text", 30) == "\x1b[33mjust text\x1b[0m"  # a record: its level
+    sink.setFormatter(JsonFormatter())
+    assert "\x1b[1;31mERROR\x1b[0m" in sink.paint(sink.format(record), None)

@@ -72,6 +72,8 @@ def test_report_reads_fields_defensively(tmp_path: Path) -> None:
         '{"created": 1003.5, "processName": "A", "process": 1, "levelname": "INFO", "name": "x"}',
         # the schema's names with a "Z" time and extras of another schema version
         '{"v": 9, "time": "1970-01-01T00:16:41Z", "level": "WARNING", "logger": "y", "process_name": "B", "extra": {"k": 1}}',
+        # the same pid and name on another host: another process
+        '{"created": 1003.0, "host": "h2", "process_name": "A", "process": 1, "level": "INFO"}',
         "[1, 2]",
         '{"time": "yesterday"}',
         '{"created": NaN}',
@@ -80,9 +82,10 @@ def test_report_reads_fields_defensively(tmp_path: Path) -> None:
     path = tmp_path / "odd.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     run = report.write_report(str(path), str(tmp_path / "odd.html"))
-    assert (run.records, run.invalid, run.invalid_lines) == (3, 3, [4, 5, 6])
+    assert (run.records, run.invalid, run.invalid_lines) == (4, 3, [5, 6, 7])
     data = report.page_data(run)
-    assert data["by_level"] == {"ERROR": 1, "INFO": 1, "WARNING": 1}
+    assert [p["label"] for p in data["processes"]] == ["A [1]", "B", "A [1] @ h2"]
+    assert data["by_level"] == {"ERROR": 1, "INFO": 2, "WARNING": 1}
     assert data["levels"] == ["INFO", "WARNING", "ERROR"]
     # A's gap between its records; B silent from its one record to the end of the run.
     assert [(s[0], s[3], s[5]) for s in data["silences"]] == [

@@ -53,6 +53,10 @@ class Process:
 
     pid: int | None
     name: str
+    #: The schema's ``host`` (remote processes reach a collector from many hosts).
+    host: str | None
+    #: Its place in ``Run.processes``: what the longest silences name it by.
+    index: int
     times: array.array[float] = dataclasses.field(default_factory=lambda: array.array("d"))
     levels: array.array[int] = dataclasses.field(default_factory=lambda: array.array("h"))
     last_time: float = -math.inf
@@ -63,10 +67,10 @@ class Process:
     warnings: int = 0
     errors: int = 0
 
-    @property
-    def label(self) -> str:
-        """Name the process as the report shows it: ``SpawnPoolWorker-2 [4242]``."""
-        return f"{self.name} [{self.pid}]" if self.pid is not None else self.name
+    def label(self, with_host: bool = False) -> str:
+        """Name the process as the report shows it: ``SpawnPoolWorker-2 [4242]`` (``@ host``)."""
+        label = f"{self.name} [{self.pid}]" if self.pid is not None else self.name
+        return f"{label} @ {self.host}" if with_host and self.host else label
 
 
 @dataclasses.dataclass
@@ -75,15 +79,17 @@ class Run:
 
     source: str
     min_gap: float
-    processes: dict[tuple[int | None, str], Process] = dataclasses.field(default_factory=dict)
+    processes: dict[tuple[str | None, int | None, str], Process] = dataclasses.field(
+        default_factory=dict
+    )
     by_logger: dict[str, Counter[str]] = dataclasses.field(default_factory=dict)
     by_level: Counter[str] = dataclasses.field(default_factory=Counter)
     records: int = 0
     invalid: int = 0
     invalid_lines: list[int] = dataclasses.field(default_factory=list)
     #: The longest silences of all processes, a min-heap:
-    #: (length, start, end, label, message before, message after).
-    longest: list[tuple[float, float, float, str, str, str]] = dataclasses.field(
+    #: (length, start, end, process index, message before, message after).
+    longest: list[tuple[float, float, float, int, str, str]] = dataclasses.field(
         default_factory=list
     )
     start: float = math.inf
@@ -151,9 +157,11 @@ def _add(run: Run, obj: dict[str, Any], when: float) -> None:
     pid = obj.get("process")
     pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else None
     name = _text(obj.get("process_name", obj.get("processName")), "?")
-    process = run.processes.get((pid, name))
+    host = obj.get("host") if isinstance(obj.get("host"), str) else None
+    process = run.processes.get((host, pid, name))
     if process is None:
-        process = run.processes[(pid, name)] = Process(pid, name)
+        process = Process(pid, name, host, len(run.processes))
+        run.processes[(host, pid, name)] = process
     level, levelno = _level_of(obj)
     logger = _text(obj.get("logger", obj.get("name")), "?")
     message = _text(obj.get("message", obj.get("msg")), "")[:_MESSAGE_CHARS]
@@ -180,7 +188,7 @@ def _add(run: Run, obj: dict[str, Any], when: float) -> None:
 def _silence(run: Run, process: Process, start: float, end: float, before: str, after: str) -> None:
     if len(process.silences) < _SILENCES_PER_PROCESS:
         process.silences.append((start, end, before, after))
-    entry = (end - start, start, end, process.label, before, after)
+    entry = (end - start, start, end, process.index, before, after)
     if len(run.longest) < _TOP_SILENCES:
         heapq.heappush(run.longest, entry)
     elif entry > run.longest[0]:
@@ -206,14 +214,16 @@ def page_data(run: Run) -> dict[str, Any]:
     width = _nice_width(end - start)
     count = max(1, math.ceil((end - start) / width) + 1)
     processes = []
-    ordered = sorted(run.processes.values(), key=lambda p: (min(p.times), p.label))
+    with_host = len({p.host for p in run.processes.values()}) > 1
+    labels = [p.label(with_host) for p in run.processes.values()]  # in index order
+    ordered = sorted(run.processes.values(), key=lambda p: (min(p.times), labels[p.index]))
     for process in ordered:
         bins = [0] * count
         for when in process.times:
             bins[min(count - 1, int((when - start) / width))] += 1
         processes.append(
             {
-                "label": process.label,
+                "label": labels[process.index],
                 "records": len(process.times),
                 "warnings": process.warnings,
                 "errors": process.errors,
@@ -240,8 +250,8 @@ def page_data(run: Run) -> dict[str, Any]:
         "loggers": [[name, dict(counts)] for name, counts in loggers],
         "processes": processes,
         "silences": [
-            [length, a - start, b - start, label, before, after]
-            for length, a, b, label, before, after in sorted(run.longest, reverse=True)
+            [length, a - start, b - start, labels[index], before, after]
+            for length, a, b, index, before, after in sorted(run.longest, reverse=True)
         ],
     }
 
