@@ -70,7 +70,7 @@ _FRAME: Final = struct.Struct(">I")
 _ACK: Final = b"\x06"
 #: How long a writer process waits for the installer to print a batch before it stops waiting.
 _ACK_WAIT: Final = 10.0
-#: The relays of this process: a forked child closes their pipe ends (``_forget_relays``).
+#: The relays of this process: a forked child closes their sockets (``_forget_relays``).
 _RELAYS: weakref.WeakSet[ConsoleRelay] = weakref.WeakSet()
 
 
@@ -90,7 +90,7 @@ def colour_wanted(stream: Any, environ: Any = None) -> bool:
 
 
 def _level_colour(levelno: int) -> str:
-    return next(sgr for floor, sgr in _LEVEL_COLOURS if levelno >= floor)
+    return next((sgr for floor, sgr in _LEVEL_COLOURS if levelno >= floor), "\x1b[2m")
 
 
 class _Layout:
