@@ -35,6 +35,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 import socket
 from typing import Any, Final
 
@@ -160,11 +161,25 @@ def message_text(record: logging.LogRecord) -> str:
 
 def timestamp(created: float) -> str:
     """Return ``created`` as an RFC 5424 TIMESTAMP (§6.2.3): local time, µs, and offset."""
+    global _second_cache  # noqa: PLW0603 - one tuple, replaced whole: threads never see a torn pair
     try:
-        when = dt.datetime.fromtimestamp(created).astimezone()
+        second = math.floor(created)
+        micro = round((created - second) * 1e6)
+        if micro >= 1_000_000:  # rounding reached the next second
+            second, micro = second + 1, micro - 1_000_000
+        cached_second, date, offset = _second_cache
+        if cached_second != second:
+            when = dt.datetime.fromtimestamp(second).astimezone()
+            text = when.isoformat(timespec="seconds")
+            date, offset = text[:19], text[19:]  # offset: "+HH:MM" (isoformat never says Z)
+            _second_cache = (second, date, offset)
     except (OverflowError, OSError, ValueError, TypeError):
         return _NIL
-    return when.isoformat(timespec="microseconds")
+    return f"{date}.{micro:06d}{offset}"
+
+
+# (second, its local date and time, its UTC offset): a second's text is made once.
+_second_cache: tuple[int, str, str] = (-1, "", "")
 
 
 def octet_counted(message: bytes) -> bytes:

@@ -30,6 +30,8 @@ _BACKOFF_MAX: Final = 5.0
 SEND_TIMEOUT: Final = 5.0
 #: Bytes sent in one go (several messages joined: one system call).
 _BATCH_BYTES: Final = 256 * 1024
+#: How long the sender waits for more records once one came (seconds): latency it adds.
+_LINGER: Final = 0.002
 
 
 class Sender:
@@ -58,6 +60,11 @@ class Sender:
                     sink._idle = True
                     ready.wait()
                 sink._idle = False
+                if not sink._closing and sink._queued_bytes < _BATCH_BYTES:
+                    # Linger: records that come meanwhile do not wake this thread
+                    # (_idle is False), so a busy writer does not hand the GIL over
+                    # at every record, and one send takes them all.
+                    ready.wait(_LINGER)
                 if sink._closing:
                     break
                 batch = self._take()
