@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import logfunnel
+from conftest import run_python
 from logfunnel.sinks.syslog import SyslogSink, parse_url
 
 _DEADLINE = 30.0
@@ -308,3 +309,29 @@ def _refused_port() -> int:
     port = int(probe.getsockname()[1])
     probe.close()  # nothing listens there now: connections are refused
     return port
+
+
+def test_run_syslog_exports_with_the_script_as_app_name(tmp_path: Path) -> None:
+    """``logfunnel run --syslog URL`` exports; APP-NAME is the script's name, not logfunnel's."""
+    collector = Collector()
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import logging\nlogging.getLogger('job').warning('from the job\\nline 2', "
+        "extra={'k': 1})\n",
+        encoding="utf-8",
+    )
+    log = tmp_path / "run.log"
+    try:
+        run_python(
+            "-m", "logfunnel", "run", "--file", str(log), "--syslog", collector.url,
+            "--syslog-facility", "local2", "--", str(script),
+        )  # fmt: skip
+        texts = collector.wait_for(1)
+    finally:
+        collector.close()
+    job = [t for t in texts if " job " in t]
+    assert len(job) == 1, texts
+    assert job[0].startswith(f"<{18 * 8 + 4}>1 ")  # local2, warning
+    assert " job.py " in job[0]
+    assert job[0].endswith('[logfunnel@32473 k="1"] \ufefffrom the job\nline 2')
+    assert "from the job" in log.read_text(encoding="utf-8")
