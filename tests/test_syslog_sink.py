@@ -335,3 +335,27 @@ def test_run_syslog_exports_with_the_script_as_app_name(tmp_path: Path) -> None:
     assert " job.py " in job[0]
     assert job[0].endswith('[logfunnel@32473 k="1"] \ufefffrom the job\nline 2')
     assert "from the job" in log.read_text(encoding="utf-8")
+
+
+def test_sender_keeps_up_without_waiting_per_message(no_funnel_env: None) -> None:
+    """A busy queue is sent as fast as the socket takes it: the 2 ms linger is once per wake-up.
+
+    10,000 datagrams must leave in well under the 20 s a wait per message would take.
+    """
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
+    receiver.bind(("127.0.0.1", 0))
+    sink = SyslogSink(f"udp://127.0.0.1:{receiver.getsockname()[1]}")
+    try:
+        record = logging.makeLogRecord({"msg": "m", "levelno": 30, "name": "u"})
+        for _ in range(10_000):
+            sink.handle(record)
+        assert sink.exported_dropped == 0
+        started = time.monotonic()
+        assert sink.drain(timeout=10), f"{sink.pending()} still queued after 10 s"
+        took = time.monotonic() - started
+    finally:
+        sink.close()
+        receiver.close()
+    assert sink.sent == 10_000
+    assert took < 5, f"10,000 datagrams took {took:.1f} s to leave"

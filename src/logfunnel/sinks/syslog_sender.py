@@ -56,22 +56,25 @@ class Sender:
                     sink._in_flight = 0
                     sink._sending = False
                     ready.notify_all()
+                woken = False
                 while not sink._queue and not sink._closing:
-                    sink._idle = True
+                    sink._idle = woken = True
                     ready.wait()
                 sink._idle = False
-                if not sink._closing and sink._queued_bytes < _BATCH_BYTES:
-                    # Linger: records that come meanwhile do not wake this thread
-                    # (_idle is False), so a busy writer does not hand the GIL over
-                    # at every record, and one send takes them all.
+                if woken and not sink._closing and sink._queued_bytes < _BATCH_BYTES:
+                    # Linger once after a wake-up: records that come meanwhile do not
+                    # wake this thread (_idle is False), so a busy writer does not hand
+                    # the GIL over at every record, and one send takes them all.
                     ready.wait(_LINGER)
                 if sink._closing:
                     break
                 batch = self._take()
                 sink._sending = True
-            if not self._send(batch):
+            done = self._send(batch)
+            if done < len(batch):
                 with ready:  # back at the front, oldest first; the next try after the back-off
-                    sink._queue.extendleft(reversed(batch))
+                    sink._queued_bytes -= sum(map(len, batch[:done]))
+                    sink._queue.extendleft(reversed(batch[done:]))
                     sink._in_flight = 0
                     sink._sending = False
                     ready.notify_all()
@@ -82,40 +85,48 @@ class Sender:
         self._close()
 
     def _take(self) -> list[bytes]:
-        """Take messages off the queue, up to ``_BATCH_BYTES`` (streams), under the lock."""
-        sink = self.sink
-        queue = sink._queue
+        """Take messages off the queue, up to ``_BATCH_BYTES``, under the lock."""
+        queue = self.sink._queue
         batch = [queue.popleft()]
         size = len(batch[0])
-        if sink._stream:
-            while queue and size + len(queue[0]) <= _BATCH_BYTES:
-                size += len(queue[0])
-                batch.append(queue.popleft())
-        sink._in_flight = len(batch)
+        while queue and size + len(queue[0]) <= _BATCH_BYTES:
+            size += len(queue[0])
+            batch.append(queue.popleft())
+        self.sink._in_flight = len(batch)
         return batch
 
-    def _send(self, batch: list[bytes]) -> bool:
-        """Send ``batch``; False (socket closed, back-off set) if it could not be."""
+    def _send(self, batch: list[bytes]) -> int:
+        """Send ``batch``; return how many messages went (fewer: socket closed, back-off set).
+
+        A stream's batch goes in one ``sendall``: when it fails, how much of it
+        the collector got is unknown, so all of it is sent again (RFC 6587's
+        receiver discards a message cut by the connection's end).  Datagrams go
+        one by one, so only those not sent are kept.
+        """
         sink = self.sink
         if time.monotonic() < self.retry_at:
-            return False
+            return 0
+        done = 0
         try:
             sock = self.sock if self.sock is not None and self._alive() else self._connect()
             if sink._stream:
                 sock.sendall(b"".join(batch))
+                done = len(batch)
             else:
                 for message in batch:
                     sock.send(message)
+                    done += 1
         except OSError as exc:  # ssl.SSLError is one too
             self._close()
             sink.down = f"{type(exc).__name__}: {exc}"
             self.retry_at = time.monotonic() + self.backoff
             self.backoff = min(self.backoff * 2, _BACKOFF_MAX)
-            return False
-        sink.sent += len(batch)
+            sink.sent += done
+            return done
+        sink.sent += done
         sink.down = None
         self.backoff = _BACKOFF_FIRST
-        return True
+        return done
 
     def _connect(self) -> socket.socket:
         sink = self.sink
