@@ -38,6 +38,11 @@ for line in sys.stdin:
         for i in range(int(arg)):
             log.info("rec %s %d pc=%d", tag, i, i)
         print("logged", funnel.flush(10.0), flush=True)
+    elif command == "flush":
+        print("flushed", funnel.flush(5.0), flush=True)
+    elif command == "role":
+        print("owner" if funnel.owner or getattr(funnel, "_successor", None) else "joined",
+              flush=True)
     elif command == "exit":
         print("shutdown", funnel.shutdown(), flush=True)
         break
@@ -217,3 +222,55 @@ def test_a_registry_that_is_not_ours_alone_is_never_used(
         job.finish()
         assert "is not a private directory of this user's" in job.stderr()
     assert list(registry.iterdir()) == []
+
+
+def test_when_the_writers_process_dies_a_joined_process_takes_over(
+    tmp_path: Path, env: dict[str, str], jobs: list[Job]
+) -> None:
+    log = tmp_path / "kept.log"
+    options = {"file": str(log), "level": "INFO", "fmt": FMT, "max_bytes": 20_000,
+               "backups": 100}
+    first = Job("first", env, **options)
+    jobs.append(first)
+    assert first.line() == "owner"
+    waiting = [Job(tag, env, **options) for tag in ("b", "c")]
+    jobs += waiting
+    for job in (first, *waiting):
+        if job is not first:
+            assert job.line() == "joined"
+        job.send("log 100")
+        assert job.line() == "logged True"
+    first.proc.send_signal(signal.SIGKILL)
+    assert first.proc.wait(30) == -signal.SIGKILL
+    # Each joined process's watcher wakes as the kernel drops the dead process's lock:
+    # one takes F over, the other follows. Wait for both to reach a writer again.
+    for job in waiting:
+        for _ in range(3):  # each flush waits up to 5 s for the takeover: bounded
+            job.send("flush")
+            if job.line() == "flushed True":
+                break
+        else:
+            pytest.fail(f"{job.tag} never reached a writer again")
+    roles = {}
+    for job in waiting:
+        job.send("role")
+        roles[job.tag] = job.line()
+    assert sorted(roles.values()) == ["joined", "owner"], roles
+    late = Job("late", env, **options)  # a new install(file=F) joins the one that took over
+    jobs.append(late)
+    assert late.line() == "joined"
+    for job in (*waiting, late):
+        job.send("log 100")
+        assert job.line() == "logged True"
+    for job in sorted([*waiting, late], key=lambda j: roles.get(j.tag) == "owner"):
+        assert job.finish() == "shutdown True"
+    files = [log, *sorted(tmp_path.glob("kept.log.*"), key=lambda p: int(p.suffix[1:]))]
+    got = _records(*files)
+    want = [(t, i) for t in ("first", "b", "c") for i in range(100)]
+    want += [(t, i) for t in ("b", "c", "late") for i in range(100)]
+    # Nothing already written was lost, and nothing logged after the takeover was.
+    assert sorted(got) == sorted(want)
+    assert max(path.stat().st_size for path in files) <= 20_000
+    # Left: the SIGKILLed writer's own directory only (README, Limits); no registry.
+    assert len(list(Path(env["TMPDIR"]).iterdir())) == 1
+    assert not list(Path(env["TMPDIR"]).glob("logfunnel-files-*"))

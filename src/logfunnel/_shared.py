@@ -50,6 +50,7 @@ import os
 import struct
 import sys
 import tempfile
+import threading
 import time
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -80,6 +81,8 @@ _PER_PROCESS: Final = frozenset({"level", "on_full", "full_timeout", "fallback",
 # (it takes the lock before it starts the writer: a few milliseconds).
 _PUBLISH_WAIT: Final = 5.0
 _POLL: Final = 0.005
+# How often a joined process asks whether F's writer's process is still the one it follows.
+_WATCH: Final = 0.2
 _warned = False
 
 
@@ -90,14 +93,25 @@ def install(settings: Settings, arguments: dict[str, Any]) -> Funnel:
     path = os.path.realpath(os.fspath(settings.file))
     key = hashlib.sha256(os.fsencode(path)).hexdigest()[:32]
     sinks = _sink_fingerprint(arguments)
+    got = _claim_or_find(path, key)
+    if got is None:
+        return _running.start(settings)
+    if isinstance(got, _Claim):
+        return got.start(settings, path, sinks)
+    _check_sinks(got, path, sinks)
+    return _join(got, settings, path, key, sinks)
+
+
+def _claim_or_find(path: str, key: str) -> _Claim | dict[str, Any] | None:
+    """Claim F, or return the record of the live writer that has it; None: no registry."""
     deadline = time.monotonic() + _PUBLISH_WAIT
     while True:
         if time.monotonic() >= deadline:
             _warn(f"the writer of {path} did not answer; this process writes it itself")
-            return _running.start(settings)
+            return None
         registry = _registry()
         if registry is None:
-            return _running.start(settings)
+            return None
         base = os.path.join(registry, key)
         try:
             claim = _Claim.take(base)
@@ -107,21 +121,24 @@ def install(settings: Settings, arguments: dict[str, Any]) -> Funnel:
             _remove_if_empty(registry)  # all or nothing: a failed install() leaves no registry
             raise
         if isinstance(claim, _Claim):
-            return claim.start(settings, path, sinks)
+            return claim
         if claim == "moved":
             continue  # locked a file its holder had just removed: take the new one
         found = _published(base)
         if found is not None:
-            if found["sinks"] != sinks:
-                msg = (
-                    f"{path} is written by the funnel of process {found['pid']}, installed "
-                    f"with other sink options; call install(file=...) with the same file, "
-                    f"format and rotation options in every process that writes it, or use "
-                    f"another file"
-                )
-                raise ValueError(msg)
-            return _join(found, settings)
+            return found
         time.sleep(_POLL)  # the holder is starting its writer: bounded by the deadline
+
+
+def _check_sinks(found: dict[str, Any], path: str, sinks: str) -> None:
+    if found["sinks"] != sinks:
+        msg = (
+            f"{path} is written by the funnel of process {found['pid']}, installed "
+            f"with other sink options; call install(file=...) with the same file, "
+            f"format and rotation options in every process that writes it, or use "
+            f"another file"
+        )
+        raise ValueError(msg)
 
 
 def _remove_if_empty(registry: str) -> None:
@@ -288,19 +305,68 @@ def _published(base: str) -> dict[str, Any] | None:
 
 
 class _JoinedFunnel(_running.Funnel):
-    """A handle to F's writer in a process that joined it: ``shutdown()`` undoes the joining."""
+    """A handle to F's writer in a process that joined it: ``shutdown()`` undoes the joining.
+
+    If F's writer's process goes, the watcher thread (``_watch``) takes F over
+    (``_successor``: the writer this process then runs) or follows the process
+    that did; either way ``writer.sock`` in this process's directory is made to
+    point at the new writer, so this process and its children send there.
+    """
+
+    _joiner_pid = -1
+    _successor: _running.Funnel | None = None
+    #: Counts the watcher's moves to a new writer; ``moved`` is notified at each.
+    _moves = 0
+    moved = threading.Condition()
+    #: Set by shutdown(): the watcher stops.
+    stopping = threading.Event()
+    _followed_pid = -1
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every record logged before is written (by whichever writer has F).
+
+        If F's writer has just gone, wait (within ``timeout``) for the watcher
+        to take F over or follow who did, then flush there.
+        """
+        deadline = time.monotonic() + timeout
+        moves = self._moves
+        successor = self._successor
+        if successor is not None and self._joiner_pid == os.getpid():
+            return successor.flush(timeout)
+        if super().flush(timeout):
+            return True
+        with self.moved:
+            self.moved.wait_for(
+                lambda: self._moves != moves or self._closed,
+                timeout=max(0.0, deadline - time.monotonic()),
+            )
+        if self._moves == moves or self._closed:
+            return False
+        return self.flush(max(0.0, deadline - time.monotonic()))
 
     def shutdown(self, timeout: float = 10.0) -> bool:
         """Wait until this process's records are written, then stop sending to F's writer."""
         if self._closed or self._joiner_pid != os.getpid():
             return True
-        drained = self.flush(timeout)
+        self.stopping.set()
+        # A takeover under way (the watcher holds the install lock) finishes first.
+        locked = _state.install_lock.acquire(timeout=timeout)
+        successor = self._successor
+        if locked:
+            _state.install_lock.release()
+        # A successor is the writer this process took F over with: it drains and stops.
+        drained = successor.shutdown(timeout) if successor is not None else self.flush(timeout)
         return self._undo(timeout) and drained
 
-    _joiner_pid = -1
+    def after_fork_in_child(self) -> None:
+        """In a forked child: let go of a successor writer's descriptors too."""
+        if self._successor is not None:
+            self._successor.after_fork_in_child()
+            self._successor = None
+        super().after_fork_in_child()
 
 
-def _join(found: dict[str, Any], settings: Settings) -> Funnel:
+def _join(found: dict[str, Any], settings: Settings, path: str, key: str, sinks: str) -> Funnel:
     """Send this process's records, and its children's, to the writer ``found`` describes."""
     import shutil  # noqa: PLC0415
 
@@ -317,6 +383,9 @@ def _join(found: dict[str, Any], settings: Settings) -> Funnel:
         raise
     address = f"unix:{own_socket}"
     funnel = _JoinedFunnel(address, settings.host, options, owner=False)
+    funnel.moved = threading.Condition()
+    funnel.stopping = threading.Event()
+    funnel._followed_pid = int(found["pid"])
     funnel._joiner_pid = os.getpid()
     funnel._fingerprint = settings.fingerprint
     funnel._private_dir = private_dir
@@ -343,7 +412,92 @@ def _join(found: dict[str, Any], settings: Settings) -> Funnel:
         funnel._undo(timeout=5.0)
         raise
     _state.funnel = funnel
+    watcher = threading.Thread(
+        target=_watch, args=(funnel, settings, path, key, sinks), name="logfunnel-file-watch",
+        daemon=True,
+    )
+    watcher.start()
     return funnel
+
+
+def _watch(funnel: _JoinedFunnel, settings: Settings, path: str, key: str, sinks: str) -> None:
+    """Notice when F's writer's process goes, then take F over or follow who did.
+
+    It asks who holds F's lock (``F_GETLK``) every ``_WATCH`` seconds.  Waiting
+    in ``lockf()`` instead would miss a change: when the holder dies, another
+    waiter can take the write lock before this one's read lock is granted, and
+    this one would then wait for the new holder's end, following a dead writer.
+    """
+    followed = funnel._followed_pid
+    while not funnel.stopping.wait(_WATCH):
+        if funnel._closed or funnel._joiner_pid != os.getpid():
+            return
+        registry = _registry()
+        holder = None
+        if registry is not None:
+            try:
+                fd = os.open(os.path.join(registry, key) + ".lock", os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                pass
+            else:
+                try:
+                    holder = _lock_holder(fd)
+                finally:
+                    os.close(fd)
+        if holder == followed:
+            continue
+        try:
+            got = _claim_or_find(path, key)
+        except Exception as exc:
+            _warn(f"could not take over the writer of {path}: {exc!r}")
+            return
+        if got is None:
+            return
+        if isinstance(got, _Claim):
+            _take_over(funnel, got, settings, path, sinks)
+            return  # this process holds F now: nothing more to watch
+        if got["sinks"] != sinks:
+            _warn(f"{path} is now written with other sink options: not following it")
+            return
+        followed = int(got["pid"])
+        _point(funnel, str(got["address"]))
+
+
+def _take_over(
+    funnel: _JoinedFunnel, claim: _Claim, settings: Settings, path: str, sinks: str
+) -> None:
+    """Run F's writer in this process, and send this process's records and children's to it."""
+    with _state.install_lock:
+        if funnel.stopping.is_set() or funnel._closed:  # shutdown() came first
+            claim.release()
+            return
+        if funnel._levels is not None:  # the successor follows the levels from now on
+            funnel._levels.close()
+            funnel._levels = None
+        try:
+            successor = claim.start(settings, path, sinks)
+        except Exception as exc:
+            _warn(f"could not take over the writer of {path}: {exc!r}")
+            return
+        funnel._successor = successor
+        _point(funnel, successor.address)
+
+
+def _point(funnel: _JoinedFunnel, address: str) -> None:
+    """Make ``writer.sock`` in this process's directory lead to the writer at ``address``."""
+    own = funnel.address.removeprefix("unix:")
+    temporary = own + ".new"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temporary)
+    os.symlink(address.removeprefix("unix:"), temporary)
+    os.replace(temporary, own)  # a process connecting now reaches the old target or the new
+    # A new connection, made on first use, to where the link now leads (the old one is
+    # to the dead writer); children reconnect through the link by themselves.
+    if _handler.attached_address() == funnel.address:
+        _handler.attach(funnel.address, funnel.options)
+    with funnel.moved:
+        funnel._moves += 1
+        funnel.moved.notify_all()
 
 
 @atexit.register
