@@ -191,15 +191,17 @@ def test_other_sink_options_for_the_same_file_are_refused(
     owner = Job("owner", env, file=str(log), fmt=FMT)
     jobs.append(owner)
     assert owner.line() == "owner"
-    # Another level is this process's own business; another format is not.
-    same = Job("same", env, file=str(log), fmt=FMT, level="DEBUG")
-    other = Job("other", env, file=str(log), fmt="%(message)s")
-    jobs += [same, other]
+    # Another level is this process's own business; another format or host is not.
+    same = Job("same", env, file=str(log), fmt=FMT, level="DEBUG", on_full="drop")
+    others = [Job("other", env, file=str(log), fmt="%(message)s"),
+              Job("host", env, file=str(log), fmt=FMT, host="process")]
+    jobs += [same, *others]
     assert same.line() == "joined"
-    refused = other.line()
-    assert refused.startswith("refused"), refused
-    assert f"is written by the funnel of process {owner.proc.pid}" in refused
-    assert other.proc.wait(30) == 3
+    for other in others:
+        refused = other.line()
+        assert refused.startswith("refused"), refused
+        assert f"is written by the funnel of process {owner.proc.pid}" in refused
+        assert other.proc.wait(30) == 3
     assert same.finish() == "shutdown True"
     assert owner.finish() == "shutdown True"
 
@@ -224,12 +226,13 @@ def test_a_registry_that_is_not_ours_alone_is_never_used(
     assert list(registry.iterdir()) == []
 
 
+@pytest.mark.parametrize("host", ["thread", "process"])
 def test_when_the_writers_process_dies_a_joined_process_takes_over(
-    tmp_path: Path, env: dict[str, str], jobs: list[Job]
+    tmp_path: Path, env: dict[str, str], jobs: list[Job], host: str
 ) -> None:
     log = tmp_path / "kept.log"
     options = {"file": str(log), "level": "INFO", "fmt": FMT, "max_bytes": 20_000,
-               "backups": 100}
+               "backups": 100, "host": host}
     first = Job("first", env, **options)
     jobs.append(first)
     assert first.line() == "owner"

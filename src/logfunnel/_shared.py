@@ -76,7 +76,9 @@ if TYPE_CHECKING:
 REGISTRY_PREFIX: Final = "logfunnel-files-"
 # Arguments that are each process's own, not the writer's: two processes may
 # share F's writer with different values of these.
-_PER_PROCESS: Final = frozenset({"level", "on_full", "full_timeout", "fallback", "host"})
+# ("host" is not one: a process that takes F over runs the same kind of writer, so the
+# lines the others render for a process host stay welcome.)
+_PER_PROCESS: Final = frozenset({"level", "on_full", "full_timeout", "fallback"})
 # How long a joining process waits for the lock holder to publish its writer
 # (it takes the lock before it starts the writer: a few milliseconds).
 _PUBLISH_WAIT: Final = 5.0
@@ -371,8 +373,11 @@ def _join(found: dict[str, Any], settings: Settings, path: str, key: str, sinks:
     import shutil  # noqa: PLC0415
 
     writer_socket = str(found["address"]).removeprefix("unix:")
-    options_text = str(found["options"])
-    options = Options.from_env(options_text)
+    # How the writer wants records (every one; rendered or not) is the writer's; how this
+    # process sends them (backpressure, fallback, frame limit) stays its own.
+    writers = Options.from_env(str(found["options"]))
+    options = settings.options.replace(every_record=writers.every_record, render=writers.render)
+    options_text = options.to_env()
     private_dir = tempfile.mkdtemp(prefix=_rundir.FUNNEL_DIR_PREFIX)
     try:
         own_socket = os.path.join(private_dir, _rundir.SOCKET_NAME)
