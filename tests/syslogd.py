@@ -223,7 +223,9 @@ class Daemon:
         port = self.ports
         lines += [
             f'input(type="imtcp" address="127.0.0.1" port="{port["tcp"]}" ruleset="tcp")',
-            f'input(type="imudp" address="127.0.0.1" port="{port["udp"]}" ruleset="udp")',
+            # A large receive buffer: loopback UDP drops a burst a small one cannot hold.
+            (f'input(type="imudp" address="127.0.0.1" port="{port["udp"]}" ruleset="udp" '
+            f'rcvbufSize="4m")'),
         ]
         if self.certs:
             lines.append(
@@ -236,7 +238,8 @@ class Daemon:
         port = self.ports
         sources = [
             f'source s_tcp {{ syslog(ip("127.0.0.1") port({port["tcp"]}) transport("tcp")); }};',
-            f'source s_udp {{ syslog(ip("127.0.0.1") port({port["udp"]}) transport("udp")); }};',
+            (f'source s_udp {{ syslog(ip("127.0.0.1") port({port["udp"]}) transport("udp") '
+            f"so-rcvbuf(4194304)); }};"),
         ]
         if self.certs:
             sources.append(
