@@ -183,3 +183,18 @@ def test_daemon_down_at_start_killed_and_restarted(
     # dead connection before its end was seen, is lost uncounted (RFC 6587 has
     # no acknowledgement: docs/guarantees.md); nothing is counted twice.
     assert 0 < len(got) <= logged - sink.exported_dropped
+
+
+def test_export_benchmark_runs(tmp_path: Path) -> None:
+    """benchmarks/export.py runs end to end (tiny) and writes its marked section."""
+    out = tmp_path / "export.md"
+    run_python(
+        str(SCRIPTS.parent.parent / "benchmarks" / "export.py"),
+        "--repeats", "1", "--records", "300", "--out", str(out),
+        timeout=120,
+    )  # fmt: skip
+    text = out.read_text(encoding="utf-8")
+    assert "<!-- export:begin -->" in text
+    assert "<!-- export:end -->" in text
+    assert "| file only |" in text
+    assert "| file + syslog, collector refusing |" in text
