@@ -37,7 +37,8 @@ _SYSLOG_NG_LIBS = (
     "libglib2.0-0", "libivykis0", "libjson-c5", "libnet1", "libpcre3", "libssl3", "libwrap0",
     "libcap2", "libsystemd0",
 )  # fmt: skip
-_APT_TIMEOUT = 600.0
+#: One apt-get call at most (a test module that installs allows for a few: its timeout).
+_APT_TIMEOUT = 200.0
 _START_TIMEOUT = 30.0
 
 

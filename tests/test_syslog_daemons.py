@@ -27,6 +27,10 @@ from logfunnel.sinks.rfc5424 import SD_ID
 from logfunnel.sinks.syslog import SyslogSink
 from syslogd import Certs, Daemon, Found, find_rsyslog, find_syslog_ng, parse_sd
 
+# The first test of a machine may install rsyslog or fetch syslog-ng (tests/syslogd.py):
+# apt-get calls of up to 200 s each, beyond the suite's 120 s per test. Still bounded.
+pytestmark = pytest.mark.timeout(900)
+
 _COUNT = 100
 _TAIL = "\n  second line: ü 日本 ✓"
 _ESCAPED = 'a"b]c\\d e'
