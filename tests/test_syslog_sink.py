@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 import threading
 import time
@@ -359,3 +360,29 @@ def test_sender_keeps_up_without_waiting_per_message(no_funnel_env: None) -> Non
         receiver.close()
     assert sink.sent == 10_000
     assert took < 5, f"10,000 datagrams took {took:.1f} s to leave"
+
+
+def test_sender_works_with_descriptors_above_fd_setsize(no_funnel_env: None) -> None:
+    """A writer with over 1024 descriptors open (many peers): the sender must not use select()."""
+    import resource  # noqa: PLC0415 - Unix only, like the rest
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if max(soft, hard if hard != resource.RLIM_INFINITY else 4096) < 1200:
+        pytest.skip(f"RLIMIT_NOFILE {soft}/{hard}: cannot open 1,100 descriptors")
+    if soft < 1200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1200, hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    collector = Collector()
+    sink = SyslogSink(collector.url)
+    try:
+        for i in range(3):
+            sink.handle(logging.makeLogRecord({"msg": f"m{i}", "levelno": 30, "name": "fd"}))
+            collector.wait_for(i + 1)  # each batch checks the connection first
+        assert sink.down is None
+    finally:
+        sink.close()
+        collector.close()
+        for fd in held:
+            os.close(fd)
+        if soft < 1200:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -116,7 +116,7 @@ class Sender:
                 for message in batch:
                     sock.send(message)
                     done += 1
-        except OSError as exc:  # ssl.SSLError is one too
+        except Exception as exc:  # OSError (ssl.SSLError too), or anything: the thread goes on
             self._close()
             sink.down = f"{type(exc).__name__}: {exc}"
             self.retry_at = time.monotonic() + self.backoff
@@ -156,8 +156,11 @@ class Sender:
         if sock is None or not self.sink._stream:
             return sock is not None
         try:
-            readable, _, _ = select.select([sock], [], [], 0)
-            if not readable:
+            # poll(), not select(): a writer with many peers has descriptors above
+            # FD_SETSIZE (1024), which select() refuses.
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            if not poller.poll(0):
                 return True
             sock.setblocking(False)
             try:
