@@ -112,6 +112,8 @@ def test_parse_url_and_install_checks(tmp_path: Path, no_funnel_env: None) -> No
         logfunnel.install(file=log, syslog_facility="local0")
     with pytest.raises(ValueError, match="TLS collector"):
         logfunnel.install(file=log, syslog="tcp://127.0.0.1:1", syslog_ca=log)
+    with pytest.raises(ValueError, match="not a PEM file of CA certificates"):
+        logfunnel.install(file=log, syslog="tls://127.0.0.1:1", syslog_ca=__file__)
     with pytest.raises(ValueError, match="config= or syslog="):
         logfunnel.install(config={"version": 1}, syslog="tcp://127.0.0.1:1")
     assert logfunnel.current() is None

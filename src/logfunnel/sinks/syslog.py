@@ -122,7 +122,11 @@ class SyslogSink(Exporter):
         if self.transport == "tls":
             import ssl  # noqa: PLC0415 - only a TLS exporter pays for importing ssl
 
-            self._tls = ssl.create_default_context(cafile=ca_file)
+            try:
+                self._tls = ssl.create_default_context(cafile=ca_file)
+            except (ssl.SSLError, OSError) as exc:
+                msg = f"syslog_ca={ca_file!r}: not a PEM file of CA certificates ({exc})"
+                raise ValueError(msg) from None
             self._want_read = (ssl.SSLWantReadError,)
         self._rfc = _rfc.Rfc5424(
             facility=code,
