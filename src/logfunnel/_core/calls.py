@@ -160,6 +160,18 @@ class Calls:
             watch.failed = 0
             self._report_resumed(handler, failed)
 
+    def lines(self, handler: _sink.LineSink, data: bytes, count: int) -> None:
+        """Hand ``handler`` a block of ``count`` rendered lines (``_sink.write_lines``).
+
+        Only file-like sinks get blocks (``LineSink``): they count what lands,
+        so writing again is noticed after a flush, as for their single lines.
+        """
+        self.watch(handler)
+        try:
+            _sink.write_lines(handler, data, count)
+        except Exception as exc:
+            self.failed("(a line)", exc)
+
     def failed(self, name: str, exc: Exception) -> None:
         """Count and print an exception that escaped a handler or a filter of record ``name``."""
         self.stats.handler_errors += 1

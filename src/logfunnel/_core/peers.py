@@ -2,7 +2,8 @@
 
 Stage (2) of the writer's loop (see ``_writer``).  A readable connection is
 read in pieces of up to ``RECV_SIZE`` and cut into frames by its
-``FrameReader``; a TCP one's first bytes are its answer to the gate's
+``FrameReader`` (a ``_lines.LineReader`` when the dispatcher writes runs of
+LINE frames as blocks); a TCP one's first bytes are its answer to the gate's
 challenge (``_gate``).  The frames about the connection are handled here:
 HELLO says who the process is (a protocol version other than this one's ends
 the connection), FLUSH asks for a barrier (the writer's) whose answer goes
@@ -35,6 +36,7 @@ from typing import Any, Final
 from logfunnel._core import wire as _wire
 from logfunnel._core.dispatch import Dispatcher
 from logfunnel._core.gate import Gate, Peer, would_block
+from logfunnel._core.lines import LINE_RUN, LineReader
 from logfunnel._core.listeners import Listeners
 
 RECV_SIZE: Final = 256 * 1024
@@ -76,10 +78,20 @@ class Peers:
         self._pids: set[int] = set()
         #: Bytes read since the loop last set this to 0 (once per turn).
         self.read_bytes = 0
+        #: The most bytes one read brought since the loop last set this to 0.
+        self.largest_read = 0
+        # Every read lands here, then is copied into the peer's reader.  A
+        # recv(RECV_SIZE) allocated 256 KiB per call, which malloc serves with
+        # mmap, mremap and munmap (strace: 3 system calls more per read, and page
+        # faults).  A nested read (a barrier during a read) reuses it: the outer
+        # read fed its bytes to the reader before any frame was handled.
+        self._received = memoryview(bytearray(RECV_SIZE))
 
     def accept_all(self, tag: str, *, retry: bool = False, force: bool = False) -> None:
         """Serve every connection a listener has pending (see ``Listeners.accept``)."""
         for peer in self._listeners.accept(tag, len(self.table), retry=retry, force=force):
+            if self._dispatch.takes_runs:  # nothing was read yet: its reader is still empty
+                peer.reader = LineReader(peer.reader.limit)
             self.table[peer.fd] = peer
             self._selector.register(peer.sock, selectors.EVENT_READ, peer)
             self._stats.connections += 1
@@ -89,22 +101,26 @@ class Peers:
         """Read what ``peer`` sent (at least ``budget`` bytes if given) and handle it."""
         if peer.handshaking and not self._gate.handshake(peer):
             return
+        received = self._received
         while True:
+            want = RECV_SIZE if budget is None else min(max(budget, 1), RECV_SIZE)
             try:
-                data = peer.sock.recv(RECV_SIZE if budget is None else max(budget, 1))
+                got = peer.sock.recv_into(received, want)
             except OSError as exc:
                 if would_block(exc):
                     return
-                data = b""  # ECONNRESET: the peer is gone; what was read is handled
-            self.read_bytes += len(data)
-            if not data:
+                got = 0  # ECONNRESET: the peer is gone; what was read is handled
+            self.read_bytes += got
+            self.largest_read = max(self.largest_read, got)
+            if not got:
                 if peer.nonce is not None:
                     self._gate.refuse(peer, "closed before answering the challenge")
                 else:
                     self.close(peer)
                 return
+            data: bytes | memoryview = received[:got]
             if peer.nonce is not None:
-                rest = self._gate.check_answer(peer, data)
+                rest = self._gate.check_answer(peer, bytes(data))
                 if not rest:  # None: refused; b"": the answer is not complete yet
                     return
                 data = rest
@@ -119,7 +135,9 @@ class Peers:
                 return
             for fields in frames:
                 kind = fields[0]
-                if kind == _wire.HELLO:
+                if kind is LINE_RUN:
+                    self._dispatch.lines(fields[1], peer)
+                elif kind == _wire.HELLO:
                     if not self._hello(peer, fields):
                         return  # refused: the rest of what it sent is not read
                 elif kind == _wire.FLUSH and len(fields) == 2:

@@ -2,12 +2,13 @@
 
 A sink is a ``logging.Handler``.  One that also subclasses ``LineSink`` takes
 lines rendered elsewhere (in the process that logged, ``render="lines"``)
-through ``write_line``, keeps what the writer loop's thread writes until the
-loop flushes once per batch, and counts in ``landed`` the records that reached
-its destination.  ``logfunnel.sinks`` holds the implementations; the writer
-(``dispatch``, ``calls``) knows only this module, so the core never imports a
-sink.  Owned by the writer: a sink is used from the writer loop's thread, and,
-in a thread host, from the installing program's threads under the handler's lock.
+through ``write_line`` (a run of them as one block: ``write_lines``), keeps
+what the writer loop's thread writes until the loop flushes once per batch,
+and counts in ``landed`` the records that reached its destination.
+``logfunnel.sinks`` holds the implementations; the writer (``dispatch``,
+``calls``) knows only this module, so the core never imports a sink.  Owned
+by the writer: a sink is used from the writer loop's thread, and, in a
+thread host, from the installing program's threads under the handler's lock.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Final
 
-__all__ = ["LINE_SINKS", "Exporter", "LineSink", "LinesLostError", "write_line"]
+__all__ = ["LINE_SINKS", "Exporter", "LineSink", "LinesLostError", "write_line", "write_lines"]
 
 
 class LinesLostError(OSError):
@@ -49,6 +50,20 @@ class LineSink(logging.Handler):
     def write_line(self, text: str) -> None:
         """Write ``text``, rendered with this sink's formatter, as ``emit`` would write a record."""
         raise NotImplementedError
+
+    def write_lines(self, data: bytes, count: int) -> bool:
+        r"""Write ``count`` lines as one block, or nothing and return False (then: line by line).
+
+        ``data`` is the lines encoded as UTF-8, each ending in ``"\n"``, none
+        holding another line break: what ``write_line`` would write for each,
+        with ``terminator`` ``"\n"``.  A sink writes the block only when that
+        is what it would have written line by line: a rotating sink refuses a
+        block that would reach its size limit or the end of its period, so
+        the lines are written one by one and it rotates between two of them.
+        Raising means nothing was written.
+        """
+        del data, count  # this sink writes line by line
+        return False
 
     def lines_lost(self, lost: LinesLostError) -> None:
         """Correct what the sink counts (a size, for rotation) for lines that were not written."""
@@ -91,5 +106,30 @@ def write_line(handler: logging.Handler, text: str) -> None:
         raise
     except Exception:
         handler.handleError(logging.makeLogRecord({"msg": text}))
+    finally:
+        handler.release()
+
+
+def write_lines(handler: LineSink, data: bytes, count: int) -> None:
+    """Write ``count`` lines (see ``LineSink.write_lines``) as ``write_line`` would, each.
+
+    As one block when the sink takes it; else line by line through
+    ``write_line``.  A block that fails goes to ``handler.handleError`` once
+    per line, as ``count`` failing lines would, so the writer's watch counts
+    records, not calls.
+    """
+    handler.acquire()
+    try:
+        try:
+            if handler.write_lines(data, count):
+                return
+        except RecursionError:
+            raise
+        except Exception:
+            for text in data.decode().split("\n")[:count]:
+                handler.handleError(logging.makeLogRecord({"msg": text}))
+            return
+        for text in data.decode().split("\n")[:count]:
+            write_line(handler, text)
     finally:
         handler.release()

@@ -345,7 +345,7 @@ class FrameReader:
         """Return how many received bytes do not yet form a whole frame."""
         return len(self._buffer)
 
-    def feed(self, data: bytes) -> list[Any]:
+    def feed(self, data: bytes | memoryview) -> list[Any]:
         """Add received bytes; return the decoded arrays of every frame now complete.
 
         Raises ``FrameError`` for a frame longer than the limit (before any of

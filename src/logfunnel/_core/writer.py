@@ -65,9 +65,12 @@ is counted and reported once (``_calls``); the loop goes on.
 (4) The end of a turn.  Timers run (challenge deadlines, accept retries, the
 refusals summary: the next one bounds select's timeout).  The file sinks
 install() built are flushed once per turn, not once per record.  A turn that
-read at least ``_BUSY_BYTES`` and took less than ``_NAP`` waits out the rest
-of ``_NAP``: meanwhile records gather in the socket buffers, their sends wake
-no one, and the next turn takes them in a few large reads.
+read at least ``_BUSY_BYTES`` (counted over turns) and took less than the
+nap waits out the rest of it (on the control channel alone, so the owner's
+flush() is not kept waiting): meanwhile records gather in the socket
+buffers, their sends wake no one, and the next turn takes them in a few large
+reads.  Once a burst started, every turn that read naps; the nap grows from
+``_NAP`` to ``_MAX_NAP`` while each connection brings few bytes a turn.
 
 (5) The barrier (``Funnel.flush``, or a FLUSH from any process) reads, from
 every connection, at least the bytes that were queued in the kernel when the
@@ -140,6 +143,19 @@ _CONTROL: Final = "control"
 # is in the kernel; a barrier waits one nap more.
 _BUSY_BYTES: Final = 4096
 _NAP: Final = 0.001
+# The nap grows (doubling, up to _MAX_NAP) while the largest read of a busy
+# turn is under _FULL_READ / 2, and shrinks back (halving) once one is over
+# _FULL_READ: each connection read costs a recv and a Python call chain
+# however few records it brings, so 64 connections sending a record or two
+# each per millisecond cost the writer several µs per record.  No connection
+# gathers much more than _FULL_READ (~60 records, under a quarter of what its
+# socket buffer holds) before a read, so no sender waits for room.  Measured
+# in benchmarks/writer_lines.py (docs/benchmarks.md, "Writer CPU per rendered
+# line"); records reach the file up to _MAX_NAP later in a burst.
+_FULL_READ: Final = 8 * 1024
+# A busy turn this long after the last nap starts a new burst, at _NAP.
+_IDLE: Final = 0.1
+_MAX_NAP: Final = 0.008
 
 
 class Writer:
@@ -166,6 +182,7 @@ class Writer:
         self._encoder = _wire.Encoder(frame_limit)
         self._control_reader = _wire.FrameReader(frame_limit)
         self._selector = selectors.DefaultSelector()
+        self._nap = selectors.DefaultSelector()  # the control channel alone (stage 4)
         self.stats = Stats()
         self._dispatch = Dispatcher(sinks, self.stats)
         self._gate = Gate(token, tls, frame_limit, self._dispatch, self._drop)
@@ -197,11 +214,13 @@ class Writer:
         self._listeners.register(LISTENER)
         self._control.setblocking(True)
         self._selector.register(self._control, selectors.EVENT_READ, _CONTROL)
+        self._nap.register(self._control, selectors.EVENT_READ)
         self._listeners.register(TCP_LISTENER)
         self._dispatch.start(lines=self.lines_allowed)
         peers = self._peers
         table, read, accept_all = peers.table, peers.read, peers.accept_all
         flush_batched = self._dispatch.calls.flush_batched
+        nap, napped = _NAP, 0.0
         self._running = True
         try:
             while self._running:
@@ -221,11 +240,23 @@ class Writer:
                 if self._running:
                     self._timers()
                 flush_batched()
-                if peers.read_bytes >= _BUSY_BYTES:
-                    spare = _NAP - (time.monotonic() - turn_started)
+                # Counted over turns, not per turn: records that trickle in
+                # woke a turn each, which read too little to nap after.  Once
+                # a burst started, every turn that read naps (until _IDLE).
+                read_bytes = peers.read_bytes
+                if read_bytes >= _BUSY_BYTES or (read_bytes and turn_started - napped < _IDLE):
+                    if turn_started - napped > _IDLE:
+                        nap = _NAP  # a new burst starts at the shortest nap
+                    elif peers.largest_read < _FULL_READ // 2:
+                        nap = min(nap * 2, _MAX_NAP)
+                    elif peers.largest_read > _FULL_READ:
+                        nap = max(nap / 2, _NAP)
+                    spare = nap - (time.monotonic() - turn_started)
                     if spare > 0:
-                        time.sleep(spare)
-                peers.read_bytes = 0
+                        # The owner's flush() or shutdown() ends the nap at once.
+                        self._nap.select(spare)
+                    peers.read_bytes = peers.largest_read = 0
+                    napped = time.monotonic()
         finally:
             self._peers.close_all()
             self._close_own()
@@ -330,6 +361,8 @@ class Writer:
             self._control.close()
         with contextlib.suppress(OSError):
             self._selector.close()
+        with contextlib.suppress(OSError):
+            self._nap.close()
         self._dispatch.calls.restore()
 
 

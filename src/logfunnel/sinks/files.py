@@ -40,6 +40,8 @@ __all__ = [
 #: A file sink's pending lines are written once they reach this many bytes,
 #: even in the middle of a batch of the writer loop (bounds its memory).
 _BATCH_BYTES: Final = 64 * 1024
+# What a block of lines (``write_lines``) holds: the only file a block is written to as it is.
+_UTF8_LF: Final = ("utf-8", "\n")
 
 
 class LineFile:
@@ -58,7 +60,7 @@ class LineFile:
     a batch can never reach the file.
     """
 
-    __slots__ = ("_flags", "_lines", "encoding", "errors", "fd", "name", "pending")
+    __slots__ = ("_blocks", "_flags", "_lines", "encoding", "errors", "fd", "name", "pending")
 
     def __init__(self, path: str, mode: str, encoding: str | None, errors: str | None) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
@@ -71,6 +73,8 @@ class LineFile:
         self.encoding = encoding
         self.errors = errors or "strict"
         self._lines: list[bytes] = []
+        #: Entries of ``_lines`` that hold several lines (``write_lines``) -> how many.
+        self._blocks: dict[int, int] = {}
         #: Bytes waiting for ``flush()``.
         self.pending = 0
 
@@ -99,12 +103,22 @@ class LineFile:
         self._lines.append(data)
         self.pending += len(data)
 
+    def write_lines(self, data: bytes, count: int) -> None:
+        """Keep ``count`` lines already encoded, each ending in a line feed, as one block."""
+        if self.fd < 0:
+            raise ValueError("I/O operation on closed file.")
+        if count != 1:
+            self._blocks[len(self._lines)] = count
+        self._lines.append(data)
+        self.pending += len(data)
+
     def flush(self) -> int:
         """Write the kept lines; return how many.  Raise ``LinesLostError`` if some could not be."""
-        lines = self._lines
+        lines, blocks = self._lines, self._blocks
         if not lines or self.fd < 0:
             return 0
-        self._lines, self.pending = [], 0
+        self._lines, self._blocks, self.pending = [], {}, 0
+        count = len(lines) + sum(blocks.values()) - len(blocks)
         data = lines[0] if len(lines) == 1 else b"".join(lines)
         view = memoryview(data)
         done = 0
@@ -113,17 +127,21 @@ class LineFile:
                 done += os.write(self.fd, view[done:])
         except OSError as exc:
             whole = ended = 0
-            for line in lines:
+            for index, line in enumerate(lines):
                 if ended + len(line) > done:
+                    if index in blocks:  # of a block, the lines that landed whole did
+                        landed = line.rfind(b"\n", 0, done - ended) + 1
+                        whole += line.count(b"\n", 0, landed)
+                        ended += landed
                     break
                 ended += len(line)
-                whole += 1
+                whole += blocks.get(index, 1)
             torn = done - ended
             if torn:  # the start of a line landed: take it back, no torn line stays
                 with contextlib.suppress(OSError):
                     os.ftruncate(self.fd, os.lseek(self.fd, 0, os.SEEK_END) - torn)
-            raise LinesLostError(exc, len(lines) - whole, whole, len(data) - ended) from exc
-        return len(lines)
+            raise LinesLostError(exc, count - whole, whole, len(data) - ended) from exc
+        return count
 
     def moved(self) -> bool:
         """Tell whether the path now names another file, or none (``WatchedFileHandler``'s test)."""
@@ -143,7 +161,7 @@ class LineFile:
     def close(self) -> None:
         """Close the file; lines not flushed yet are dropped (the handler flushes first)."""
         fd, self.fd = self.fd, -1
-        self._lines, self.pending = [], 0
+        self._lines, self._blocks, self.pending = [], {}, 0
         if fd >= 0:
             os.close(fd)
 
@@ -266,6 +284,17 @@ class FileSink(LineSink, logging.FileHandler):
             or getattr(stream, "pending", 0) >= _BATCH_BYTES
         ):
             self.flush()
+
+
+    def write_lines(self, data: bytes, count: int) -> bool:
+        """Keep a block of lines as one (see ``LineSink.write_lines``); False: line by line."""
+        stream = self.stream
+        if not isinstance(stream, LineFile) or (stream.encoding, self.terminator) != _UTF8_LF:
+            return False  # not open yet, or not the bytes write_line would write
+        stream.write_lines(data, count)
+        if threading.get_ident() != self.batch_thread or stream.pending >= _BATCH_BYTES:
+            self.flush()
+        return True
 
 
 def build_handlers(options: FileOptions) -> list[logging.Handler]:

@@ -120,6 +120,27 @@ class RotatingFileSink(FileSink):
         ):
             self.flush()
 
+    def write_lines(self, data: bytes, count: int) -> bool:
+        """Keep a block of lines as one, unless it would rotate: then False, line by line.
+
+        The block is written at one instant of the clock: a period that ends
+        while it is written starts with the next block, or the next line.
+        """
+        size = len(data)
+        if (self.max_bytes and self._size + size >= self.max_bytes) or (
+            self.schedule is not None and self._now() >= self._rollover_at
+        ):
+            return False
+        self._size += size  # first: a flush that fails in there counts its loss out
+        try:
+            written = super().write_lines(data, count)
+        except Exception:
+            self._size -= size
+            raise
+        if not written:
+            self._size -= size
+        return written
+
     def lines_lost(self, lost: LinesLostError) -> None:
         """Count out of the file's size what a full disk refused (``_flush_lines`` calls this)."""
         self._size = max(0, self._size - lost.lost_bytes)
