@@ -139,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[tuple[float, int]]] = {"funnel": [], "forward_logging": []}
     with tempfile.TemporaryDirectory() as workdir:
         for _ in range(args.runs):
-            for way in results:  # interleaved: both see the same machine
-                results[way].append(run_once(way, args.records, workdir))
+            for way, runs in results.items():  # interleaved: both see the same machine
+                runs.append(run_once(way, args.records, workdir))
     rows = []
     for way, runs in results.items():
         rate = statistics.median(r for r, _ in runs)
