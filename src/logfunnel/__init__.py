@@ -15,12 +15,16 @@ General layout, in the order a record travels:
   ``writer``'s loop; ``sink`` is what it asks of a sink), joining (``hook``,
   ``bootstrap``, ``fork``, ``levels``, ``rundir``, ``options``), and
   ``state``: all process-wide mutable state, with the one after-fork reset;
-* ``sinks/``: the sinks ``install()`` builds;
+* ``sinks/``: the sinks ``install()`` builds (files and their rotation, the
+  console, the syslog and OTLP exporters);
 * ``_hosts``: the writer in a thread of the installer, or in an interpreter of
   its own; ``_settings``: ``install()``'s typed options and their checks;
   ``_funnel``: ``install()`` and ``current()``; ``_running``: the ``Funnel``
   and the steps that start it; ``_snapshot``;
-* ``diagnose/``: stacks, the hang watchdog, ``repro``, ``demo``; ``cli``.
+* ``_shared``: one writer per file across unrelated processes; ``_remote``
+  and ``_serve``: sending to a collector on another host, and the collector;
+* ``integrations/``: pytest, Celery, Dask, each importing its engine lazily;
+* ``diagnose/``: stacks, the hang watchdog, ``repro``, ``demo``, ``report``; ``cli``.
 
 Every interpreter that joins a funnel imports this package, so nothing here is
 imported until it is used.
