@@ -382,7 +382,8 @@ class Logfunnel(System):
         # supervisor that forks the loop, so Funnel's own child is not it.
         # (The thread host's thread: reaching into the Funnel, a benchmark's business.)
         if self.host == "process":
-            self.writer_pid = self.funnel.stats().pid
+            stats = self.funnel.stats()  # a dict before logfunnel.Stats (--logfunnel-rev)
+            self.writer_pid = stats["pid"] if isinstance(stats, dict) else stats.pid
             self._stat = f"/proc/{self.writer_pid}/stat"
         else:
             self.writer_pid = os.getpid()

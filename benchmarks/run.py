@@ -46,6 +46,7 @@ import math
 import os
 import platform
 import random
+import re
 import resource
 import shlex
 import statistics
@@ -552,16 +553,15 @@ def plot(path: Path, data: dict[str, Any]) -> bool:
 
 #: Sections another benchmark writes into the same page (``benchmarks/startup.py``),
 #: each between its markers and naming its own command; a new report keeps them.
-KEPT_SECTIONS = (("<!-- startup:begin -->", "<!-- startup:end -->"),)
+#: A section another benchmark writes (startup, context, rotation, writer-lines...):
+#: ``<!-- NAME:begin -->`` ... ``<!-- NAME:end -->``, kept when this report is rewritten.
+_SECTION = re.compile(r"<!-- ([a-z0-9-]+):begin -->.*?<!-- \1:end -->", re.DOTALL)
 
 
 def kept_sections(out: Path) -> str:
     """Return the sections of ``out`` that other benchmarks wrote, to append to a new report."""
     text = out.read_text(encoding="utf-8") if out.exists() else ""
-    kept = ""
-    for begin, end in KEPT_SECTIONS:
-        if begin in text and end in text:
-            kept += "\n\n" + text[text.index(begin) : text.index(end) + len(end)]
+    kept = "".join("\n\n" + match.group(0) for match in _SECTION.finditer(text))
     return kept + "\n"
 
 
