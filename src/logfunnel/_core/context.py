@@ -56,6 +56,8 @@ import math
 import os
 import sys
 
+from logfunnel._core import options as _options
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
 if TYPE_CHECKING:
     import logging
@@ -398,68 +400,22 @@ def join_from_environment() -> None:
 
 
 # -- the environment's form ---------------------------------------------------------
-# As LOGFUNNEL_OPTIONS (``_options``), for the same reason: json costs ~1 ms to
-# import in a joining process.  NAME=T:VALUE items separated by \x1f, T one of n
-# (None), b, i, f, s (str, with \ and \x1f escaped as \\ and \u).
-
-_SEP: Final = "\x1f"
-
+# LOGFUNNEL_OPTIONS's (``options.encode_env``), for the same reason: json costs ~1 ms
+# to import in a joining process.
 
 def encode(fields: Fields) -> str:
     """Return ``fields`` as ``LOGFUNNEL_CONTEXT`` carries them."""
-    items = []
-    for name, value in fields.items():
-        if value is None:
-            items.append(f"{name}=n:")
-        elif value is True or value is False:
-            items.append(f"{name}=b:{int(value)}")
-        elif type(value) is int:
-            items.append(f"{name}=i:{value}")
-        elif type(value) is float:
-            items.append(f"{name}=f:{value!r}")
-        else:
-            text = str(value).replace("\\", "\\\\").replace(_SEP, "\\u")
-            # Lone surrogates cannot go into the environment: escaped, as the codec does.
-            text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-            items.append(f"{name}=s:{text}")
-    return _SEP.join(items)
+    return _options.encode_env(dict(fields))
 
 
 def decode(text: str) -> Fields | None:
     """Parse ``LOGFUNNEL_CONTEXT``; None if it is malformed (a process must still start)."""
-    fields: Fields = {}
+    try:
+        values = _options.decode_env(text)
+    except ValueError:
+        return None
     reserved = _reserved()
-    for item in text.split(_SEP):
-        name, equals, typed = item.partition("=")
-        kind, colon, raw = typed.partition(":")
-        if not equals or not colon or not name.isidentifier() or name in reserved:
+    for name, value in values.items():
+        if not name.isidentifier() or name in reserved or isinstance(value, dict):
             return None
-        try:
-            if kind == "n":
-                fields[name] = None
-            elif kind == "b":
-                fields[name] = raw == "1"
-            elif kind == "i":
-                fields[name] = int(raw)
-            elif kind == "f":
-                fields[name] = float(raw)
-            elif kind == "s":
-                fields[name] = _unescape(raw)
-            else:
-                return None
-        except ValueError:
-            return None
-    return fields or None
-
-
-def _unescape(raw: str) -> str:
-    if "\\" not in raw:
-        return raw
-    out, chars = [], iter(raw)
-    for char in chars:
-        if char == "\\":
-            escaped = next(chars, "")
-            out.append(_SEP if escaped == "u" else escaped)
-        else:
-            out.append(char)
-    return "".join(out)
+    return values or None

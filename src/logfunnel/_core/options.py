@@ -114,8 +114,8 @@ class Options:
         return f"Options({inner})"
 
     def to_env(self) -> str:
-        """Return these options as ``LOGFUNNEL_OPTIONS`` carries them (see ``_encode_env``)."""
-        return _encode_env(self.as_dict())
+        """Return these options as ``LOGFUNNEL_OPTIONS`` carries them (see ``encode_env``)."""
+        return encode_env(self.as_dict())
 
     @classmethod
     def from_env(cls, text: str | None) -> Options:
@@ -123,7 +123,7 @@ class Options:
         if not text:
             return cls()
         try:
-            values = _decode_env(text)
+            values = decode_env(text)
         except ValueError:
             return cls()
         try:
@@ -139,7 +139,8 @@ class Options:
 _SEP: Final = "\x1f"
 
 
-def _encode_env(values: dict[str, Any]) -> str:
+def encode_env(values: dict[str, Any]) -> str:
+    """Return ``values`` in the environment's form (LOGFUNNEL_OPTIONS, LOGFUNNEL_CONTEXT)."""
     items: list[str] = []
     for name, value in values.items():
         if isinstance(value, dict):
@@ -159,10 +160,13 @@ def _encode_item(name: str, value: Any) -> str:
     if isinstance(value, float):
         return f"{name}=f:{value!r}"
     text = str(value).replace("\\", "\\\\").replace(_SEP, "\\u")
+    # Lone surrogates cannot go into the environment: escaped, as the codec does.
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return f"{name}=s:{text}"
 
 
-def _decode_env(text: str) -> dict[str, Any]:
+def decode_env(text: str) -> dict[str, Any]:
+    """Parse the environment's form; ``ValueError`` if it is malformed."""
     values: dict[str, Any] = {}
     for item in text.split(_SEP):
         name, equals, typed = item.partition("=")

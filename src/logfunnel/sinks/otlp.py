@@ -40,6 +40,7 @@ from typing import Any, Final
 
 from logfunnel._core.plain import STANDARD_ATTRS, get_message, safe_repr
 from logfunnel._core.sink import Exporter
+from logfunnel.sinks.exporters import wait_sent
 
 __all__ = ["OtlpSink", "parse_endpoint", "severity_number"]
 
@@ -268,15 +269,10 @@ class OtlpSink(Exporter):
 
     def drain(self, timeout: float) -> bool:
         """Wait up to ``timeout`` s until everything queued was sent (or given up); True if sent."""
-        deadline = time.monotonic() + timeout
-        with self._ready:
-            self._ready.notify_all()
-            while self._queue or self._in_flight:
-                left = deadline - time.monotonic()
-                if left <= 0 or not self._sender.is_alive():
-                    return False
-                self._ready.wait(min(left, 0.1))  # woken by the sender after each batch
-        return True
+        return wait_sent(self._ready, self._sender, self._pending, timeout)
+
+    def _pending(self) -> bool:
+        return bool(self._queue or self._in_flight)
 
     def close(self) -> None:
         """Send what is queued (within ``drain_timeout``), then stop the sender; count the rest."""

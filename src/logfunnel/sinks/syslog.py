@@ -38,12 +38,12 @@ import logging
 import os
 import sys
 import threading
-import time
 import urllib.parse
 from typing import TYPE_CHECKING, Final
 
 from logfunnel._core.sink import Exporter
 from logfunnel.sinks import rfc5424 as _rfc
+from logfunnel.sinks.exporters import wait_sent
 from logfunnel.sinks.syslog_sender import SEND_TIMEOUT, Sender
 
 if TYPE_CHECKING:
@@ -211,14 +211,10 @@ class SyslogSink(Exporter):
 
         Never called by the writer loop (it must not wait for a collector).
         """
-        deadline = time.monotonic() + timeout
-        with self._ready:
-            while self._queue or self._sending:
-                left = deadline - time.monotonic()
-                if left <= 0 or not self._sender.is_alive():
-                    return False
-                self._ready.wait(min(left, 0.1))  # woken by the sender after each batch
-        return True
+        return wait_sent(self._ready, self._sender, self._pending, timeout)
+
+    def _pending(self) -> bool:
+        return bool(self._queue or self._sending)
 
     def close(self) -> None:
         """Send what is queued (waiting at most ``drain_timeout``), then stop the sender."""
