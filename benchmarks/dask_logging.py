@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _sections
+
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- dask:begin -->", "<!-- dask:end -->"
 
@@ -117,18 +119,6 @@ def run_once(way: str, records: int, workdir: str) -> tuple[float, int]:
     return rate, survived
 
 
-def write_section(text: str, out: Path) -> None:
-    """Replace this benchmark's marked section of ``out`` (appended the first time)."""
-    page = out.read_text() if out.exists() else ""
-    block = f"{BEGIN}\n{text}{END}\n"
-    if BEGIN in page and END in page:
-        head, rest = page.split(BEGIN, 1)
-        page = head + block + rest.split(END, 1)[1].lstrip("\n")
-    else:
-        page = page.rstrip("\n") + "\n\n" + block
-    out.write_text(page)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=10_000)
@@ -154,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---:|---:|\n" + "\n".join(rows) + "\n"
     )
     print(text)
-    write_section(text, Path(args.out))
+    _sections.write(args.out, f"{BEGIN}\n{text}{END}\n")
     return 0
 
 

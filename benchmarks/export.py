@@ -37,6 +37,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import _sections
+
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- export:begin -->", "<!-- export:end -->"
 _DEADLINE = 120.0
@@ -223,13 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     section = "\n".join([BEGIN, heading, "", *table, END])
     print(section)
-    out = Path(args.out)
-    text = out.read_text() if out.exists() else ""
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    out.write_text(text)
+    _sections.write(args.out, section)
     return 0
 
 

@@ -26,6 +26,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import _sections
+
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- revs:begin -->", "<!-- revs:end -->"
 HOSTS = tuple(os.environ.get("REVS_HOSTS", "logfunnel-thread,logfunnel-process").split(","))
@@ -96,15 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(text)
     if not args.out:
-        page_path = ROOT / "docs" / "benchmarks.md"
-        page = page_path.read_text(encoding="utf-8")
         block = f"{BEGIN}\n### Commits side by side\n\n{text}{END}"
-        if BEGIN in page and END in page:
-            head, rest = page.split(BEGIN, 1)
-            page = head + block + rest.split(END, 1)[1]
-        else:
-            page = page.rstrip("\n") + "\n\n" + block + "\n"
-        page_path.write_text(page, encoding="utf-8")
+        _sections.write(ROOT / "docs" / "benchmarks.md", block)
     return 0
 
 

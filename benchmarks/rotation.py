@@ -30,6 +30,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import _sections
+
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- rotation:begin -->", "<!-- rotation:end -->"
 SIZE = 100_000_000
@@ -174,13 +176,7 @@ def main() -> int:
     )
     section = "\n".join([BEGIN, "## Rotation", "", heading, "", *rows, END])
     print(section)
-    out = Path(args.out)
-    text = out.read_text() if out.exists() else ""
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    out.write_text(text)
+    _sections.write(args.out, section)
     return 0
 
 

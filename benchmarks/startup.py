@@ -37,6 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import _sections
+
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- startup:begin -->", "<!-- startup:end -->"
 
@@ -199,13 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     section = "\n".join([BEGIN, "## Joining and process start-up", "", heading, "", *rows, END])
     print(section)
-    out = Path(args.out)
-    text = out.read_text() if out.exists() else ""
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    out.write_text(text)
+    _sections.write(args.out, section)
     return 0
 
 

@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _sections
+
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- writer-lines:begin -->", "<!-- writer-lines:end -->"
 
@@ -203,14 +205,8 @@ def main() -> int:
     if args.out:
         Path(args.out).write_text(json.dumps(results))
         return 0
-    doc = ROOT / "docs" / "benchmarks.md"
-    text = doc.read_text()
     new = section(results, shlex.join(["python", "benchmarks/writer_lines.py", *sys.argv[1:]]))
-    if BEGIN in text:
-        text = text[: text.index(BEGIN)] + new + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + new + "\n"
-    doc.write_text(text)
+    _sections.write(ROOT / "docs" / "benchmarks.md", new)
     print(new)
     return 0
 
