@@ -39,8 +39,7 @@ import urllib.parse
 from typing import Any, Final
 
 from logfunnel._core.plain import STANDARD_ATTRS, get_message, safe_repr
-from logfunnel._core.sink import Exporter
-from logfunnel.sinks.exporters import wait_sent
+from logfunnel._core.sink import Exporter, wait_sent
 
 __all__ = ["OtlpSink", "parse_endpoint", "severity_number"]
 

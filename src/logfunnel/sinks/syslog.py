@@ -41,9 +41,8 @@ import threading
 import urllib.parse
 from typing import TYPE_CHECKING, Final
 
-from logfunnel._core.sink import Exporter
+from logfunnel._core.sink import Exporter, wait_sent
 from logfunnel.sinks import rfc5424 as _rfc
-from logfunnel.sinks.exporters import wait_sent
 from logfunnel.sinks.syslog_sender import SEND_TIMEOUT, Sender
 
 if TYPE_CHECKING:
