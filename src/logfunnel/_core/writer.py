@@ -182,7 +182,11 @@ class Writer:
         self._encoder = _wire.Encoder(frame_limit)
         self._control_reader = _wire.FrameReader(frame_limit)
         self._selector = selectors.DefaultSelector()
-        self._nap = selectors.DefaultSelector()  # the control channel alone (stage 4)
+        try:
+            self._nap = selectors.DefaultSelector()  # the control channel alone (stage 4)
+        except BaseException:  # out of descriptors: install() is all-or-nothing
+            self._selector.close()
+            raise
         self.stats = Stats()
         self._dispatch = Dispatcher(sinks, self.stats)
         self._gate = Gate(token, tls, frame_limit, self._dispatch, self._drop)

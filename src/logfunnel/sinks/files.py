@@ -167,7 +167,8 @@ class LineFile:
 
     def __del__(self, _close: Callable[[int], None] = os.close) -> None:
         """Close the descriptor of a file nobody closed; never write what it kept."""
-        fd, self.fd = self.fd, -1
+        # getattr: an __init__ whose open() failed (EMFILE) never set it.
+        fd, self.fd = getattr(self, "fd", -1), -1
         if fd >= 0:
             try:  # noqa: SIM105 - contextlib may be gone when this runs at exit
                 _close(fd)
