@@ -81,7 +81,7 @@ def run_once(way: str, records: int, workdir: str) -> tuple[float, int]:
         funnel = logfunnel.install(file=log_path, fmt="%(name)s|%(message)s",
                                    listen="tcp:127.0.0.1:0")  # fmt: skip
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       dashboard_address=None)  # fmt: skip
+                                       dashboard_address=":0")  # fmt: skip
     client = distributed.Client(cluster)
     try:
         if funnel is not None:

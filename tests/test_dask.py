@@ -49,7 +49,8 @@ def test_every_worker_local_scaled_and_separate_logs_every_record_once(
 ) -> None:
     """Records of tasks on LocalCluster workers, scaled ones and an external worker land once."""
     cluster = distributed.LocalCluster(
-        n_workers=1, processes=True, threads_per_worker=1, dashboard_address=None
+        n_workers=1, processes=True, threads_per_worker=1,
+        dashboard_address=":0",  # a free port: another cluster may hold 8787 (a warning, an error here)
     )
     client = distributed.Client(cluster)
     external = None
