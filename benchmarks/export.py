@@ -30,6 +30,7 @@ import multiprocessing
 import os
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -104,7 +105,10 @@ def run_once(
     import logfunnel  # noqa: PLC0415
 
     log = tmp / f"bench-{time.monotonic_ns()}.log"
-    funnel = logfunnel.install(file=str(log), syslog=syslog, syslog_ca=ca)
+    if syslog is not None and syslog.startswith("http"):  # the OTLP exporter's endpoint
+        funnel = logfunnel.install(file=str(log), otlp=syslog)
+    else:
+        funnel = logfunnel.install(file=str(log), syslog=syslog, syslog_ca=ca)
     total = procs * records
     before = received() if received is not None else 0
     try:
@@ -183,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
         ))  # fmt: skip
         cases.append(("file + syslog, collector refusing", f"tcp://127.0.0.1:{_free_port()}",
                       None, None))  # fmt: skip
+        otlp = _otlp_receiver(tmp)
+        if otlp is not None:
+            cases.append(("file + OTLP/HTTP (a Python receiver)", otlp[0], otlp[1], None))
         results: dict[str, tuple[list[float], list[float], list[float], list[int]]] = {
             label: ([], [], [], []) for label, *_ in cases
         }
@@ -206,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             if daemon is not None:
                 daemon.stop()
+            if otlp is not None:
+                otlp[2].kill()
+                otlp[2].wait()
     table = [
         ("| funnel | in the file, records/s | at the collector, records/s | "
         "installer's CPU, µs/record |"),
@@ -227,6 +237,27 @@ def main(argv: list[str] | None = None) -> int:
     print(section)
     _sections.write(args.out, section)
     return 0
+
+
+def _otlp_receiver(tmp: Path) -> tuple[str, Callable[[], int], subprocess.Popen[str]] | None:
+    """Start benchmarks/_otlp_receiver.py; None without opentelemetry-proto."""
+    try:
+        import opentelemetry.proto.collector.logs.v1.logs_service_pb2  # noqa: F401, PLC0415
+    except ImportError:
+        return None
+    count = tmp / "otlp-count"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "_otlp_receiver.py"),
+                             str(count)], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdout is not None
+    port = int(proc.stdout.readline())
+
+    def received() -> int:
+        try:
+            return int(count.read_text() or 0)
+        except (OSError, ValueError):
+            return 0
+
+    return f"http://127.0.0.1:{port}", received, proc
 
 
 def _version(binary: str) -> str:
