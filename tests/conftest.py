@@ -98,3 +98,37 @@ def no_funnel_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("LOGFUNNEL_"):
             monkeypatch.delenv(key)
+
+
+def debian_tool(package: str, *names: str, timeout: float = 600) -> str:
+    """Return the path of a program from Debian's ``package``, installing it if missing; else skip.
+
+    ``names`` are the program's names to look for (default: the package's).  Installs
+    with apt-get as root, once more after ``apt-get update`` if the package lists are
+    stale; skips with the reason where that is impossible.
+    """
+    import shutil  # noqa: PLC0415
+
+    names = names or (package,)
+
+    def found() -> str | None:
+        return next((path for name in names if (path := shutil.which(name))), None)
+
+    path = found()
+    if path is not None:
+        return path
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        pytest.skip(f"{package} is not installed, and apt-get (as root) cannot install it here")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "--no-install-recommends", package]
+    proc = subprocess.run(install, capture_output=True, text=True, timeout=timeout, env=env,
+                          check=False)  # fmt: skip
+    if proc.returncode != 0:
+        subprocess.run(["apt-get", "update"], capture_output=True, timeout=timeout, env=env,
+                       check=False)  # fmt: skip
+        proc = subprocess.run(install, capture_output=True, text=True, timeout=timeout,
+                              env=env, check=False)  # fmt: skip
+    path = found()
+    if path is None:
+        pytest.skip(f"apt-get install {package} failed: {proc.stderr.strip()[-300:]}")
+    return path

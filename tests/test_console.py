@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SCRIPTS, child_env, run_python
+from conftest import SCRIPTS, child_env, debian_tool, run_python
 from logfunnel.sinks import console
 
 TASKS = 16
@@ -41,24 +40,8 @@ EXPECTED = Counter({(-1, 0): 1, **{(i, s): 1 for i in range(TASKS) for s in rang
 
 
 def _tmux() -> str:
-    """Return tmux's path, installing Debian's package if missing and possible; else skip."""
-    found = shutil.which("tmux")
-    if found:
-        return found
-    if shutil.which("apt-get") is None or os.geteuid() != 0:
-        pytest.skip("tmux is not installed, and apt-get (as root) is not available to install it")
-    proc = subprocess.run(
-        ["apt-get", "install", "-y", "--no-install-recommends", "tmux"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-        check=False,
-    )
-    found = shutil.which("tmux")
-    if found is None:
-        pytest.skip(f"apt-get install tmux failed: {proc.stderr.strip()[-300:]}")
-    return found
+    """Return the program's path, installing Debian's package if missing and possible; else skip."""
+    return debian_tool("tmux", timeout=300)
 
 
 def _in_tmux(tmp_path: Path, lib: str, host: str, **env: str) -> tuple[str, str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SCRIPTS, child_env, run_python
+from conftest import SCRIPTS, child_env, debian_tool, run_python
 from logfunnel.diagnose import report
 
 STALL = 2.0
@@ -96,25 +96,8 @@ def test_report_reads_fields_defensively(tmp_path: Path) -> None:
 
 
 def _chromium() -> str:
-    """Return Chromium's path, installing Debian's package if missing and possible; else skip."""
-    for name in ("chromium", "chromium-browser"):
-        found = shutil.which(name)
-        if found:
-            return found
-    if shutil.which("apt-get") is None or os.geteuid() != 0:
-        pytest.skip("chromium is not installed, and apt-get (as root) is not available to install it")
-    proc = subprocess.run(
-        ["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-        check=False,
-    )
-    found = shutil.which("chromium")
-    if found is None:
-        pytest.skip(f"apt-get install chromium failed: {proc.stderr.strip()[-300:]}")
-    return found
+    """Return the program's path, installing Debian's package if missing and possible; else skip."""
+    return debian_tool("chromium", "chromium", "chromium-browser")
 
 
 def _headless(chromium: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
