@@ -151,6 +151,13 @@ def prepare_in_installer() -> None:
     """
     if any(_finalising_could_write(getattr(ref(), "stream", None)) for ref in _handler_refs()):
         _keep_forever(None)
+    # The sending side is imported at a process's first record.  In the installer
+    # that may be on any of the program's threads, and a fork() while that thread
+    # is inside the import leaves the child a half-initialised module whose import
+    # lock nobody will ever release: the child's first record would wait on it
+    # forever (seen: tests/test_fork_storm.py, process host, 2 runs in 6).  Imported
+    # here, before install() returns, every forked child finds them complete.
+    from logfunnel._core import connection, formatters  # noqa: F401, PLC0415
 
 
 def _handler_refs() -> list[Any]:
