@@ -33,7 +33,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -52,38 +51,6 @@ def work(records: int) -> None:
     log = logging.getLogger("bench.export")
     for i in range(records):
         log.warning("record %d of the export benchmark", i, extra={"i": i})
-
-
-class _Reader:
-    """A stand-in collector: counts RFC 6587 octet-counted messages on a TCP port."""
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.count = 0
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
-
-    def _read(self, conn: socket.socket) -> None:
-        buffer = b""
-        while data := conn.recv(1 << 20):
-            buffer += data
-            while True:
-                length, space, rest = buffer.partition(b" ")
-                if not space or len(rest) < int(length):
-                    break
-                buffer = rest[int(length) :]
-                self.count += 1
-
-    def received(self) -> int:
-        return self.count
 
 
 def _lines(path: Path) -> Callable[[], int]:
@@ -168,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             collector = "rsyslog " + _version(found.argv[0])
         else:
             collector = f"a Python reader ({found})"
-        reader = _Reader()
+        reader = syslogd.Collector()  # a Python reader: the tests' stand-in collector
         cases: list[tuple[str, str | None, Callable[[], int] | None, str | None]] = [
             ("file only", None, None, None),
         ]
@@ -182,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                     str(daemon.certs.ca) if transport == "tls" and daemon.certs else None,
                 ))  # fmt: skip
         cases.append((
-            "file + syslog tcp:// (Python reader)", f"tcp://127.0.0.1:{reader.port}",
-            reader.received, None,
+            "file + syslog tcp:// (Python reader)", reader.url,
+            lambda: len(reader.messages), None,
         ))  # fmt: skip
         cases.append(("file + syslog, collector refusing", f"tcp://127.0.0.1:{_free_port()}",
                       None, None))  # fmt: skip

@@ -8,11 +8,9 @@ holds back the file sink, and what the sink dropped is counted and reported once
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import socket
-import threading
 import time
 from pathlib import Path
 
@@ -21,81 +19,9 @@ import pytest
 import logfunnel
 from conftest import run_python
 from logfunnel.sinks.syslog import SyslogSink, parse_url
+from syslogd import Collector
 
 _DEADLINE = 30.0
-
-
-class Collector:
-    """A TCP listener that reads RFC 6587 octet-counted messages into ``messages``."""
-
-    def __init__(self, port: int = 0) -> None:
-        """Listen on ``port`` of 127.0.0.1 (0: any free one), reading in threads of its own."""
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", port))
-        self.listener.listen()
-        self.port = self.listener.getsockname()[1]
-        self.messages: list[bytes] = []
-        self.connections: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        """Return the ``syslog=`` URL of this collector."""
-        return f"tcp://127.0.0.1:{self.port}"
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            self.connections.append(conn)
-            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
-
-    def _read(self, conn: socket.socket) -> None:
-        buffer = b""
-        while True:
-            try:
-                data = conn.recv(65536)
-            except OSError:
-                return
-            if not data:
-                return
-            buffer += data
-            while b" " in buffer:
-                length, _, rest = buffer.partition(b" ")
-                if len(rest) < int(length):
-                    break
-                with self._lock:
-                    self.messages.append(rest[: int(length)])
-                buffer = rest[int(length) :]
-
-    def texts(self) -> list[str]:
-        """Return the messages read so far, decoded."""
-        with self._lock:
-            return [m.decode("utf-8") for m in self.messages]
-
-    def wait_for(self, count: int, timeout: float = _DEADLINE) -> list[str]:
-        """Wait until ``count`` messages came (failing at the deadline); return them."""
-        deadline = time.monotonic() + timeout
-        while len(self.texts()) < count:
-            assert time.monotonic() < deadline, f"{len(self.texts())} of {count} messages came"
-            time.sleep(0.01)  # polling a socket reader's list; bounded by the deadline
-        return self.texts()
-
-    def close(self) -> None:
-        """Stop listening and close every connection, as the kernel does for a killed process.
-
-        shutdown() first: a close() alone does not end a socket another thread
-        is blocked on (accept, recv), so no FIN would go out.
-        """
-        for sock in (self.listener, *self.connections):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
 
 
 def test_parse_url_and_install_checks(tmp_path: Path, no_funnel_env: None) -> None:

@@ -40,6 +40,7 @@ import socket
 from typing import Any, Final
 
 from logfunnel._core import plain as _plain
+from logfunnel._core.context import CONTEXT_ATTR
 
 __all__ = [
     "FACILITIES",
@@ -71,8 +72,6 @@ _APP_NAME_MAX: Final = 48
 _PROCID_MAX: Final = 128
 _MSGID_MAX: Final = 32
 _SD_NAME_MAX: Final = 32
-# The attribute logfunnel.context() keeps its dict in: its fields are extras already.
-_CONTEXT_ATTR: Final = "logfunnel_context"
 _NOT_IN_SD_NAME: Final = frozenset('= ]"')
 
 
@@ -142,7 +141,7 @@ def structured_data(record: logging.LogRecord) -> str:
     params = [
         f'{param_name(key)}="{escape_param_value(_plain.valid_text(_value_text(value)))}"'
         for key, value in extras.items()
-        if key != _CONTEXT_ATTR
+        if key != CONTEXT_ATTR  # logfunnel.context()'s dict: its fields are extras already
     ]
     return f"[{SD_ID} {' '.join(params)}]" if params else _NIL
 
