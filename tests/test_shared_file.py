@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import child_env
+from conftest import child_env, run_python
 
 # A job: install(file=F), say its role, then do what each line on stdin says.
 JOB = r"""
@@ -224,6 +224,33 @@ def test_a_registry_that_is_not_ours_alone_is_never_used(
         job.finish()
         assert "is not a private directory of this user's" in job.stderr()
     assert list(registry.iterdir()) == []
+
+
+# A process that said why it does not share F, then a forked child installing F itself.
+SAYS_IN_CHILD = r"""
+import os, sys
+import logfunnel
+
+log = sys.argv[1]
+logfunnel.install(file=log).shutdown()
+pid = os.fork()
+if pid == 0:
+    logfunnel.install(file=log).shutdown()
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_a_forked_child_says_for_itself_that_it_does_not_share(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    registry = Path(env["TMPDIR"]) / f"logfunnel-files-{os.geteuid()}"
+    registry.mkdir()
+    registry.chmod(0o777)
+    proc = run_python("-c", SAYS_IN_CHILD, str(tmp_path / "own.log"), env=env)
+    # The parent's line was the parent's (state.reset_after_fork): the child says it too.
+    assert proc.stderr.count("is not a private directory of this user's") == 2, proc.stderr
 
 
 @pytest.mark.parametrize("host", ["thread", "process"])

@@ -15,7 +15,9 @@ Who writes what:
 * handlers the fork sanitizer set aside, kept alive forever -- ``set_aside``,
   ``incref``; ``at_fork_registered``: ``fork``;
 * the stack file ``SIGUSR2`` dumps into -- ``stack_file``: ``rundir``;
-* the installer's levels this process applied -- ``levels_applied``: ``levels``.
+* the installer's levels this process applied -- ``levels_applied``: ``levels``;
+* whether this process said why it does not share a file's writer --
+  ``shared_file_warned``: ``logfunnel._shared`` (its ``claim.warn``).
 
 This module imports only ``threading`` and ``options``: it is on every joining
 interpreter's start-up path.
@@ -77,6 +79,10 @@ stack_file: IO[bytes] | None = None
 #: The levels this process took from the installer: {name: level}, and "D" for disable.
 levels_applied: dict[str, int] | None = None
 
+# -- one writer per file (logfunnel._shared) ---------------------------------------------
+#: True once this process said on stderr why it does not share (or follow) a file's writer.
+shared_file_warned = False
+
 
 def reset_after_fork() -> None:
     """In a forked child, before anything else: forget what belonged to the parent's threads.
@@ -86,11 +92,14 @@ def reset_after_fork() -> None:
     ``close()`` releases only this process's descriptor, so the parent's
     connection and any frame it is half-way through stay intact -- and the
     child opens its own on first use.  An inherited thread host's writer
-    descriptors are closed by the funnel itself.
+    descriptors are closed by the funnel itself.  What the parent said on
+    standard error is the parent's: a child that calls ``install(file=F)``
+    itself and cannot share F's writer says so for its own part.
     """
-    global attach_lock, install_lock, connection  # noqa: PLW0603 - this module is the state
+    global attach_lock, install_lock, connection, shared_file_warned  # noqa: PLW0603 - the state
     attach_lock = threading.RLock()
     install_lock = threading.Lock()
+    shared_file_warned = False
     inherited, connection = connection, None
     if inherited is not None:
         inherited.close()
