@@ -7,18 +7,10 @@ started inside the block.  structlog users ask for exactly this (structlog
 no peer does it, because a record's context has to cross the process boundary
 with the process, not with the record.
 
-How the fields get onto records.  They live in a ``ContextVar`` (``CURRENT``,
-a dict or None): nested blocks merge (the inner value wins), every thread and
-asyncio task sees its own, leaving a block restores what was there.  The
-route (``_route._call_handlers``, which every record of an attached process
-goes through, before the program's own handlers) reads it once per record;
-when it holds fields, ``attach`` sets each as an attribute the record does
-not already have, and ``CONTEXT_ATTR`` to the dict itself.  So ``%(job)s``
-works in any formatter, the fields travel as extras on the wire, and the
-JSON formatter puts them under ``"context"``.  Not a ``logging`` record
-factory: ``setLogRecordFactory`` is one global slot that programs use
-themselves (a factory set after ours would silently drop the context, ours
-after theirs would have to chain), while the route is already there.
+How the fields get onto records is ``fields``'s: they live in its
+``ContextVar`` (``CURRENT``), which this module sets and the route reads once
+per record, and ``fields.attach`` puts them on each.  This module imports the
+route (in ``_use``, the first block), the route never this module.
 
 How the fields reach processes started inside a block:
 
@@ -41,12 +33,13 @@ the call in the worker.
 
 Who owns what: ``CURRENT`` is per thread and task (contextvars); the
 environment variable belongs to the process, written only by ``_publish``.
-This module is imported by every process that joins a funnel (the route
-needs ``CURRENT``), so it imports only ``os``, ``sys``, ``math`` and
-``contextvars`` at start-up: no ``json``, no ``typing``, not even ``logging``
-(see ``_reserved``).  Its two flags (``_patched``, ``carried_in``) are
-process-wide state kept here rather than in ``_state``: a forked child keeps
-both as they are (the patch is in its copy of multiprocessing too).
+This module is imported by every process that joins a funnel (``bootstrap``
+enters the fields of ``LOGFUNNEL_CONTEXT``), so it imports only ``os``,
+``sys``, ``math``, ``contextvars`` and ``fields`` at start-up: no ``json``, no
+``typing``, not even ``logging`` (see ``_reserved``).  Its two flags
+(``_patched``, ``carried_in``) are process-wide state kept here rather than in
+``_state``: a forked child keeps both as they are (the patch is in its copy of
+multiprocessing too); ``fields.in_use`` likewise.
 """
 
 from __future__ import annotations
@@ -56,25 +49,26 @@ import math
 import os
 import sys
 
+from logfunnel._core import fields as _fields
 from logfunnel._core import options as _options
+
+# Defined in ``fields`` (the route's side); re-exported where ``logfunnel.context`` lives,
+# for the code that reads a record's context fields (the sinks, tests and benchmarks).
+from logfunnel._core.fields import CONTEXT_ATTR as CONTEXT_ATTR  # noqa: PLC0414 - re-export
+from logfunnel._core.fields import CURRENT as CURRENT  # noqa: PLC0414 - re-export
+from logfunnel._core.fields import attach as attach  # noqa: PLC0414 - re-export
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
 if TYPE_CHECKING:
-    import logging
     from collections.abc import Callable
     from typing import Any, Final, TypeVar
 
     from typing_extensions import Self
 
-    F = TypeVar("F", bound=Callable[..., Any])
-    Fields = dict[str, "str | int | float | bool | None"]
+    from logfunnel._core.fields import Fields
 
-#: The fields of the blocks the current thread or task is in, or None outside any.
-CURRENT: Final[contextvars.ContextVar[Fields | None]] = contextvars.ContextVar(
-    "logfunnel_context", default=None
-)
-#: The record attribute holding the dict of context fields (JSON's ``"context"``).
-CONTEXT_ATTR: Final = "logfunnel_context"
+    F = TypeVar("F", bound=Callable[..., Any])
+
 #: The environment variable that carries the fields into exec'd interpreters.
 ENV_CONTEXT: Final = "LOGFUNNEL_CONTEXT"
 #: The key of multiprocessing's preparation data that carries them into spawn
@@ -96,7 +90,7 @@ def _reserved() -> frozenset[str]:
     and the writer drops extras named like one.  Not at import: this module
     must not import ``logging`` (through ``_plain``) while it is being
     imported, because the start-up hook joins when ``logging`` is first
-    imported, and joining imports the route, which needs ``CURRENT`` -- a
+    imported, and joining imports ``bootstrap``, which needs this module -- a
     spawn child can import this module first (``_enter_carried``).
     """
     if not _reserved_names:
@@ -227,7 +221,7 @@ def _enter(fields: Fields) -> contextvars.Token[Fields | None]:
     merged = {**outer, **fields} if outer else dict(fields)
     token = CURRENT.set(merged or None)
     _publish(merged)
-    if not in_use:
+    if not _fields.in_use:
         _use()
     if not _patched:
         _patch_multiprocessing()
@@ -236,9 +230,10 @@ def _enter(fields: Fields) -> contextvars.Token[Fields | None]:
 
 def _use() -> None:
     """Make sure the route runs in this process, funnel or not (first block only)."""
-    global in_use  # noqa: PLW0603 - once per process
-    in_use = True
-    from logfunnel._core import route as _route  # noqa: PLC0415 - it imports this module
+    _fields.in_use = True
+    # Not at the top: the route imports logging, which this module must not at start-up
+    # (see ``_reserved``).  The route imports ``fields``, never this module.
+    from logfunnel._core import route as _route  # noqa: PLC0415
 
     _route.keep_for_context()
 
@@ -246,22 +241,6 @@ def _use() -> None:
 def _leave(token: contextvars.Token[Fields | None]) -> None:
     CURRENT.reset(token)
     _publish(CURRENT.get())
-
-
-def attach(record: logging.LogRecord, fields: Fields) -> None:
-    """Add ``fields`` to ``record``: each one it lacks, and ``CONTEXT_ATTR`` (called by the route).
-
-    A record that already has ``CONTEXT_ATTR`` (handled twice, or made in
-    another process) keeps what it has; an attribute the record already has
-    (an ``extra=`` of the same name) is never overwritten.
-    """
-    attrs = record.__dict__
-    if CONTEXT_ATTR in attrs:
-        return
-    for key, value in fields.items():
-        if key not in attrs:
-            attrs[key] = value
-    attrs[CONTEXT_ATTR] = fields
 
 
 # -- travelling ---------------------------------------------------------------------
@@ -288,7 +267,7 @@ class carry:  # noqa: N801 - used like a function: `pool.submit(logfunnel.carry(
         """Call ``fn`` inside the captured fields."""
         token = CURRENT.set(self.fields)
         _publish(self.fields)
-        if not in_use and self.fields:
+        if not _fields.in_use and self.fields:
             _use()
         try:
             return self.fn(*args, **kwargs)
@@ -321,8 +300,6 @@ def _publish(fields: Fields | None) -> None:
             os.environ[ENV_CONTEXT] = text
 
 
-#: True once a block was entered here: the route stays, even after ``shutdown()``.
-in_use = False
 #: True once multiprocessing's preparation data carries the fields (or it never can).
 _patched = False
 #: True once this process's fields were set by its starter's preparation data:
@@ -386,7 +363,7 @@ def _enter_carried(text: str) -> None:
     CURRENT.set(fields)
     _publish(fields)
     carried_in = True
-    if fields and not in_use:
+    if fields and not _fields.in_use:
         _use()
 
 

@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from logfunnel._core import options as _options
 from logfunnel._core import plain as _plain
-from logfunnel._core.context import CONTEXT_ATTR
+from logfunnel._core.fields import CONTEXT_ATTR
 from logfunnel._core.plain import STANDARD_ATTRS
 
 # Longest text a sink writes for one record: the codec's per-field limit at

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 
 from logfunnel._core import wire as _wire
-from logfunnel._core.context import CONTEXT_ATTR
+from logfunnel._core.fields import CONTEXT_ATTR
 from logfunnel._core.options import Options, field_limit
 from logfunnel._core.plain import BASE_LEN, STANDARD_ATTRS
 

@@ -12,7 +12,7 @@ by this module's copy of it, which also delivers the record::
 
     logger.info(...) -> Logger.handle (level, filters) -> callHandlers (this copy):
         0. the fields of the ``logfunnel.context()`` blocks it was logged in
-           become attributes it lacks (``_context.attach``); on 3.10 and 3.11
+           become attributes it lacks (``_fields.attach``); on 3.10 and 3.11
            the running asyncio task's name becomes ``taskName``
         1. the process's own handlers, called exactly as the stdlib calls them
         2. the funnel (``_state.deliver``), when
@@ -44,7 +44,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from logfunnel._core import context as _context
+from logfunnel._core import fields as _fields
 from logfunnel._core import state as _state
 from logfunnel._core.handler import FunnelHandler
 
@@ -84,14 +84,14 @@ def _add_task_name(record: logging.LogRecord) -> None:
 
 # The fields of the logfunnel.context() blocks this thread or task is in (None
 # outside any): one C call per record, bound once (structlog #297, #425).
-_context_fields = _context.CURRENT.get
+_context_fields = _fields.CURRENT.get
 
 
 def _call_handlers(self: logging.Logger, record: logging.LogRecord) -> None:
     """Pass a record to all relevant handlers, and to the funnel (see the module doc)."""
     fields = _context_fields()
     if fields is not None:  # before every handler: the program's own see the fields too
-        _context.attach(record, fields)
+        _fields.attach(record, fields)
     if _TASK_BY_HAND and "asyncio" in sys.modules:
         _add_task_name(record)
     c: logging.Logger | None = self
@@ -171,7 +171,7 @@ def _call_handlers_with_context(self: logging.Logger, record: logging.LogRecord)
     """``callHandlers`` of a process that delivers nothing: context fields, then the stdlib's."""
     fields = _context_fields()
     if fields is not None:
-        _context.attach(record, fields)
+        _fields.attach(record, fields)
     _stdlib_call_handlers(self, record)
 
 
@@ -183,7 +183,7 @@ def keep_for_context() -> None:
 
     A process that enters a ``logfunnel.context()`` block without a funnel
     (or an adopt-mode installer, whose own records are not delivered) gets
-    the stdlib's ``callHandlers`` preceded by ``_context.attach``: the fields
+    the stdlib's ``callHandlers`` preceded by ``_fields.attach``: the fields
     on its records, and nothing else changed (a ``FunnelHandler`` there still
     falls back to standard error by itself).
     """
@@ -196,7 +196,7 @@ def disable() -> None:
     _state.deliver = None
     if logging.Logger.callHandlers is _call_handlers:
         logging.Logger.callHandlers = (  # type: ignore[method-assign]
-            _call_handlers_with_context if _context.in_use else _stdlib_call_handlers
+            _call_handlers_with_context if _fields.in_use else _stdlib_call_handlers
         )
     if logging.basicConfig is _basic_config:
         logging.basicConfig = _stdlib_basic_config
