@@ -170,23 +170,6 @@ def test_colour_follows_no_color_and_force_color_on_a_pipe(
         assert any(re.search(r"\x1b\[\d+mSpawnPoolWorker-1\x1b\[0m\[\d+\]", x) for x in lines)
 
 
-def test_colour_rules() -> None:
-    class Tty:
-        def isatty(self) -> bool:
-            return True
-
-    tty, pipe = Tty(), object()
-    assert console.colour_wanted(tty, {})
-    assert not console.colour_wanted(pipe, {})
-    assert not console.colour_wanted(tty, {"NO_COLOR": "1"})
-    assert console.colour_wanted(tty, {"NO_COLOR": ""})
-    assert console.colour_wanted(pipe, {"FORCE_COLOR": "0"})  # any non-empty value forces
-    assert not console.colour_wanted(pipe, {"FORCE_COLOR": ""})
-    assert not console.colour_wanted(tty, {"TERM": "dumb"})
-    assert console.colour_wanted(tty, {"TERM": "dumb", "FORCE_COLOR": "1"})
-    assert not console.colour_wanted(None, {})
-
-
 def test_paint_finds_the_fields_of_lines_rendered_elsewhere() -> None:
     from logfunnel._core.formatters import DEFAULT_FORMAT, JsonFormatter, LineFormatter  # noqa: PLC0415
 

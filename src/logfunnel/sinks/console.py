@@ -6,27 +6,15 @@
   records and lines rendered in other processes alike).  It colours a line's
   level name by its level and its process name by the process (so
   interleaved processes read apart), and hands whole lines to an output.
-* ``Terminal``: that output in the installing process.  A progress bar is
-  drawn by the installing process (``tqdm``, ``rich``) with carriage returns
-  and cursor moves; text written to the same terminal by anyone else lands
-  in the middle of the bar (``2%|▊ ... 6.26it/s]SpawnPoolWorker-2 RID=...``).
-  So each batch of lines is written through the bar library when it has a
-  live display: tqdm's ``external_write_mode`` (clears the bars, writes,
-  redraws them) or the live rich ``Console``'s ``print`` (prints above the
-  ``Live``).  Both are found lazily in ``sys.modules``: tqdm and rich are
-  never imported here.
+* ``terminal.Terminal``: that output in the installing process, which
+  writes each batch above any live tqdm or rich progress bar (``terminal``
+  also decides whether to colour: ``colour_wanted``).
 * ``ConsoleRelay``: with ``host="process"`` the sinks live in another
   process, which cannot take the installer's tqdm lock or rich console.
   There the writer's console sink writes its batches as frames to a socket
   pair, and a thread of the installing process (``logfunnel-console``) reads
   them, prints them with its ``Terminal`` and acknowledges each: the
   installer is the one process that writes the terminal, under both hosts.
-
-Colour follows CPython 3.13's ``_colorize.can_colorize``: ``NO_COLOR`` (set
-and not empty: no colour, https://no-color.org), else ``FORCE_COLOR`` (set and
-not empty: colour, https://force-color.org), else not for ``TERM=dumb``,
-else when standard error is a TTY.  The installing process decides, for
-both hosts (its standard error is the one that matters).
 
 Who owns what: a ``ConsoleSink`` is the writer's, used by its thread (and, in
 a thread host, by the program's threads under the handler's lock); a
@@ -50,8 +38,9 @@ from typing import Any, Final
 
 from logfunnel._core.formatters import DEFAULT_FORMAT
 from logfunnel._core.sink import LineSink
+from logfunnel.sinks.terminal import Terminal, colour_wanted
 
-__all__ = ["ConsoleRelay", "ConsoleSink", "SocketOutput", "Terminal", "colour_wanted", "connect"]
+__all__ = ["ConsoleRelay", "ConsoleSink", "SocketOutput", "connect"]
 
 _RESET: Final = "\x1b[0m"
 _LEVEL_COLOURS: Final = (  # (lowest level, SGR); the first that the level reaches
@@ -63,30 +52,12 @@ _LEVEL_COLOURS: Final = (  # (lowest level, SGR); the first that the level reach
 )
 # Process names in colours that are not the levels' (no red, yellow or green).
 _PROCESS_COLOURS: Final = ("\x1b[36m", "\x1b[35m", "\x1b[34m", "\x1b[96m", "\x1b[95m", "\x1b[94m")
-#: How long the console waits for tqdm's lock before writing without it: a
-#: program thread that holds it while it waits for logging must not hang us.
-_LOCK_WAIT: Final = 1.0
 _FRAME: Final = struct.Struct(">I")
 _ACK: Final = b"\x06"
 #: How long a writer process waits for the installer to print a batch before it stops waiting.
 _ACK_WAIT: Final = 10.0
 #: The relays of this process: a forked child closes their sockets (``_forget_relays``).
 _RELAYS: weakref.WeakSet[ConsoleRelay] = weakref.WeakSet()
-
-
-def colour_wanted(stream: Any, environ: Any = None) -> bool:
-    """Tell whether to colour text for ``stream`` (NO_COLOR, FORCE_COLOR, TERM, isatty)."""
-    env = os.environ if environ is None else environ
-    if env.get("NO_COLOR"):
-        return False
-    if env.get("FORCE_COLOR"):
-        return True
-    if env.get("TERM") == "dumb":
-        return False
-    try:
-        return bool(stream is not None and stream.isatty())
-    except (AttributeError, ValueError, OSError):  # no isatty, or closed
-        return False
 
 
 def _level_colour(levelno: int) -> str:
@@ -139,78 +110,6 @@ class _Layout:
         if found is None:
             return {}
         return {k: found.span(k) for k, v in found.groupdict().items() if v is not None}
-
-
-class Terminal:
-    """Writes batches of whole lines to this process's standard error, around live progress bars."""
-
-    def write(self, text: str) -> None:
-        """Write ``text`` (whole lines, no final newline) above any live tqdm or rich display."""
-        stream = sys.stderr
-        if stream is None:  # pythonw, or closed by the program: nowhere to write
-            return
-        console = _live_rich_console()
-        if console is not None:
-            from rich.text import Text  # noqa: PLC0415 - rich is imported already (live)
-
-            # soft_wrap: rich must not cut a record into lines of its own; the
-            # terminal wraps it, above the live display rich redraws.
-            console.print(Text.from_ansi(text), soft_wrap=True)
-            return
-        tqdm = _tqdm_with_bars()
-        if tqdm is not None:
-            # tqdm.write, with a bounded wait for the lock: clear the bars, write, redraw.
-            # tqdm's TqdmDefaultWriteLock.acquire returns None whatever happened, so
-            # its parts (a multiprocessing and a threading RLock) are taken one by one.
-            lock = tqdm.get_lock()
-            parts = list(getattr(lock, "locks", [lock]))
-            held = []
-            try:
-                for part in parts:
-                    if not part.acquire(timeout=_LOCK_WAIT):
-                        break
-                    held.append(part)
-                if len(held) == len(parts):
-                    with tqdm.external_write_mode(file=stream, nolock=True):
-                        stream.write(text + "\n")
-                        stream.flush()
-                    return
-            finally:
-                for part in reversed(held):
-                    part.release()
-        stream.write(text + "\n")
-        stream.flush()
-
-
-def _tqdm_with_bars() -> Any:
-    """Return tqdm's class if tqdm is imported and has a live bar, else None."""
-    module = sys.modules.get("tqdm")
-    cls = getattr(module, "tqdm", None) if module is not None else None
-    try:
-        return cls if cls is not None and len(cls._instances) else None
-    except (AttributeError, TypeError):
-        return None
-
-
-def _live_rich_console() -> Any:
-    """Return the rich ``Console`` showing a ``Live`` (a ``Progress``), if there is one.
-
-    A ``Live`` that redirects standard error (the default) has put a
-    ``FileProxy`` there that knows its console; otherwise rich's global
-    console (``rich.get_console()``, not created here if nobody made it).
-    """
-    rich = sys.modules.get("rich")
-    if rich is None:
-        return None
-    candidates = [getattr(s, "_FileProxy__console", None) for s in (sys.stderr, sys.stdout)]
-    candidates.append(getattr(rich, "_console", None))
-    for console in candidates:
-        # _live_stack: rich >= 14 (nested Live); _live: older releases.
-        if console is not None and (
-            getattr(console, "_live_stack", None) or getattr(console, "_live", None)
-        ):
-            return console
-    return None
 
 
 class ConsoleSink(LineSink, logging.StreamHandler):  # type: ignore[type-arg]
