@@ -3,15 +3,16 @@
 Kept apart from the sinks so a process that renders its own lines (a writer
 process's peers, see ``_handler.Connection``) imports only this, not
 ``logging.handlers`` and ``logging.config``.
+
+Who owns what: each formatter is its sink's (or the rendering connection's)
+and holds only the text of the second it last rendered; what a JSON line may
+hold, and the host name, are ``strict_json``'s.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
-import math
-import socket
 import time
 from typing import Any, Final
 
@@ -19,6 +20,14 @@ from logfunnel._core import options as _options
 from logfunnel._core import plain as _plain
 from logfunnel._core.fields import CONTEXT_ATTR
 from logfunnel._core.plain import STANDARD_ATTRS
+from logfunnel._core.strict_json import (
+    SCHEMA_TYPES,
+    context_json,
+    dumps,
+    host,
+    in_int64,
+    plain_json,
+)
 
 # Longest text a sink writes for one record: the codec's per-field limit at
 # the default frame size, so a record is cut the same way in every process.
@@ -217,19 +226,6 @@ def _missing_key(exc: BaseException) -> str | None:
 #: Raised when a field changes meaning or is removed; adding an optional field keeps it.
 SCHEMA_VERSION: Final = 1
 
-# The schema's fields of a record that come from LogRecord attributes, and the
-# types a line may hold for them (docs/json-schema.json): a value of any other type (a
-# filter's doing) is converted as the codec converts it (``_plain.coerce``).
-_SCHEMA_TYPES: Final[tuple[tuple[str, tuple[type, ...]], ...]] = (
-    ("level", (str,)),  # levelname
-    ("logger", (str,)),  # name
-    ("process", (int, _plain.NONE)),
-    ("process_name", (str, _plain.NONE)),  # processName
-    ("thread_name", (str, _plain.NONE)),  # threadName
-    ("module", (str,)),
-    ("line", (int,)),  # lineno
-    ("function", (str, _plain.NONE)),  # funcName
-)
 _UTC: Final = dt.timezone.utc
 _EPOCH: Final = dt.datetime.fromtimestamp(0, tz=_UTC)
 
@@ -274,11 +270,11 @@ class JsonFormatter(logging.Formatter):
             "module": attrs.get("module"),
             "line": attrs.get("lineno"),
             "function": attrs.get("funcName"),
-            "host": _host(),
+            "host": host(),
         }
-        for key, types in _SCHEMA_TYPES:
+        for key, types in SCHEMA_TYPES:
             value = out[key]
-            if type(value) not in types or (type(value) is int and not _in_int64(value)):
+            if type(value) not in types or (type(value) is int and not in_int64(value)):
                 out[key] = _plain.coerce(value, types)
         task = attrs.get("taskName")
         if task:
@@ -298,7 +294,7 @@ class JsonFormatter(logging.Formatter):
         if extra:
             fields = extra.pop(CONTEXT_ATTR, None)
             if type(fields) is dict and fields:
-                out["context"] = _context_json(fields)
+                out["context"] = context_json(fields)
                 for key, value in fields.items():
                     # The context's own copies of its fields; an extra of the same
                     # name but another value stays (extras are never overwritten).
@@ -309,84 +305,22 @@ class JsonFormatter(logging.Formatter):
         if extra:
             out["extra"] = extra
         try:
-            text = _dumps(out)
+            text = dumps(out)
         except Exception:
             # Circular or deep extras, NaN and infinities (strict JSON has none),
             # keys JSON has no form for (tuples, bytes, ints too long to convert),
             # containers whose items() raises: extras as the codec sends them,
             # non-finite floats as strings.
-            out = _plain_json(out)
-            text = _dumps(out)
+            out = plain_json(out)
+            text = dumps(out)
         if not text.isascii():
             try:
                 text.encode("utf-8")
             except UnicodeEncodeError:
                 # Lone surrogates: written as escaped text ("\\udcff"), as the
                 # codec sends them, not as JSON escapes a reader would decode back.
-                text = _dumps(_plain.sanitize(_plain_json(out)))
+                text = dumps(_plain.sanitize(plain_json(out)))
         return text
-
-
-def _context_json(fields: dict[Any, Any]) -> dict[str, Any]:
-    """Return a record's context fields as the schema holds them: str keys, scalar values.
-
-    ``context()`` only takes such fields; anything else came from a filter
-    or an ``extra=`` named like the attribute, and becomes its safe repr.
-    """
-    out: dict[str, Any] = {}
-    for key, value in fields.items():
-        name = key if type(key) is str else _plain.safe_repr(key, 200)
-        kind = type(value)
-        if kind is float and not math.isfinite(value):
-            out[name] = repr(value)
-        elif kind not in _CONTEXT_TYPES or (kind is int and not _in_int64(value)):
-            out[name] = _plain.safe_repr(value, 1000)
-        else:
-            out[name] = value
-    return out
-
-
-_CONTEXT_TYPES: Final = (str, int, float, bool, _plain.NONE)
-
-
-def _in_int64(value: int) -> bool:
-    return _plain.INT64_MIN <= value <= _plain.UINT64_MAX
-
-
-_HOST: list[str] = []
-
-
-def _host() -> str:
-    """Return this machine's host name, looked up once per process."""
-    if not _HOST:
-        try:
-            name = socket.gethostname()
-        except OSError:
-            name = ""
-        _HOST.append(_plain.valid_text(name))
-    return _HOST[0]
-
-
-def _dumps(out: dict[str, Any]) -> str:
-    """Return ``out`` as strict JSON on one line; what JSON cannot hold becomes its safe repr."""
-    return json.dumps(out, ensure_ascii=False, allow_nan=False, default=_plain.safe_repr)
-
-
-def _plain_json(out: dict[str, Any]) -> dict[str, Any]:
-    """Return ``out`` with its ``extra`` made of string keys and values strict JSON can hold.
-
-    The schema's own fields are already of their types; each extra becomes
-    what the codec sends (``_plain.plain``), with NaN and infinities as strings.
-    """
-    extra = out.get("extra")
-    if not isinstance(extra, dict):
-        return out
-    fixed = dict(out)
-    fixed["extra"] = {
-        (k if type(k) is str else _plain.safe_repr(k, 200)): _finite(_plain.plain(v))
-        for k, v in extra.items()
-    }
-    return fixed
 
 
 def one_line(text: str) -> str:
@@ -411,14 +345,3 @@ def _cut_once(text: str) -> str:
     if len(text) <= _TEXT_LIMIT + _MARKER_ROOM:
         return text
     return _plain.cut(text, _TEXT_LIMIT)
-
-
-def _finite(value: Any) -> Any:
-    """Replace NaN and infinities, which strict JSON cannot hold, by their names."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return repr(value)
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    return value
