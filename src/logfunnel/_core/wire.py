@@ -1,9 +1,10 @@
-"""Frames to and from bytes: the encoder (records and control messages) and the frame reader.
+"""Frames to and from bytes: the encoder (records and control messages), and the codec's names.
 
 The format -- frame kinds, the fields of each frame, the limits, what the writer
 checks -- is described and defined in ``_protocol``; making a value plain is
-``_plain``.  Both are re-exported here (one definition, imported), so the rest
-of the package and its tests reach the whole codec as ``_wire``.
+``_plain``; the frame header and the frame reader are ``frame_reader``'s.  All
+are re-exported here (one definition, imported), so the rest of the package
+and its tests reach the whole codec as ``_wire``.
 
 What a record undergoes on its way out of a process (``Encoder.record``), in
 the order it happens -- the conversions ``QueueHandler.prepare`` documents,
@@ -54,19 +55,20 @@ and a few more (making a value plain, items 1, 2, 4, 6 and the cuts of 5, is
 
 Who owns what: an ``Encoder`` belongs to one connection (the sending side's
 ``_connection.Connection``, or a writer's control channel) and is not
-thread-safe; it holds the sites and threads it defined on that connection.  A
-``FrameReader`` belongs to one connection on the reading side and holds the
-bytes that do not yet form a whole frame.  This is the one module of the codec
-that imports msgpack.
+thread-safe; it holds the sites and threads it defined on that connection.
+With ``frame_reader``, this is one of the two modules of the codec that import
+msgpack.
 """
 
 from __future__ import annotations
 
 import logging
-import struct
 
 import msgpack
 
+# The header is defined where frames are read and is a global of this module all the
+# same: `HEADER.pack(...)` compiles to the same global load either way.
+from logfunnel._core.frame_reader import HEADER, HEADER_SIZE, FrameReader, decode_payload
 from logfunnel._core.options import field_limit
 from logfunnel._core.plain import (
     BASE_LEN,
@@ -143,11 +145,6 @@ __all__ = [
     "plain", "safe_repr", "sanitize",
 ]
 
-# The frame header: the payload's length.  Defined here, where frames are made and
-# read, not imported: CPython compiles `HEADER.pack(...)` on an imported name as an
-# attribute load plus a call: a bound method made per frame (FrameReader.feed 7% slower).
-HEADER: Final = struct.Struct(">I")
-HEADER_SIZE: Final = HEADER.size
 #: The message of a record that does not fit the frame limit even when cut.
 TOO_LARGE_MESSAGE: Final = "<record too large to send>"
 
@@ -329,85 +326,3 @@ class Encoder:
 def hello_fields(pid: int, process_name: str) -> list[Any]:
     """Return the fields of a HELLO frame (the name cut to 200 characters)."""
     return [HELLO, PROTOCOL_VERSION, pid, cut(as_str(process_name), 200)]
-
-
-class FrameReader:
-    """Split a byte stream into frame payloads, refusing frames over the limit unread."""
-
-    __slots__ = ("_buffer", "limit")
-
-    def __init__(self, limit: int = DEFAULT_FRAME_LIMIT) -> None:
-        self._buffer = bytearray()
-        self.limit = limit
-
-    @property
-    def pending(self) -> int:
-        """Return how many received bytes do not yet form a whole frame."""
-        return len(self._buffer)
-
-    def feed(self, data: bytes | memoryview) -> list[Any]:
-        """Add received bytes; return the decoded arrays of every frame now complete.
-
-        Raises ``FrameError`` for a frame longer than the limit (before any of
-        its payload is buffered beyond what already arrived) or one that does
-        not decode to an array; the connection cannot be trusted after that.
-        """
-        buffer = self._buffer
-        buffer += data
-        frames: list[Any] = []
-        offset = 0
-        available = len(buffer)
-        view = memoryview(buffer)
-        try:
-            while available - offset >= HEADER_SIZE:
-                (size,) = HEADER.unpack_from(buffer, offset)
-                if size > self.limit:
-                    msg = f"frame of {size:,} bytes exceeds the limit of {self.limit:,}"
-                    raise FrameError(msg)
-                end = offset + HEADER_SIZE + size
-                if end > available:
-                    break
-                payload = view[offset + HEADER_SIZE : end]
-                try:
-                    frames.append(decode_payload(payload))
-                finally:
-                    # Released explicitly: a FrameError's traceback keeps the
-                    # slice alive, and a live export makes the `del` below
-                    # raise BufferError instead of the FrameError.
-                    payload.release()
-                offset = end
-        finally:
-            view.release()
-            if offset:
-                del buffer[:offset]
-        return frames
-
-
-def _refuse_ext(code: int, _data: bytes) -> Any:
-    """Refuse msgpack extension types: a frame holds plain values only."""
-    msg = f"extension type {code}"
-    raise ValueError(msg)
-
-
-def decode_payload(payload: bytes | memoryview) -> Any:
-    """Decode one payload into its array, raising ``FrameError`` if it is not one."""
-    try:
-        fields = msgpack.unpackb(
-            payload,
-            raw=False,
-            use_list=True,
-            strict_map_key=True,
-            unicode_errors="replace",
-            max_bin_len=len(payload),
-            max_str_len=len(payload),
-            ext_hook=_refuse_ext,
-        )
-    except Exception as exc:
-        msg = f"undecodable frame: {type(exc).__name__}: {exc}"
-        raise FrameError(msg) from None
-    if type(fields) is not list or not fields or type(fields[0]) is not int:
-        msg = "frame is not an array starting with a kind"
-        raise FrameError(msg)
-    return fields
-
-
