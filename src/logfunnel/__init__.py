@@ -8,9 +8,10 @@ process's own logging configuration keeps working as it did.
 General layout, in the order a record travels:
 
 * ``_core/``: the record's path, self-contained -- ``route`` (every attached
-  process's ``Logger.callHandlers`` also delivers to the funnel), ``handler``
-  and ``connection`` (the process's one connection, its backpressure and
-  fallback), the codec (``plain``, ``wire``, ``protocol``; no pickle), the
+  process's ``Logger.callHandlers`` also delivers to the funnel, adding the
+  ``context()`` fields that ``fields`` keeps), ``handler`` and ``connection``
+  (the process's one connection, its backpressure and fallback), the codec
+  (``plain``, ``wire``, ``frame_reader``, ``protocol``; no pickle), the
   writer (``listeners``, ``gate``, ``peers``, ``dispatch``, ``calls``, tied by
   ``writer``'s loop; ``sink`` is what it asks of a sink), joining (``hook``,
   ``bootstrap``, ``fork``, ``levels``, ``rundir``, ``options``), and
