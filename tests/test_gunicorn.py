@@ -1,4 +1,4 @@
-"""gunicorn: request records of every worker land once, under `logfunnel run` and with --daemon.
+"""gunicorn: request records of every worker land once, under `logfunnel run`, with --daemon too.
 
 A real gunicorn (a test extra) serves on a Unix socket; the test speaks HTTP to
 it over that socket, so no TCP port is needed.
@@ -7,6 +7,7 @@ it over that socket, so no TCP port is needed.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import signal
 import socket
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import child_env
+from writer_processes import alive, funnel_entries, wait_until, writer_pids
 
 pytest.importorskip("gunicorn", reason="gunicorn is a test extra: pip install -e '.[test]'")
 
@@ -131,3 +133,83 @@ def test_gunicorn_daemon_with_when_ready_is_quiet_and_clean(app_dir: Path) -> No
     _check(log, pids)
     assert "cannot reach the log writer" not in (app_dir / "error.log").read_text()
     assert _funnel_dirs(app_dir / "tmp") == []
+
+
+def _booted(log: Path) -> set[int]:
+    lines = log.read_text().splitlines() if log.exists() else []
+    return {int(line.split("|", 1)[0]) for line in lines if "|app.boot|" in line}
+
+
+def test_logfunnel_run_gunicorn_daemon_delivers_everything_then_leaves_nothing(
+    app_dir: Path,
+) -> None:
+    """`run --file F -m gunicorn --daemon`: back to the shell, every record once, then clean.
+
+    The process that started the writer leaves at once (gunicorn's daemonize:
+    fork, ``os._exit``); the writer serves the daemon's master and workers, a
+    replaced worker included, and once the daemon is stopped it drains, ends and
+    removes its directory.  ``--enable-stdio-inheritance`` keeps the daemon's
+    standard error in a file: a record sent to the fallback would show there.
+    """
+    log, sock, pidfile = app_dir / "all.log", app_dir / "g.sock", app_dir / "g.pid"
+    tmp = app_dir / "tmp"
+    try:
+        _daemon_under_run(app_dir, log, sock, pidfile)
+    finally:  # a failed test leaves no daemon behind
+        _kill_leftovers(pidfile, tmp)
+
+
+def _daemon_under_run(app_dir: Path, log: Path, sock: Path, pidfile: Path) -> None:
+    tmp, err = app_dir / "tmp", app_dir / "stderr.txt"
+    command = [sys.executable, "-m", "logfunnel", "run", "--file", str(log), "--level", "INFO",
+               "--fmt", FMT, "-m", "gunicorn", "--daemon", "--enable-stdio-inheritance",
+               "-w", "2", "-b", f"unix:{sock}", "--pid", str(pidfile), "app:app"]  # fmt: skip
+    with err.open("w") as stderr:
+        done = subprocess.run(command, cwd=app_dir, env=child_env(TMPDIR=str(tmp)),
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                              timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 0, err.read_text()
+    deadline = time.monotonic() + 60
+    targets = [f"/r{i}" for i in range(REQUESTS // 2)]
+    pids = {_get(sock, target, deadline) for target in targets}
+    wait_until(lambda: pidfile.exists() and len(_booted(log)) == 2, 60, "both workers booted")
+    master = int(pidfile.read_text())
+    first = _booted(log)
+    victim = min(first)
+    os.kill(victim, signal.SIGKILL)  # gunicorn replaces it
+    wait_until(lambda: len(_booted(log)) == 3, 60, "the replacement worker's record")
+    (replacement,) = _booted(log) - first
+    while replacement not in pids:  # until the replacement answered a request too
+        assert time.monotonic() < deadline, f"worker {replacement} never answered"
+        targets.append(f"/r{len(targets)}")
+        pids.add(_get(sock, targets[-1], deadline))
+    writers = writer_pids(tmp)
+    assert writers, "the writer process outlived `logfunnel run`, serving the daemon"
+    os.kill(master, signal.SIGTERM)
+    wait_until(lambda: not alive(master), 60, f"gunicorn master {master} gone")
+    wait_until(lambda: not writer_pids(tmp), 30, f"the writer processes {writers} gone")
+    assert funnel_entries(tmp) == []  # its directory, and F's entry in the file registry
+    lines = log.read_text().splitlines()
+    requests = _requests(log)
+    assert set(requests) == {f"request {t}" for t in targets}
+    assert all(n == 1 for n in requests.values()), requests.most_common(3)
+    served = {int(line.split("|", 1)[0]) for line in lines if "|app.request|" in line}
+    assert served == pids  # each record names the worker that answered
+    for pid in (*first, replacement):  # gunicorn's own records, the workers' and the master's
+        assert f"{pid}|gunicorn.error|Booting worker with pid: {pid}" in lines
+    for pid in (*first - {victim}, replacement):
+        assert f"{pid}|gunicorn.error|Worker exiting (pid: {pid})" in lines
+    masters = [line for line in lines if line.startswith(f"{master}|gunicorn.error|")]
+    assert f"{master}|gunicorn.error|Worker (pid:{victim}) was sent SIGKILL! Perhaps out of memory?" in masters
+    assert masters[-1] == f"{master}|gunicorn.error|Shutting down: Master"  # drained at the end
+    said = err.read_text()
+    assert "cannot reach the log writer" not in said
+    assert "request /r" not in said  # no record went to the fallback
+
+
+def _kill_leftovers(pidfile: Path, tmp: Path) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        os.killpg(os.getpgid(int(pidfile.read_text())), signal.SIGKILL)  # master and workers
+    for pid in writer_pids(tmp):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)

@@ -15,7 +15,9 @@ Who owns what: the installing ``Funnel`` owns what these return (the writer
 and its thread, or the writer process) and the control channel to it.  In a
 writer process the supervisor holds the listening sockets and the control
 channel's far end for the whole run; each writer it forks inherits them and
-owns them (and its sinks) until it ends.
+owns them (and its sinks) until it ends.  Under ``logfunnel run`` the writer
+process also watches a ``Lifeline`` (below): it outlives an installer that
+left without ``shutdown()`` while the program's processes live.
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 from logfunnel._core import dial as _dial
 from logfunnel._core import gate as _gate
@@ -127,6 +132,9 @@ def start_process(
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
     passed = [listener, far_end] + ([tcp_listener] if tcp_listener is not None else [])
+    # Under `logfunnel run`: the writer outlives this process while the program's do.
+    lifeline = _offered
+    lifeline_fds = [lifeline.read_fd] if lifeline is not None else []
     try:
         process = subprocess.Popen(
             [
@@ -137,8 +145,11 @@ def start_process(
                     "sys.exit(process_main(sys.argv[1:]))"
                 ),
                 *(str(sock.fileno()) for sock in passed),
+                *(lifeline.arguments() if lifeline is not None else []),
             ],
-            pass_fds=[sock.fileno() for sock in passed] + ([relay.far_fd] if relay else []),
+            pass_fds=[sock.fileno() for sock in passed]
+            + ([relay.far_fd] if relay else [])
+            + lifeline_fds,
             env=env,
             stdin=subprocess.DEVNULL,
             # Its own process group (a new session: Python 3.10 has no
@@ -175,6 +186,8 @@ def start_process(
         raise ValueError(msg)
     if relay is not None:
         _relays[process.pid] = relay
+    if lifeline is not None:
+        lifeline.handed_over()
     return process, control
 
 
@@ -220,6 +233,90 @@ def _wait_for_group_to_die(group: int, timeout: float) -> None:
         time.sleep(0.01)  # polling the kernel's view; bounded by timeout
 
 
+# -- the lifeline: a writer process that outlives its installer -------------------------
+
+
+class Lifeline:
+    """A pipe whose write end every process of the program holds; the writer process reads it.
+
+    ``logfunnel run`` runs the program in the installing process, and a
+    program may leave that process while its own processes go on:
+    ``gunicorn --daemon`` forks, the parent leaves by ``os._exit()``, and the
+    daemon's master and workers are what remains.  Nothing of ``shutdown()``
+    runs then.  With a lifeline, a writer process whose installer went without
+    a ``SHUTDOWN`` keeps serving until the lifeline reaches end of file:
+    every process that held its write end has exited (or closed it).  Then it
+    drains, ends and removes the funnel's directory (``_OwnerWatch``).
+
+    The write end is a bare descriptor, on no Python object: a forked child
+    inherits it and never closes it (if the program closes it, a daemon
+    closing every descriptor, the number may be the program's by then).  It
+    is inheritable, so a program that replaces itself with ``exec``
+    (gunicorn's USR2 upgrade) keeps it; ``subprocess`` children do not get it
+    (``close_fds``): they send to the writer while it runs, like any child.
+    The read end goes to the writer process only (``start_process``).
+
+    Who owns what: the installing process (``cli.run``) makes it and offers it
+    to the next writer process started (``offered``); it keeps the write end
+    until it exits.
+    """
+
+    def __init__(self) -> None:
+        """Make the pipe (both ends close on exec until the write end is made inheritable)."""
+        self.read_fd, self.write_fd = os.pipe()
+        self._write_id = _identity(self.write_fd)
+        os.set_inheritable(self.write_fd, True)
+        #: True once a writer process watches the read end.
+        self.taken = False
+
+    def arguments(self) -> list[str]:
+        """Return what ``process_main`` is told: the read end, and who owns the writer."""
+        return [f"lifeline={self.read_fd}", f"owner={os.getpid()}"]
+
+    def handed_over(self) -> None:
+        """Close this process's copy of the read end: the writer process holds it now."""
+        self.taken = True
+        with contextlib.suppress(OSError):
+            os.close(self.read_fd)
+        self.read_fd = -1
+
+    def close(self) -> None:
+        """Close both ends (no writer process took it, or the funnel is shut down)."""
+        if self.read_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.read_fd)
+            self.read_fd = -1
+        if self.write_fd >= 0 and _identity(self.write_fd) == self._write_id:
+            # Still our pipe: a program that closed every descriptor may have
+            # opened something else under that number since.
+            with contextlib.suppress(OSError):
+                os.close(self.write_fd)
+        self.write_fd = -1
+
+
+def _identity(fd: int) -> tuple[int, int] | None:
+    try:
+        info = os.fstat(fd)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+#: The lifeline the next writer process started in this process takes (``offered``).
+_offered: Lifeline | None = None
+
+
+@contextlib.contextmanager
+def offered(lifeline: Lifeline | None) -> Iterator[None]:
+    """Offer ``lifeline`` to a writer process that ``start_process`` starts inside the block."""
+    global _offered  # noqa: PLW0603 - one offer, for the length of one install()
+    _offered = lifeline
+    try:
+        yield
+    finally:
+        _offered = None
+
+
 # -- the process host: a supervisor that forks the writer ---------------------------------
 
 
@@ -241,11 +338,18 @@ def process_main(argv: list[str]) -> int:
     so processes that lost their connection reconnect at their next record.
     What is lost is what the dead writer had received but not yet written
     (see docs/guarantees.md).  A clean shutdown ends both.
+
+    ``argv``: the descriptors of the listener, the control channel and the
+    TCP listener if any; then ``lifeline=FD owner=PID`` if the installer gave
+    a ``Lifeline``: a writer whose owner vanished then serves on until it
+    reaches end of file (``_OwnerWatch``).
     """
-    listen_fd, control_fd = (int(a) for a in argv[:2])
-    listener = socket.socket(fileno=listen_fd)
-    control = socket.socket(fileno=control_fd)
-    tcp_listener = socket.socket(fileno=int(argv[2])) if len(argv) > 2 else None
+    fds = [int(a) for a in argv if a.isdigit()]
+    named = dict(a.split("=", 1) for a in argv if "=" in a)
+    listener = socket.socket(fileno=fds[0])
+    control = socket.socket(fileno=fds[1])
+    tcp_listener = socket.socket(fileno=fds[2]) if len(fds) > 2 else None
+    watch = _OwnerWatch.given(named, listener)
     reader = _wire.FrameReader()
     config: Any = None
     while config is None:
@@ -262,7 +366,7 @@ def process_main(argv: list[str]) -> int:
         if pid == 0:  # the writer
             code = 1
             try:
-                code = _serve(listener, control, config, first, tcp_listener)
+                code = _serve(listener, control, config, first, tcp_listener, watch)
             finally:
                 os._exit(code)  # never return into the supervisor's loop
         _, status = os.waitpid(pid, 0)
@@ -292,12 +396,15 @@ def _serve(
     config: dict[str, Any],
     announce: bool,
     tcp_listener: socket.socket | None,
+    watch: _OwnerWatch | None = None,
 ) -> int:
     """Build the sinks and run the writer loop (in the supervisor's forked child).
 
     With ``install()``'s own sinks (no ``config=``) they are built here and
     given to the writer, on no logger; with ``config=`` the tree built by
-    ``dictConfig`` gets the records (adopt mode).
+    ``dictConfig`` gets the records (adopt mode).  With a lifeline (``watch``)
+    the writer's control channel goes through ``watch``, which ends it only
+    when the owner asks, or is gone and so is every holder of the lifeline.
     """
     encoder = _wire.Encoder()
     try:
@@ -316,6 +423,8 @@ def _serve(
     if announce:
         control.sendall(encoder.frame([_wire.CONFIG, None]))
     _console.connect(sinks, config.get("console_relay"))
+    if watch is not None:
+        control = watch.start(control)
     writer = _writer.Writer(
         listener,
         control,
@@ -330,4 +439,202 @@ def _serve(
         writer.run()
     finally:
         logging.shutdown()
+        if watch is not None:
+            watch.finish(config)
     return 0
+
+
+class _OwnerWatch:
+    """In a writer process with a lifeline: the control channel, and when the writer ends.
+
+    A thread of the writer passes the owner's control channel through a
+    socket pair to the writer loop, byte for byte (FLUSH, STATS and SHUTDOWN
+    one way, their answers the other), so the owner's ``SHUTDOWN`` ends the
+    writer as it always does.  What changes is the owner's end of file: if
+    the owner is still alive it closed the channel on purpose (``_undo``) and
+    the writer ends, as without a lifeline; if it is gone (``os._exit()``,
+    a signal), the writer serves on until the lifeline, too, reaches end of
+    file, then drains and ends: only then does the loop see the end of its
+    channel.  Once the owner is gone, this process and the supervisor let go
+    of the owner's standard streams (a daemon's caller, ``$(...)`` or a pipe,
+    must not wait for the writer), and the writer removes the funnel's
+    directory and gives F's claim back when it ends.
+
+    Who owns what: made by the supervisor (``given``) before it forks, one
+    thread and socket pair per forked writer (``start``); the owner's
+    channel and the lifeline's read end stay the supervisor's.
+    """
+
+    def __init__(self, lifeline: int, owner: int, directory: str | None, address: str) -> None:
+        """Watch ``lifeline`` (a read end) for the writer process of ``owner``'s funnel."""
+        self.lifeline = lifeline
+        self.owner = owner
+        self.directory = directory
+        self.address = address
+        self.supervisor = os.getpid()
+        #: Set once the owner went without asking the writer to stop.
+        self.vanished = False
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def given(cls, named: dict[str, str], listener: socket.socket) -> _OwnerWatch | None:
+        """Return the watch ``process_main``'s arguments ask for, or None (no lifeline)."""
+        if "lifeline" not in named or "owner" not in named:
+            return None
+        lifeline, owner = int(named["lifeline"]), int(named["owner"])
+        try:
+            os.fstat(lifeline)
+            path = listener.getsockname()
+        except OSError:  # nothing to watch: the writer behaves as without a lifeline
+            return None
+        address = f"unix:{path}" if isinstance(path, str) else ""
+        # A signal from a writer whose owner vanished: let go of the owner's streams here too.
+        signal.signal(signal.SIGUSR1, lambda _signum, _frame: _detach_stdio())
+        return cls(lifeline, owner, _rundir.directory_of(address), address)
+
+    def start(self, owner_channel: socket.socket) -> socket.socket:
+        """Start passing ``owner_channel`` on; return the end the writer loop reads."""
+        near, far = socket.socketpair()
+        self._thread = threading.Thread(
+            target=self._run, args=(owner_channel, near), name="logfunnel-lifeline", daemon=True
+        )
+        self._thread.start()
+        return far
+
+    def _run(self, owner: socket.socket, near: socket.socket) -> None:
+        import selectors  # noqa: PLC0415 - a writer process with a lifeline only
+
+        selector = selectors.DefaultSelector()
+        # "owned": the owner's channel is open; "deciding": it ended, is the owner gone?
+        # "orphaned": it is, the lifeline is not; "stopping": the writer was told to end.
+        state, closed_at, lifeline_open = "owned", 0.0, True
+        try:
+            selector.register(near, selectors.EVENT_READ, "writer")
+            selector.register(owner, selectors.EVENT_READ, "owner")
+            selector.register(self.lifeline, selectors.EVENT_READ, "lifeline")
+            while True:
+                timeout = _OWNER_POLL if state == "deciding" else None
+                for key, _ in selector.select(timeout):
+                    if key.data == "writer":
+                        data = _recv(near)
+                        if not data:
+                            return  # the writer loop ended
+                        if state == "owned":
+                            with contextlib.suppress(OSError):  # gone meanwhile
+                                owner.sendall(data)
+                    elif key.data == "owner":
+                        data = _recv(owner)
+                        if data:
+                            near.sendall(data)
+                        else:
+                            selector.unregister(owner)
+                            state, closed_at = "deciding", time.monotonic()
+                    elif not _read_or_eof(self.lifeline):
+                        selector.unregister(self.lifeline)
+                        lifeline_open = False
+                if state == "deciding":
+                    if not _rundir.alive(self.owner):
+                        state, self.vanished = "orphaned", True
+                        self._let_go_of_the_owners_streams()
+                    elif time.monotonic() - closed_at > _OWNER_EXIT_WAIT:
+                        state = "stopping"  # closed on purpose (its _undo): end, as ever
+                        near.shutdown(socket.SHUT_WR)
+                if state == "orphaned" and not lifeline_open:
+                    state = "stopping"  # every holder is gone: drain and end
+                    near.shutdown(socket.SHUT_WR)
+        except BaseException:
+            # Whatever went wrong here, the writer must not wait for it forever.
+            with contextlib.suppress(OSError):
+                near.shutdown(socket.SHUT_WR)
+            raise
+        finally:
+            selector.close()
+
+    def _let_go_of_the_owners_streams(self) -> None:
+        _detach_stdio()
+        if os.getppid() == self.supervisor:
+            with contextlib.suppress(OSError):
+                os.kill(self.supervisor, signal.SIGUSR1)
+
+    def finish(self, config: dict[str, Any]) -> None:
+        """After the loop: if the owner vanished, remove what it would have removed."""
+        if self._thread is not None:
+            self._thread.join(_OWNER_EXIT_WAIT)
+        if not self.vanished:
+            return
+        if self.directory is not None:
+            _rundir.remove(self.directory)
+        file = (config.get("sinks") or {}).get("file")
+        if isinstance(file, str) and file:
+            with contextlib.suppress(Exception):  # a cleanup: never the writer's failure
+                _give_back_claim(file, self.owner, self.address)
+
+
+#: How long an owner that closed its control channel may take to be seen gone.
+_OWNER_EXIT_WAIT: Final = 2.0
+_OWNER_POLL: Final = 0.01
+
+
+def _recv(sock: socket.socket) -> bytes:
+    try:
+        return sock.recv(65536)
+    except OSError:
+        return b""
+
+
+def _read_or_eof(fd: int) -> bool:
+    """Read what is there (nobody writes a lifeline); False at end of file."""
+    try:
+        return bool(os.read(fd, 512))
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
+def _detach_stdio() -> None:
+    """Point standard input, output and error at /dev/null, as a daemon does."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.close(devnull)
+
+
+def _give_back_claim(file: str, owner: int, address: str) -> None:
+    """Remove F's entry from the file registry if it is still the vanished owner's.
+
+    The owner took F's claim (``logfunnel._shared``) and would have given it
+    back at shutdown; the kernel dropped its lock when it went, but its
+    record and lock file stay.  Named as ``_shared.install`` names them.
+    """
+    import hashlib  # noqa: PLC0415 - a writer whose owner vanished only
+    import json  # noqa: PLC0415
+
+    from logfunnel._shared import claim as _claim  # noqa: PLC0415 - imports _running, and so us
+
+    registry = _claim.registry_dir()
+    if registry is None:
+        return
+    key = hashlib.sha256(os.fsencode(os.path.realpath(file))).hexdigest()[:32]
+    base = os.path.join(registry, key)
+
+    def ours() -> bool:
+        try:
+            with open(base + ".json", encoding="utf-8") as stream:
+                record = json.load(stream)
+        except (OSError, ValueError):
+            return False
+        return isinstance(record, dict) and (record.get("pid"), record.get("address")) == (
+            owner,
+            address,
+        )
+
+    if ours():
+        taken = _claim.Claim.take(base)
+        if isinstance(taken, _claim.Claim):
+            if ours():  # still: nobody claimed F between our look and our lock
+                taken.release()
+            else:
+                os.close(taken.fd)
+    _claim.remove_if_empty(registry)

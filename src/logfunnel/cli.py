@@ -155,11 +155,24 @@ def run(argv: list[str]) -> int:
             or (args.module or os.path.basename(program[0] if program else "") or None),
             syslog_ca=args.syslog_ca,
         )
+    from logfunnel import _hosts  # noqa: PLC0415
+
+    # The program may leave this process while its own processes go on (gunicorn
+    # --daemon: fork, then os._exit() here): a writer process then serves them until
+    # the last one exits (_hosts.Lifeline).  The thread host ends with this process.
+    lifeline = None
     try:
-        funnel = logfunnel.install(**options)
+        lifeline = _hosts.Lifeline() if args.host != "thread" else None
+        with _hosts.offered(lifeline):
+            funnel = logfunnel.install(**options)
     except (ValueError, RuntimeError, OSError) as exc:
+        if lifeline is not None:
+            lifeline.close()
         print(f"logfunnel run: {exc}", file=sys.stderr)
         return 2
+    if lifeline is not None and not lifeline.taken:  # no writer process of ours
+        lifeline.close()
+        lifeline = None
     watchdog = None
     if args.hang_timeout is not None:
         from logfunnel.diagnose.stacks import HangWatchdog  # noqa: PLC0415
@@ -189,7 +202,10 @@ def run(argv: list[str]) -> int:
     finally:
         if watchdog is not None:
             watchdog.stop()
+        owner = funnel.owner  # not in a child that returns here (a daemon's, at its exit)
         funnel.shutdown()
+        if lifeline is not None and owner:
+            lifeline.close()
     if interrupted:
         # As python does for an uncaught KeyboardInterrupt (bpo-1054041): end by
         # SIGINT itself, so a shell sees 130 and a parent sees -SIGINT.
