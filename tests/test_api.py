@@ -218,7 +218,7 @@ def test_repr_says_where_the_writer_is(tmp_path: Path) -> None:
 def test_own_threads_records_are_on_disk_when_the_call_returns(tmp_path: Path) -> None:
     """In a thread host the program's own records are flushed at once; only the writer thread batches."""
     path = tmp_path / "own.log"
-    funnel = logfunnel.install(file=path, fmt="%(message)s")
+    funnel = logfunnel.install(file=path, fmt="%(message)s", host="thread")
     logging.getLogger("own").warning("mine, written through")
     assert path.read_text() == "mine, written through\n"  # no flush(), no shutdown()
     funnel.shutdown()

@@ -132,7 +132,9 @@ def test_daemon_down_at_start_killed_and_restarted(
     report).  Nothing here waits for the collector on the writer's loop.
     """
     log = tmp_path / "app.log"
-    funnel = logfunnel.install(file=str(log), syslog=rsyslog.url("tcp"), level="INFO")
+    funnel = logfunnel.install(
+        file=str(log), syslog=rsyslog.url("tcp"), level="INFO", host="thread"
+    )
     sink = next(h for h in funnel._sinks if isinstance(h, SyslogSink))
     sink.queue_size = 200  # a small queue: the outages overflow it quickly
     events = logging.getLogger("t.outage")

@@ -79,7 +79,9 @@ def test_collector_down_at_start_never_holds_back_the_file(
     port = probe.getsockname()[1]
     probe.close()  # a port nothing listens on: connections are refused
     log = tmp_path / "app.log"
-    funnel = logfunnel.install(file=str(log), syslog=f"tcp://127.0.0.1:{port}", level="INFO")
+    funnel = logfunnel.install(
+        file=str(log), syslog=f"tcp://127.0.0.1:{port}", level="INFO", host="thread"
+    )
     sink = next(h for h in funnel._sinks if isinstance(h, SyslogSink))
     sink.queue_size = 100  # so the test fills it quickly
     started = time.monotonic()
@@ -105,7 +107,9 @@ def test_collector_dies_and_comes_back_drops_reported_once(
     collector = Collector()
     port = collector.port
     log = tmp_path / "app.log"
-    funnel = logfunnel.install(file=str(log), syslog=collector.url, level="INFO")
+    funnel = logfunnel.install(
+        file=str(log), syslog=collector.url, level="INFO", host="thread"
+    )
     sink = next(h for h in funnel._sinks if isinstance(h, SyslogSink))
     events = logging.getLogger("t.phase")
     back: Collector | None = None
@@ -193,7 +197,9 @@ def test_collector_that_never_reads_never_slows_the_file(
     stuck.listen()
     port = stuck.getsockname()[1]
     log = tmp_path / "app.log"
-    funnel = logfunnel.install(file=str(log), syslog=f"tcp://127.0.0.1:{port}", level="INFO")
+    funnel = logfunnel.install(
+        file=str(log), syslog=f"tcp://127.0.0.1:{port}", level="INFO", host="thread"
+    )
     sink = next(h for h in funnel._sinks if isinstance(h, SyslogSink))
     sink.queue_size = 500
     big = "x" * 2000  # fills the socket buffers quickly

@@ -25,7 +25,10 @@ import json, os, resource, sys
 import logfunnel
 log, kind, free = sys.argv[1], sys.argv[2], int(sys.argv[3])
 funnel = logfunnel.install(
-    file=log, fmt="%(name)s|%(message)s", listen="tcp:127.0.0.1:0" if kind == "tcp" else None
+    file=log,
+    fmt="%(name)s|%(message)s",
+    listen="tcp:127.0.0.1:0" if kind == "tcp" else None,
+    host="thread",
 )
 # Leave exactly `free` descriptor numbers below the limit (the writer runs in
 # this process: it is a thread host).

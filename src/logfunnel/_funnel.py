@@ -98,10 +98,12 @@ def install(
     (logrotate) moved or removed.
     ``level`` sets the root logger's level everywhere.
 
-    ``host="thread"`` (the default) runs the writer in a thread of this
-    process.  ``host="process"`` runs it in a fresh interpreter of its own
+    ``host="process"`` runs the writer in a fresh interpreter of its own
     (started with exec, never forked), which needs sink options and is
-    restarted if it dies.
+    restarted if it dies; it is the default with sink options (not with
+    ``config=``), so this program keeps its threads and its GIL to itself.
+    ``host="thread"`` runs it in a thread of this process: the default in
+    adopt mode and with ``config=``, whose handlers live here.
 
     ``listen="tcp:HOST:PORT"`` also accepts processes on other hosts (port 0
     picks a free one: see ``Funnel.remote_address``).  They set

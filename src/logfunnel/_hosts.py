@@ -91,6 +91,8 @@ def start_thread(
             tls=_gate.tls_context(settings.tls_cert, settings.tls_key),
             sinks=sinks,
         )
+        # install()'s own sinks: the senders render plain records (_running.start).
+        writer.lines_allowed = sinks is not None
         thread = _writer.start_thread(writer)
     except BaseException:
         control.close()

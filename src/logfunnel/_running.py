@@ -277,11 +277,7 @@ def start(settings: Settings) -> Funnel:
             tcp_listener.close()
         raise
     options = settings.options.replace(every_record=settings.has_sinks)
-    if settings.host == "process" and settings.config is None and not settings.exporting:
-        # The writer's sinks are install()'s own, so every process can render a
-        # plain record's line exactly as the writer would: the writer then only
-        # writes the text (see _core/framing.py).  Not with an exporter:
-        # it needs each record's fields (a writer refuses LINEs then: dispatch).
+    if settings.senders_render:
         options = options.replace(
             render={
                 "fmt": settings.fmt or _sinks.DEFAULT_FORMAT,

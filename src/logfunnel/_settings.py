@@ -89,6 +89,19 @@ class Settings:
         )
 
     @property
+    def senders_render(self) -> bool:
+        """Tell whether every process renders its plain records' lines for this funnel.
+
+        When the writer's sinks are install()'s own (under either host), every
+        process can render a plain record's line exactly as the writer would:
+        the writer then only writes the text (``_core/framing.py``), and the
+        formatting is spread over the processes that log instead of queueing
+        in one.  Not with an exporter: it needs each record's fields (a writer
+        refuses LINEs then: dispatch).
+        """
+        return self.has_sinks and self.config is None and not self.exporting
+
+    @property
     def exporting(self) -> bool:
         """Tell whether a sink exports records elsewhere (it needs records, not lines)."""
         return self.syslog is not None or self.otlp is not None
@@ -233,6 +246,11 @@ def check(arguments: dict[str, Any]) -> Settings:
         **otlp,
         fingerprint=fingerprint(a),
     )
+    if a["host"] is None and settings.has_sinks and config is None:
+        # install() builds the sinks from plain values: the writer gets an interpreter
+        # of its own, so this program keeps its threads and its GIL to itself (README,
+        # Design: "Which host by default").
+        settings = dataclasses.replace(settings, host="process")
     if host == "process" and not settings.has_sinks:
         raise ValueError(
             "host='process' runs the writer in a fresh interpreter, which cannot use this "

@@ -1,6 +1,9 @@
 """Log a mix of records from forked pool workers into a funnel, then print its stats.
 
 Usage: lines_mix.py HOST OUT_PATH line|json [MAX_BYTES]
+
+HOST ``writer`` is a thread host whose senders do not render: the writer formats
+every record itself, the reference the rendered lines are compared with.
 """
 
 from __future__ import annotations
@@ -39,6 +42,14 @@ def work(n: int) -> int:
 def main() -> None:
     """Install with the given host and sink, run the pool, print the writer's stats."""
     host, out, kind = sys.argv[1:4]
+    if host == "writer":
+        # The one decision that makes senders render, turned off: every record
+        # then travels as a record and the writer formats it (the transport and
+        # the writer are untouched).
+        from logfunnel import _settings  # noqa: PLC0415
+
+        _settings.Settings.senders_render = property(lambda _self: False)  # type: ignore[method-assign,assignment]
+        host = "thread"
     sink: dict[str, object] = {"json": True} if kind == "json" else {"fmt": FMT}
     if len(sys.argv) > 4:
         sink.update(max_bytes=int(sys.argv[4]), backups=50)
