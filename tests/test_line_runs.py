@@ -258,6 +258,18 @@ def test_runs_write_the_same_bytes_and_counts_as_frames(data: st.DataObject, str
     assert by_runs == by_frames
 
 
+@pytest.mark.parametrize("brk", ["\n", "\r", "\r\n", ""])
+def test_long_lines_with_a_break_inside_are_written_as_lines_are(tmp_path: Path, brk: str) -> None:
+    """Long texts (searched one by one for breaks, not counted) give the per-line bytes too."""
+    encoder = _wire.Encoder()
+    texts = ["short one", "x" * 5000 + brk + "y" * 3000, "z" * 70_000, "end"]
+    stream = b"".join(encoder.line(text) for text in texts)
+    by_frames, by_runs = _write_both([stream], _file_sink, tmp_path)
+    assert by_runs == by_frames
+    (written,) = by_runs[0].values()
+    assert written.count(b"\n") == 4 + (brk != "")  # a break inside is continued, not lost
+
+
 @PROPERTY
 @given(
     data=st.data(),

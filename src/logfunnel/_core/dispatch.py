@@ -86,6 +86,18 @@ def _utf8(data: bytes) -> bool:
     return True
 
 
+def _one_line_each(data: bytes, texts: list[bytearray], count: int) -> bool:
+    """Tell whether ``data`` (``count`` texts joined by line ends) has no other line break.
+
+    ``bytes.count`` of one byte walks it byte by byte (33 µs for 64 KB here),
+    where ``in`` is a ``memchr`` (1 µs): long texts are searched one by one,
+    short ones (the Python loop would cost more) in one count.
+    """
+    if len(data) > count * 1024:
+        return not any(b"\n" in text or b"\r" in text for text in texts)
+    return data.count(b"\n") == count and b"\r" not in data
+
+
 class Sender(Protocol):
     """What dispatch needs of the connection a frame came on (``_gate.Peer``)."""
 
@@ -278,8 +290,7 @@ class Dispatcher:
             sinks is not None
             and self.takes_runs
             and (data.isascii() or _utf8(data))
-            and data.count(b"\n") == count
-            and b"\r" not in data
+            and _one_line_each(data, texts, count)
         ):
             self.stats.records += count
             self.stats.lines += count

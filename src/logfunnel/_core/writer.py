@@ -153,6 +153,11 @@ _NAP: Final = 0.001
 # in benchmarks/writer_lines.py (docs/benchmarks.md, "Writer CPU per rendered
 # line"); records reach the file up to _MAX_NAP later in a burst.
 _FULL_READ: Final = 8 * 1024
+# A connection that brought more than this in one read sends large records, or
+# got ahead of the writer: a nap would let it fill its socket buffer (~208 KiB,
+# 3 records of 64 KB) and wait for room, so that turn does not nap.  Measured in
+# the message-size sweep of benchmarks/run.py (docs/benchmarks.md).
+_NO_NAP_READ: Final = 2 * _FULL_READ
 # A busy turn this long after the last nap starts a new burst, at _NAP.
 _IDLE: Final = 0.1
 _MAX_NAP: Final = 0.008
@@ -256,6 +261,8 @@ class Writer:
                     elif peers.largest_read > _FULL_READ:
                         nap = max(nap / 2, _NAP)
                     spare = nap - (time.monotonic() - turn_started)
+                    if peers.largest_read > _NO_NAP_READ:
+                        nap, spare = _NAP, 0.0
                     if spare > 0:
                         # The owner's flush() or shutdown() ends the nap at once.
                         self._nap.select(spare)
