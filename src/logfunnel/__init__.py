@@ -19,7 +19,8 @@ General layout, in the order a record travels:
 * ``sinks/``: the sinks ``install()`` builds (files and their rotation, the
   console, the syslog and OTLP exporters);
 * ``_hosts``: the writer in a thread of the installer, or in an interpreter of
-  its own; ``_settings``: ``install()``'s typed options and their checks;
+  its own (``_writer_process``: what that interpreter runs); ``_settings``:
+  ``install()``'s typed options and their checks;
   ``_funnel``: ``install()`` and ``current()``; ``_running``: the ``Funnel``
   and the steps that start it; ``_snapshot``;
 * ``_shared``: one writer per file across unrelated processes; ``_remote``

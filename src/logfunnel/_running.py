@@ -63,7 +63,7 @@ from logfunnel._core.options import (
 )
 from logfunnel._settings import Host, Settings
 from logfunnel._snapshot import TreeSnapshot
-from logfunnel.sinks import files as _sinks
+from logfunnel.sinks import build as _build
 
 _ENV_KEYS = (ENV_ADDRESS, ENV_OPTIONS, ENV_TOKEN, ENV_INSTALLER)
 
@@ -280,7 +280,7 @@ def start(settings: Settings) -> Funnel:
     if settings.senders_render:
         options = options.replace(
             render={
-                "fmt": settings.fmt or _sinks.DEFAULT_FORMAT,
+                "fmt": settings.fmt or _build.DEFAULT_FORMAT,
                 "datefmt": settings.datefmt,
                 "json": settings.json,
             }
@@ -327,7 +327,7 @@ def _start_thread_host(
         funnel._tree = TreeSnapshot.take()
         logging.config.dictConfig(settings.config)
     elif settings.has_sinks:
-        sinks = funnel._sinks = _sinks.build_handlers(settings.file_options())
+        sinks = funnel._sinks = _build.build_handlers(settings.file_options())
         if settings.exporting:  # imported only by a funnel that exports
             from logfunnel.sinks import exporters as _exporters  # noqa: PLC0415
 

@@ -13,7 +13,7 @@ Where a record goes:
 
 * ``Writer(sinks=[...])``: each of exactly those handlers whose level the
   record reaches, on no logger.  A process host builds them from
-  ``install()``'s options (``logfunnel.sinks.files.build_handlers``).
+  ``install()``'s options (``logfunnel.sinks.build.build_handlers``).
 * Without sinks ("adopt mode"): the handlers of this process's logger tree, as
   ``Logger.handle`` and ``Logger.callHandlers`` would, without creating a
   logger for a name the tree does not have (``Names``: the nearest ancestor).

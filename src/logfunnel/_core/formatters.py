@@ -1,7 +1,7 @@
 """The formatters of logfunnel's sinks: text lines and JSON lines.
 
 Kept apart from the sinks so a process that renders its own lines (a writer
-process's peers, see ``_handler.Connection``) imports only this, not
+process's peers, see ``framing.Framer``) imports only this, not
 ``logging.handlers`` and ``logging.config``.
 
 Who owns what: each formatter is its sink's (or the rendering connection's)

@@ -24,13 +24,13 @@ what they hold.
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import os
 from typing import TYPE_CHECKING, Any, Final
 
 from logfunnel import _running
 from logfunnel._settings import fingerprint
-from logfunnel._shared.claim import Claim, claim_or_find
+from logfunnel._shared.claim import Claim, claim_or_find, key
 from logfunnel._shared.joined import join_writer
 
 if TYPE_CHECKING:
@@ -49,15 +49,15 @@ def install(settings: Settings, arguments: dict[str, Any]) -> Funnel:
     if settings.file is None or settings.listen is not None:
         return _running.start(settings)
     path = os.path.realpath(os.fspath(settings.file))
-    key = hashlib.sha256(os.fsencode(path)).hexdigest()[:32]
+    name = key(path)
     sinks = _sink_fingerprint(arguments)
-    got = claim_or_find(path, key)
+    got = claim_or_find(path, name)
     if got is None:
         return _running.start(settings)
     if isinstance(got, Claim):
-        return got.start(settings, path, sinks)
+        return got.start(functools.partial(_running.start, settings), path, sinks)
     _check_sinks(got, path, sinks)
-    return join_writer(got, settings, path, key, sinks)
+    return join_writer(got, settings, path, name, sinks)
 
 
 def _check_sinks(found: dict[str, Any], path: str, sinks: str) -> None:

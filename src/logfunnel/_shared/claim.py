@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import struct
@@ -33,13 +34,13 @@ import tempfile
 import time
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from logfunnel import _running
 from logfunnel._core import rundir as _rundir
 from logfunnel._core import state as _state
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from logfunnel._running import Funnel
-    from logfunnel._settings import Settings
 
 REGISTRY_PREFIX: Final = "logfunnel-files-"
 # How long a joining process waits for the lock holder to publish its writer
@@ -74,6 +75,45 @@ def claim_or_find(path: str, key: str) -> Claim | dict[str, Any] | None:
         if found is not None:
             return found
         time.sleep(_POLL)  # the holder is starting its writer: bounded by the deadline
+
+
+def key(path: str) -> str:
+    """Return F's name in the registry (``<key>.lock``, ``<key>.json``) for its real path."""
+    return hashlib.sha256(os.fsencode(path)).hexdigest()[:32]
+
+
+def give_back(file: str, owner: int, address: str) -> None:
+    """Remove F's entry from the registry if it is still the vanished ``owner``'s.
+
+    For a writer process whose owner went without ``shutdown()`` (under
+    ``logfunnel run``: ``_writer_process``): the owner took F's claim and would
+    have given it back at shutdown; the kernel dropped its lock when it went,
+    but its record and lock file stay.
+    """
+    registry = registry_dir()
+    if registry is None:
+        return
+    base = os.path.join(registry, key(os.path.realpath(file)))
+
+    def ours() -> bool:
+        try:
+            with open(base + ".json", encoding="utf-8") as stream:
+                record = json.load(stream)
+        except (OSError, ValueError):
+            return False
+        return isinstance(record, dict) and (record.get("pid"), record.get("address")) == (
+            owner,
+            address,
+        )
+
+    if ours():
+        taken = Claim.take(base)
+        if isinstance(taken, Claim):
+            if ours():  # still: nobody claimed F between our look and our lock
+                taken.release()
+            else:
+                os.close(taken.fd)
+    remove_if_empty(registry)
 
 
 def remove_if_empty(registry: str) -> None:
@@ -162,10 +202,15 @@ class Claim:
             return "moved"
         return cls(base, fd)
 
-    def start(self, settings: Settings, path: str, sinks: str) -> Funnel:
-        """Start F's writer and say where it listens; give the claim back on failure."""
+    def start(self, start: Callable[[], Funnel], path: str, sinks: str) -> Funnel:
+        """Start F's writer (``start()``) and say where it listens; give the claim back on failure.
+
+        ``start`` is ``_running.start`` for the installer's settings, passed in:
+        the registry sits below the installer, and a writer process whose owner
+        vanished uses it too (``give_back``).
+        """
         try:
-            funnel = _running.start(settings)
+            funnel = start()
         except BaseException:
             self.release()
             raise

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import logging
 import os
 import tempfile
@@ -228,7 +229,7 @@ def _take_over(
             funnel._levels.close()
             funnel._levels = None
         try:
-            successor = claim.start(settings, path, sinks)
+            successor = claim.start(functools.partial(_running.start, settings), path, sinks)
         except Exception as exc:
             warn(f"could not take over the writer of {path}: {exc!r}")
             return

@@ -4,7 +4,7 @@ Who owns what: ``_settings.Settings.file_options()`` makes one from checked
 ``install()`` arguments (every check lives in ``_settings``); a writer process
 gets it as plain values in its CONFIG frame (``to_plain``) and makes it again
 (``from_plain``, which only re-checks types: the values were checked where
-they were given).  Immutable; ``files.build_handlers`` reads it.
+they were given).  Immutable; ``build.build_handlers`` reads it.
 """
 
 from __future__ import annotations
