@@ -33,7 +33,6 @@ from logfunnel._core import gate as _gate
 from logfunnel._core import rundir as _rundir
 from logfunnel._core import wire as _wire
 from logfunnel._core import writer as _writer
-from logfunnel._shared import claim as _claim
 from logfunnel.sinks import build as _build
 from logfunnel.sinks import console as _console
 from logfunnel.sinks.options import FileOptions
@@ -284,6 +283,10 @@ class _OwnerWatch:
             _rundir.remove(self.directory)
         file = (config.get("sinks") or {}).get("file")
         if isinstance(file, str) and file:
+            # Imported here, by a writer whose owner vanished only: the package
+            # brings the installer's modules, which no other writer needs at start.
+            from logfunnel._shared import claim as _claim  # noqa: PLC0415
+
             with contextlib.suppress(Exception):  # a cleanup: never the writer's failure
                 _claim.give_back(file, self.owner, self.address)
 

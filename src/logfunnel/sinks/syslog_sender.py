@@ -17,12 +17,14 @@ import contextlib
 import select
 import socket
 import time
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 if TYPE_CHECKING:
-    from logfunnel.sinks.syslog import SyslogSink
+    import collections
+    import ssl
+    import threading
 
-__all__ = ["SEND_TIMEOUT", "Sender"]
+__all__ = ["SEND_TIMEOUT", "Sender", "SinkQueue"]
 
 _BACKOFF_FIRST: Final = 0.1
 _BACKOFF_MAX: Final = 5.0
@@ -34,10 +36,33 @@ _BATCH_BYTES: Final = 256 * 1024
 _LINGER: Final = 0.002
 
 
+class SinkQueue(Protocol):
+    """What a ``Sender`` shares with its sink (``syslog.SyslogSink``): the queue and its state.
+
+    A protocol, not an import of the sink: the sink module builds its sender,
+    so the sender names only what it touches, all under ``_ready``.
+    """
+
+    host: str
+    port: int
+    down: str | None
+    sent: int
+    _ready: threading.Condition
+    _queue: collections.deque[bytes]
+    _queued_bytes: int
+    _in_flight: int
+    _sending: bool
+    _closing: bool
+    _idle: bool
+    _stream: bool
+    _tls: ssl.SSLContext | None
+    _want_read: tuple[type[OSError], ...]
+
+
 class Sender:
     """The sink's thread: owns the socket; takes batches from the queue and sends them."""
 
-    def __init__(self, sink: SyslogSink) -> None:
+    def __init__(self, sink: SinkQueue) -> None:
         """Send ``sink``'s queue; nothing is connected until the first batch."""
         self.sink = sink
         self.sock: socket.socket | None = None
