@@ -18,9 +18,13 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from conftest import child_env
 from writer_processes import alive, funnel_entries, wait_until, writer_pids
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 FMT = "%(process)d|%(name)s|%(message)s"
 
@@ -104,22 +108,38 @@ def _daemon_pid(pidfile: Path) -> int:
     return int(pidfile.read_text())
 
 
-def test_run_returns_at_once_and_its_writer_serves_the_daemon_until_it_exits(
-    tmp_path: Path,
-) -> None:
-    """The caller of `run` (a `$(...)`, a pipe) is not held; the daemon's records all land."""
-    log, tmp, ready, pidfile = (tmp_path / n for n in ("f.log", "tmp", "ready", "pid"))
+@contextlib.contextmanager
+def _daemon_run(tmp_path: Path, source: str, arg: Path) -> Iterator[tuple[int, Path, Path]]:
+    """Run ``source`` under ``run --file`` as a caller capturing its output; yield its daemon.
+
+    Yields the daemon's pid, the log and the run's ``TMPDIR``; ``source`` gets
+    ``arg`` and the pid file.  Pipes: ``run`` returns only once nothing holds
+    them (the writer lets go of them too), so its standard error is asserted
+    empty.  The daemon and any writer are killed at the end, whatever happened.
+    """
+    log, tmp, pidfile = tmp_path / "f.log", tmp_path / "tmp", tmp_path / "pid"
     tmp.mkdir()
-    program = _script(tmp_path, DAEMON)
+    program = _script(tmp_path, source)
     command = [sys.executable, "-m", "logfunnel", "run", "--file", str(log), "--fmt", FMT,
-               str(program), str(ready), str(pidfile)]  # fmt: skip
+               str(program), str(arg), str(pidfile)]  # fmt: skip
     try:
-        # Pipes: run() returns only once nothing holds them (the writer lets go of them too).
         done = subprocess.run(command, env=child_env(TMPDIR=str(tmp)), capture_output=True,
                               text=True, timeout=30, check=False)  # fmt: skip
         assert done.returncode == 0, done.stderr
         assert done.stderr == ""
-        daemon = _daemon_pid(pidfile)
+        yield _daemon_pid(pidfile), log, tmp
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            _kill({int(pidfile.read_text())})
+        _kill(writer_pids(tmp))
+
+
+def test_run_returns_at_once_and_its_writer_serves_the_daemon_until_it_exits(
+    tmp_path: Path,
+) -> None:
+    """The caller of `run` (a `$(...)`, a pipe) is not held; the daemon's records all land."""
+    ready = tmp_path / "ready"
+    with _daemon_run(tmp_path, DAEMON, ready) as (daemon, log, tmp):
         assert alive(daemon)
         assert writer_pids(tmp), "the writer serves the daemon"
         ready.touch()
@@ -128,26 +148,14 @@ def test_run_returns_at_once_and_its_writer_serves_the_daemon_until_it_exits(
         assert funnel_entries(tmp) == []
         messages = _messages(log)
         assert messages == ["before the fork", *(f"daemon {i}" for i in range(50))]
-    finally:
-        with contextlib.suppress(OSError, ValueError):
-            _kill({int(pidfile.read_text())})
-        _kill(writer_pids(tmp))
 
 
 def test_a_daemon_that_closes_every_descriptor_ends_the_writer_and_says_so_itself(
     tmp_path: Path,
 ) -> None:
     """python-daemon style: the lifeline closes, the writer ends, the rest goes to the fallback."""
-    log, tmp, err, pidfile = (tmp_path / n for n in ("f.log", "tmp", "err.txt", "pid"))
-    tmp.mkdir()
-    program = _script(tmp_path, CLOSER)
-    command = [sys.executable, "-m", "logfunnel", "run", "--file", str(log), "--fmt", FMT,
-               str(program), str(err), str(pidfile)]  # fmt: skip
-    try:
-        done = subprocess.run(command, env=child_env(TMPDIR=str(tmp)), capture_output=True,
-                              text=True, timeout=30, check=False)  # fmt: skip
-        assert done.returncode == 0, done.stderr
-        daemon = _daemon_pid(pidfile)
+    err = tmp_path / "err.txt"
+    with _daemon_run(tmp_path, CLOSER, err) as (daemon, log, tmp):
         wait_until(lambda: not alive(daemon), 30, "the daemon exited")
         wait_until(lambda: not writer_pids(tmp), 30, "the writer ended")
         assert funnel_entries(tmp) == []
@@ -155,10 +163,6 @@ def test_a_daemon_that_closes_every_descriptor_ends_the_writer_and_says_so_itsel
         said = err.read_text()
         assert "cannot reach the log writer" in said  # not lost silently: today's fallback
         assert "after closing every descriptor" in said
-    finally:
-        with contextlib.suppress(OSError, ValueError):
-            _kill({int(pidfile.read_text())})
-        _kill(writer_pids(tmp))
 
 
 def test_a_killed_run_process_leaves_its_forked_children_a_writer(tmp_path: Path) -> None:
