@@ -388,26 +388,28 @@ def test_fuzzing_left_the_writer_alive_and_counting(writer_host: WriterHost) -> 
 
 
 def test_each_kind_of_bad_frame_is_counted_and_reported(writer_host: WriterHost) -> None:
-    """Oversized, undecodable, non-array, mistyped, unknown-kind and cut frames are each counted."""
+    """Oversized, undecodable, non-array, mistyped, unknown-kind, NUL-holding and cut frames count."""
     writer_host.prove_alive()
     before = writer_host.stats()
     bad_record = valid_record_fields()
     bad_record[2] = "not a level"
-    writer_host.raw_send([struct.pack(">I", 2**32 - 1)])  # bad 1: oversized prefix
+    writer_host.raw_send([struct.pack(">I", 2**24 - 1)])  # bad 1: oversized prefix
     writer_host.raw_send([b"\x00\x00\x00\x02\xc1\xc1"])  # bad 2: not msgpack
     writer_host.raw_send([frame({"not": "an array"})])  # bad 3: not an array
     writer_host.raw_send(
         [DEFINITIONS, frame(bad_record), frame(valid_record_fields("[after-bad-record]"))]
     )
     writer_host.raw_send([frame([99, "unknown kind"])])  # bad 5
+    writer_host.raw_send([b"a bare line with a NUL\x00 inside\n"])  # bad 6: not logfunnel's
     whole = frame(valid_record_fields("[never-whole]"))
     writer_host.raw_send([whole[: len(whole) // 2]])  # cut 1
     text = writer_host.wait_for_log("bytes of a cut frame")
     after = writer_host.wait_for_stats("cut_frames", before["cut_frames"] + 1)
-    assert after["bad_frames"] - before["bad_frames"] == 5
+    assert after["bad_frames"] - before["bad_frames"] == 6
     assert after["cut_frames"] - before["cut_frames"] == 1
-    assert text.count("dropped the connection of process") == 3
+    assert text.count("dropped the connection of process") == 4
     assert "exceeds the limit" in text
+    assert "line holds a NUL byte" in text
     assert text.count("discarded a malformed record") == 1
     assert "record field levelno has type str" in text
     assert "[after-bad-record]" in text  # a bad record does not end its connection

@@ -69,7 +69,7 @@ def test_records_split_at_every_byte_boundary() -> None:
         ]
 
 
-@pytest.mark.parametrize("claimed", [4097, 2**20, 2**31, 2**32 - 1])
+@pytest.mark.parametrize("claimed", [4097, 2**20, _wire.BARE_LIMIT - 1])
 def test_oversized_length_prefix_is_refused_without_buffering(claimed: int) -> None:
     """A prefix over the limit raises FrameError once the header is read, buffering nothing."""
     reader = _wire.FrameReader(limit=4096)
@@ -84,6 +84,34 @@ def test_oversized_length_prefix_is_refused_without_buffering(claimed: int) -> N
         tracemalloc.stop()
     assert reader.pending <= 4 + 100
     assert peak < 64 * 1024
+
+
+@pytest.mark.parametrize("claimed", [_wire.BARE_LIMIT, 2**31, 2**32 - 1])
+def test_a_first_byte_other_than_0_is_a_bare_line_refused_at_its_first_nul(claimed: int) -> None:
+    """From 16 MiB on a header's first byte is not 0: those bytes read as a bare line.
+
+    No sender makes such a frame (the limit is below ``BARE_LIMIT`` wherever
+    bare lines are read); a NUL before the line's end refuses the stream as
+    soon as it arrives, so this buffers no more than the header did.
+    """
+    reader = _wire.FrameReader(limit=4096)
+    header = struct.pack(">I", claimed)
+    assert reader.feed(header[:1]) == []  # a line's first byte: more may follow
+    with pytest.raises(_wire.FrameError, match="line holds a NUL byte"):
+        reader.feed(header[1:] + b"\x00" * 100)
+    assert reader.pending <= 4 + 100
+
+
+def test_a_large_limit_reads_every_first_byte_as_a_header() -> None:
+    """With a limit of 16 MiB or more, a 16 MiB frame is a frame (and no line is bare)."""
+    encoder = _wire.Encoder(_wire.BARE_LIMIT)
+    line = encoder.line("plain text")
+    assert line[:1] == b"\x00"  # framed: a bare line would be ambiguous here
+    frame = encoder.frame([_wire.STACKS, 7, "x" * _wire.BARE_LIMIT])  # over 16 MiB
+    assert frame[:1] != b"\x00"
+    reader = _wire.FrameReader(limit=_wire.BARE_LIMIT + 64)
+    got = reader.feed(line + frame)
+    assert [f[:2] for f in got] == [[_wire.LINE, "plain text"], [_wire.STACKS, 7]]
 
 
 def test_oversized_frame_after_valid_ones_is_refused() -> None:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -47,11 +49,18 @@ AN_HOUR_AGO = 3600.0
 
 
 @pytest.fixture
-def base(tmp_path: Path) -> Path:
-    """Return a directory of this test's own to serve as the children's TMPDIR."""
-    directory = tmp_path / "t"
+def base() -> Iterator[Path]:
+    """Return a directory of this test's own to serve as the children's TMPDIR.
+
+    Not under ``tmp_path``: a socket path holds at most 107 bytes, and pytest's
+    (``/tmp/pytest-of-USER/pytest-N/popen-gwN/<test name>/``) with this
+    test's ``elsewhere/logfunnel-target00/writer.sock`` went over it once N
+    reached 5 (``OSError: AF_UNIX path too long``).
+    """
+    directory = Path(tempfile.mkdtemp(prefix="lf-", dir="/tmp")) / "t"
     directory.mkdir()
-    return directory
+    yield directory
+    shutil.rmtree(directory.parent, ignore_errors=True)
 
 
 def _install_in(base: Path) -> None:

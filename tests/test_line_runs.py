@@ -32,7 +32,7 @@ from conftest import run_python
 from logfunnel._core import dispatch as _dispatch
 from logfunnel._core import protocol as _protocol
 from logfunnel._core import wire as _wire
-from logfunnel._core.lines import LINE_RUN, LineReader
+from logfunnel._core.lines import LINE_BLOCK, LINE_RUN, LineReader
 from logfunnel._core.writer import Writer, start_thread
 from logfunnel.sinks.files import FileSink, LineFormatter
 from logfunnel.sinks.options import FileOptions
@@ -68,6 +68,11 @@ ODD_FRAMES = [
     _raw(b"\x92\x0d"),  # cut after the kind: undecodable
     _raw(b""),  # an empty payload: undecodable
     _raw(b"\xc1"),  # never used in msgpack: undecodable
+    # Bare lines no sender makes (``Encoder.line`` frames such texts):
+    b"bare\rline\n",  # a carriage return: the line is continued, as a LINE's is
+    b"bad \xff\xfe UTF-8\n",  # invalid UTF-8: replaced, as the decoder does
+    b"a NUL\x00inside\n",  # a NUL before the line's end: the stream is refused
+    b"x" * 400 + b"\n",  # longer than a small limit: refused
 ]
 
 
@@ -82,8 +87,10 @@ def streams(draw: st.DrawFn, odd: bool = True) -> bytes:
     parts: list[bytes] = []
     for _ in range(draw(st.integers(min_value=1, max_value=25))):
         choice = draw(st.integers(min_value=0, max_value=9 if odd else 8))
-        if choice <= 4:
-            parts.append(encoder.line(draw(texts)))
+        if choice <= 2:
+            parts.append(encoder.line(draw(texts)))  # bare when it can be
+        elif choice <= 4:
+            parts.append(encoder.line_frame(draw(texts)))
         elif choice == 5:
             parts.append(encoder.record(_record(draw(texts))))  # SITE/THREAD first, once
         elif choice == 6:
@@ -111,6 +118,9 @@ def expand(frames: list[Any]) -> list[Any]:
     for fields in frames:
         if fields[0] is LINE_RUN:
             out += [[_protocol.LINE, t.decode("utf-8", "replace")] for t in fields[1]]
+        elif fields[0] is LINE_BLOCK:
+            lines = fields[1].split(b"\n")[:-1]
+            out += [[_protocol.LINE, t.decode("utf-8", "replace")] for t in lines]
         else:
             out.append(fields)
     return out
@@ -152,12 +162,12 @@ def test_consecutive_lines_of_one_feed_are_one_run_in_their_place() -> None:
     encoder = _wire.Encoder()
     stream = b"".join(
         [
-            encoder.line("a"),
-            encoder.line("b" * 300),
+            encoder.line_frame("a"),
+            encoder.line_frame("b" * 300),
             encoder.frame([_wire.FLUSH, 1]),
-            encoder.line("c"),
+            encoder.line_frame("c"),
             encoder.frame([_wire.DROPPED, 2]),
-            encoder.line("ü" * 20),
+            encoder.line_frame("ü" * 20),
         ]
     )
     frames = LineReader().feed(stream)
@@ -170,22 +180,55 @@ def test_consecutive_lines_of_one_feed_are_one_run_in_their_place() -> None:
     ]
 
 
+def test_consecutive_bare_lines_of_one_feed_are_one_block_in_their_place() -> None:
+    """Bare lines become one block (their bytes as sent) between frames and runs, in order."""
+    encoder = _wire.Encoder()
+    stream = b"".join(
+        [
+            encoder.line("a"),
+            encoder.line("b" * 300),
+            encoder.line_frame("framed"),
+            encoder.line("ü" * 20),
+            encoder.frame([_wire.FLUSH, 1]),
+            encoder.line("c"),
+            encoder.line("two\nlines"),  # framed: a bare line cannot hold a line break
+            encoder.line("d"),
+        ]
+    )
+    assert stream.startswith(b"a\n" + b"b" * 300 + b"\n\x00")
+    frames = LineReader().feed(stream)
+    assert frames == [
+        (LINE_BLOCK, b"a\n" + b"b" * 300 + b"\n"),
+        (LINE_RUN, [b"framed"]),
+        (LINE_BLOCK, "ü".encode() * 20 + b"\n"),
+        [_wire.FLUSH, 1],
+        (LINE_BLOCK, b"c\n"),
+        (LINE_RUN, [b"two\nlines"]),
+        (LINE_BLOCK, b"d\n"),
+    ]
+
+
 def test_an_oversized_frame_after_lines_raises_and_keeps_nothing_of_that_feed() -> None:
     """As FrameReader: a frame over the limit raises; the lines before it in the feed go too."""
     encoder = _wire.Encoder()
     reader = LineReader(limit=100)
     with pytest.raises(_wire.FrameError, match="exceeds the limit"):
-        reader.feed(encoder.line("a") + encoder.line("b") + struct.pack(">I", 101))
+        reader.feed(encoder.line_frame("a") + encoder.line("b") + struct.pack(">I", 101))
     assert reader.pending == 4  # its header: the whole frames before it went, as FrameReader's
 
 
 def test_a_cut_last_line_stays_pending() -> None:
     """A LINE cut by the end of what was read waits for its rest; at EOF it is the cut frame."""
-    frame = _wire.Encoder().line("the last line")
+    frame = _wire.Encoder().line_frame("the last line")
     reader = LineReader()
     assert reader.feed(frame + frame[:-3]) == [(LINE_RUN, [b"the last line"])]
     assert reader.pending == len(frame) - 3
     assert reader.feed(frame[-3:]) == [(LINE_RUN, [b"the last line"])]
+    bare = _wire.Encoder().line("the last line")
+    assert bare == b"the last line\n"
+    assert reader.feed(bare + bare[:-3]) == [(LINE_BLOCK, bare)]
+    assert reader.pending == len(bare) - 3
+    assert reader.feed(bare[-3:]) == [(LINE_BLOCK, bare)]
 
 
 # -- what a dispatcher writes ----------------------------------------------------------
@@ -215,6 +258,8 @@ def _route(dispatcher: _dispatch.Dispatcher, frames: list[Any], peer: Peer) -> N
     for fields in frames:
         if fields[0] is LINE_RUN:
             dispatcher.lines(fields[1], peer)
+        elif fields[0] is LINE_BLOCK:
+            dispatcher.block(fields[1], peer)
         elif fields[0] != _wire.FLUSH:
             dispatcher.frame(fields, peer)
     dispatcher.calls.flush_batched()  # the end of the loop's turn
@@ -263,11 +308,11 @@ def test_long_lines_with_a_break_inside_are_written_as_lines_are(tmp_path: Path,
     """Long texts (searched one by one for breaks, not counted) give the per-line bytes too."""
     encoder = _wire.Encoder()
     texts = ["short one", "x" * 5000 + brk + "y" * 3000, "z" * 70_000, "end"]
-    stream = b"".join(encoder.line(text) for text in texts)
+    stream = b"".join(encoder.line(text) + encoder.line_frame(text) for text in texts)
     by_frames, by_runs = _write_both([stream], _file_sink, tmp_path)
     assert by_runs == by_frames
     (written,) = by_runs[0].values()
-    assert written.count(b"\n") == 4 + (brk != "")  # a break inside is continued, not lost
+    assert written.count(b"\n") == 2 * (4 + (brk != ""))  # a break inside is continued
 
 
 @PROPERTY

@@ -61,10 +61,13 @@ def test_rendered_lines_rotate_whole(tmp_path: Path) -> None:
         assert len(burst) == 200
 
 
-def _send_raw(address: str, frames: list[list[object]]) -> None:
-    """Send frames on a raw connection to a funnel's Unix address and close it."""
+def _send_raw(address: str, frames: list[list[object] | bytes]) -> None:
+    """Send frames (bytes: as they are) on a raw connection to a funnel's Unix address."""
     payload = b""
     for fields in frames:
+        if isinstance(fields, bytes):
+            payload += fields
+            continue
         packed = msgpack.packb(fields)
         payload += len(packed).to_bytes(4, "big") + packed
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -112,7 +115,9 @@ def test_a_peer_cannot_forge_lines(tmp_path: Path, host: str) -> None:
     assert proc.stdout is not None
     address = proc.stdout.readline().strip()
     hello = [_wire.HELLO, _wire.PROTOCOL_VERSION, 4242, "raw-peer"]
-    _send_raw(address, [hello, [_wire.LINE, "raw|one\nfake|forged\rfake|again"]])
+    # A LINE frame with line breaks, and a bare line with the one break it could hold.
+    forged = [_wire.LINE, "raw|one\nfake|forged\rfake|again"]
+    _send_raw(address, [hello, forged, b"raw|bare\rfake|bare\n"])
     out, err = proc.communicate("go\n", timeout=60)
     assert proc.returncode == 0, err
     stats = json.loads(out.strip().splitlines()[-1])
@@ -122,13 +127,19 @@ def test_a_peer_cannot_forge_lines(tmp_path: Path, host: str) -> None:
     # against the raw peer's: look for its lines wherever they are.
     if host != "config":
         first = lines.index("raw|one")
-        assert lines[first + 1 : first + 3] == ["  | fake|forged", "  | fake|again"]
-        # This one, and with a writer process the program's own record (rendered too;
+        assert lines[first + 1 : first + 5] == [
+            "  | fake|forged",
+            "  | fake|again",
+            "raw|bare",
+            "  | fake|bare",
+        ]
+        # These two, and with a writer process the program's own record (rendered too;
         # a thread host writes its own records itself).
-        assert stats["lines"] == (2 if host == "process" else 1)
+        assert stats["lines"] == (3 if host == "process" else 2)
     else:
-        (refusal,) = [line for line in lines if line.startswith("logfunnel|")]
+        refusal, bare = [line for line in lines if line.startswith("logfunnel|")]
         assert refusal.startswith("logfunnel|discarded a line from process 4242 (raw-peer): ")
         assert "not expected by this writer" in refusal
-        assert stats["bad_frames"] == 1
+        assert bare == refusal  # its bare line, read as the LINE it means
+        assert stats["bad_frames"] == 2
     assert "after|still here" in lines

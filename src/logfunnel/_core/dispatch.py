@@ -98,6 +98,23 @@ def _one_line_each(data: bytes, texts: list[bytearray], count: int) -> bool:
     return data.count(b"\n") == count and b"\r" not in data
 
 
+def _count_lines(data: bytes) -> int:
+    r"""Count the ``\n`` of ``data``: with ``bytes.count`` for short lines, ``find`` for long.
+
+    ``bytes.count`` walks byte by byte (0.5 ns a byte: 33 µs for one 64 KB
+    line); a ``find`` per line is a ``memchr`` but a Python call (~0.1 µs).
+    The first line's length picks the cheaper one.
+    """
+    first = data.find(b"\n")
+    if first < 1024:
+        return data.count(b"\n")
+    count, at, end = 0, first, len(data)
+    while 0 <= at < end:
+        count += 1
+        at = data.find(b"\n", at + 1)
+    return count
+
+
 class Sender(Protocol):
     """What dispatch needs of the connection a frame came on (``_gate.Peer``)."""
 
@@ -298,6 +315,30 @@ class Dispatcher:
                 self.calls.lines(handler, data, count)  # type: ignore[arg-type]
             return
         for text in texts[:count]:
+            self.frame([_protocol.LINE, text.decode("utf-8", "replace")], peer)
+
+    def block(self, data: bytes, peer: Sender) -> None:
+        r"""Write a block of bare lines ``peer`` sent (UTF-8, each ending in ``\n``), in order.
+
+        As one block, as ``lines`` does, when it is valid UTF-8 without a
+        ``\r`` (the only line break a bare line could still hold: ``\n`` ends
+        one, and the reader cut the block before any NUL); otherwise each line
+        goes through ``frame`` as the LINE it means.
+        """
+        sinks = self.line_sinks
+        if sinks is None:
+            count = _count_lines(data)
+            what = "a line" if count == 1 else f"{count:,} lines"
+            self._discard(what, peer, "not expected by this writer")
+            return
+        if self.takes_runs and (data.isascii() or _utf8(data)) and b"\r" not in data:
+            count = _count_lines(data)
+            self.stats.records += count
+            self.stats.lines += count
+            for handler in sinks:
+                self.calls.lines(handler, data, count)  # type: ignore[arg-type]
+            return
+        for text in data.split(b"\n")[:-1]:
             self.frame([_protocol.LINE, text.decode("utf-8", "replace")], peer)
 
     def _discard(self, what: str, peer: Sender, why: object) -> None:

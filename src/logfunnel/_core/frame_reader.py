@@ -1,7 +1,13 @@
-"""Bytes to frames: the frame header, and the reader that cuts a stream into decoded arrays.
+r"""Bytes to frames: the frame header, and the reader that cuts a stream into decoded arrays.
 
 Every frame is a 4-byte big-endian payload length (``HEADER``) and a msgpack
-array whose first item is its kind (``_protocol``).  ``FrameReader.feed`` takes
+array whose first item is its kind (``_protocol``).  A frame's first byte is
+therefore 0 while the limit is under ``BARE_LIMIT`` (16 MiB); that leaves every
+other first byte for a *bare line*: a line a sender rendered itself, sent as
+its UTF-8 bytes and a ``\n``, holding no ``\n``, ``\r`` or NUL (``_framing``).
+It means what a LINE frame with that text means, at no encoding cost on
+either side, and a run of them is already the bytes a file sink writes
+(``_lines``).  ``FrameReader.feed`` takes
 what a connection received, in any split, and returns the arrays of the frames
 now complete; a frame over the limit is refused before its payload is read,
 and a payload that does not decode to such an array (or holds a msgpack
@@ -20,7 +26,7 @@ import struct
 
 import msgpack
 
-from logfunnel._core.protocol import DEFAULT_FRAME_LIMIT, FrameError
+from logfunnel._core.protocol import DEFAULT_FRAME_LIMIT, LINE, FrameError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
 if TYPE_CHECKING:
@@ -30,6 +36,10 @@ if TYPE_CHECKING:
 # ``wire``), never as ``module.HEADER``: that would be an attribute load more per frame.
 HEADER: Final = struct.Struct(">I")
 HEADER_SIZE: Final = HEADER.size
+#: Frame limits below this leave a frame's first byte 0, so bare lines can be told
+#: apart; with a larger ``frame_limit`` senders frame every line and readers take
+#: every first byte as a header's.
+BARE_LIMIT: Final = 1 << 24
 
 
 class FrameReader:
@@ -59,8 +69,19 @@ class FrameReader:
         offset = 0
         available = len(buffer)
         view = memoryview(buffer)
+        bare = self.limit < BARE_LIMIT
         try:
-            while available - offset >= HEADER_SIZE:
+            while offset < available:
+                if bare and buffer[offset]:
+                    end = bare_line_end(buffer, offset, self.limit)
+                    if end < 0:
+                        break
+                    text = buffer[offset : end - 1].decode("utf-8", "replace")
+                    frames.append([LINE, text])
+                    offset = end
+                    continue
+                if available - offset < HEADER_SIZE:
+                    break
                 (size,) = HEADER.unpack_from(buffer, offset)
                 if size > self.limit:
                     msg = f"frame of {size:,} bytes exceeds the limit of {self.limit:,}"
@@ -82,6 +103,26 @@ class FrameReader:
             if offset:
                 del buffer[:offset]
         return frames
+
+
+def bare_line_end(buffer: bytearray, offset: int, limit: int) -> int:
+    r"""Return the end (after its ``\n``) of the bare line at ``offset``, or -1: not all here.
+
+    Raises ``FrameError`` if a NUL comes before the line's end (no sender makes
+    one: the stream is not logfunnel's), or if more than ``limit`` bytes come
+    before either.
+    """
+    window = offset + limit + 1
+    end = buffer.find(b"\n", offset, window)
+    if buffer.find(b"\0", offset, window if end < 0 else end) >= 0:
+        msg = "line holds a NUL byte"
+        raise FrameError(msg)
+    if end < 0:
+        if len(buffer) - offset > limit:
+            msg = f"line longer than the limit of {limit:,} bytes"
+            raise FrameError(msg)
+        return -1
+    return end + 1
 
 
 def _refuse_ext(code: int, _data: bytes) -> Any:

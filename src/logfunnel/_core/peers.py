@@ -3,7 +3,7 @@
 Stage (2) of the writer's loop (see ``_writer``).  A readable connection is
 read in pieces of up to ``RECV_SIZE`` and cut into frames by its
 ``FrameReader`` (a ``_lines.LineReader`` when the dispatcher writes runs of
-LINE frames as blocks); a TCP one's first bytes are its answer to the gate's
+LINE frames and bare lines as blocks); a TCP one's first bytes are its answer to the gate's
 challenge (``_gate``).  The frames about the connection are handled here:
 HELLO says who the process is (a protocol version other than this one's ends
 the connection), FLUSH asks for a barrier (the writer's) whose answer goes
@@ -36,7 +36,7 @@ from typing import Any, Final
 from logfunnel._core import wire as _wire
 from logfunnel._core.dispatch import Dispatcher
 from logfunnel._core.gate import Gate, Peer, would_block
-from logfunnel._core.lines import LINE_RUN, LineReader
+from logfunnel._core.lines import LINE_BLOCK, LINE_RUN, LineReader
 from logfunnel._core.listeners import Listeners
 
 RECV_SIZE: Final = 256 * 1024
@@ -135,7 +135,9 @@ class Peers:
                 return
             for fields in frames:
                 kind = fields[0]
-                if kind is LINE_RUN:
+                if kind is LINE_BLOCK:
+                    self._dispatch.block(fields[1], peer)
+                elif kind is LINE_RUN:
                     self._dispatch.lines(fields[1], peer)
                 elif kind == _wire.HELLO:
                     if not self._hello(peer, fields):

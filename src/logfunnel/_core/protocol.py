@@ -1,8 +1,11 @@
-"""The wire format, and decoding and checking its frames into records.
+r"""The wire format, and decoding and checking its frames into records.
 
 A frame is a 4-byte big-endian payload length followed by that many bytes of
 msgpack encoding one array whose first element is the frame kind (the
-constants below, each with its layout).  msgpack only ever builds plain values
+constants below, each with its layout).  Between frames a stream may carry
+bare lines (protocol 3): a rendered line's UTF-8 bytes and a ``\n``, meaning
+``[LINE, text]``, told apart from a frame by a first byte other than 0
+(``frame_reader``).  msgpack only ever builds plain values
 (str, bytes, int, float, bool, None, lists and dicts of those): nothing
 received from a socket is unpickled or evaluated.
 
@@ -47,7 +50,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up
 if TYPE_CHECKING:
     from typing import Any, Final
 
-PROTOCOL_VERSION: Final = 2
+PROTOCOL_VERSION: Final = 3
 
 # Frame kinds: the first element of every frame's array.
 HELLO: Final = 0  # [HELLO, version, pid, process name]: first frame on a connection

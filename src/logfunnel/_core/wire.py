@@ -68,7 +68,13 @@ import msgpack
 
 # The header is defined where frames are read and is a global of this module all the
 # same: `HEADER.pack(...)` compiles to the same global load either way.
-from logfunnel._core.frame_reader import HEADER, HEADER_SIZE, FrameReader, decode_payload
+from logfunnel._core.frame_reader import (
+    BARE_LIMIT,
+    HEADER,
+    HEADER_SIZE,
+    FrameReader,
+    decode_payload,
+)
 from logfunnel._core.options import field_limit
 from logfunnel._core.plain import (
     BASE_LEN,
@@ -136,8 +142,8 @@ if TYPE_CHECKING:
 
 # The codec as the rest of the package reaches it (`_wire.X`), wherever each name is defined.
 __all__ = [
-    "CONFIG", "DEFAULT_FRAME_LIMIT", "DROPPED", "DUMP_STACKS", "EXTRA_CUT_MARKER", "FLUSH",
-    "FLUSHED", "HEADER", "HEADER_SIZE", "HELLO", "LEVELS", "LINE", "LOGRECORD_FIELDS",
+    "BARE_LIMIT", "CONFIG", "DEFAULT_FRAME_LIMIT", "DROPPED", "DUMP_STACKS", "EXTRA_CUT_MARKER",
+    "FLUSH", "FLUSHED", "HEADER", "HEADER_SIZE", "HELLO", "LEVELS", "LINE", "LOGRECORD_FIELDS",
     "PROTOCOL_VERSION", "RECORD", "RECORD_FIELDS", "SHUTDOWN", "SITE", "SITE_FIELDS", "STACKS",
     "STANDARD_ATTRS", "STATS", "TABLE_SIZE", "TABLE_TEXT_LIMIT", "THREAD", "THREAD_FIELDS",
     "TOO_LARGE_MESSAGE", "Encoder", "FrameError", "FrameReader", "Tables", "cut", "decode_payload",
@@ -196,6 +202,26 @@ class Encoder:
         return HEADER.pack(len(payload)) + payload
 
     def line(self, text: str) -> bytes:
+        r"""Return what carries a line of text the sender rendered itself.
+
+        A bare line (its UTF-8 and a ``\n``: see ``frame_reader``) when the
+        text is one non-empty line of valid Unicode without a NUL and this
+        connection's frames leave their first byte 0; a LINE frame otherwise.
+        """
+        if (
+            text
+            and "\n" not in text
+            and "\r" not in text
+            and "\0" not in text
+            and self._frame_limit < BARE_LIMIT
+        ):
+            try:
+                return text.encode() + b"\n"
+            except UnicodeEncodeError:  # lone surrogates: the frame sends them visible
+                pass
+        return self.line_frame(text)
+
+    def line_frame(self, text: str) -> bytes:
         """Return a LINE frame for a line of text the sender rendered itself."""
         try:
             payload: bytes = self._packer.pack([LINE, text])
