@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -142,8 +143,8 @@ def start_process(
                 sys.executable,
                 "-c",
                 (
-                    "import sys; from logfunnel._writer_process import process_main; "
-                    "sys.exit(process_main(sys.argv[1:]))"
+                    "import sys; from logfunnel._writer_process import leave, process_main; "
+                    "leave(process_main(sys.argv[1:]))"
                 ),
                 *(str(sock.fileno()) for sock in passed),
                 *(lifeline.arguments() if lifeline is not None else []),
@@ -195,7 +196,7 @@ def start_process(
 def stop_process(process: subprocess.Popen[bytes], deadline: float) -> bool:
     """Wait for a writer process to end; kill its group if it does not in time."""
     try:
-        process.wait(max(0.1, deadline - time.monotonic()))
+        _wait_exit(process, max(0.1, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
         with contextlib.suppress(OSError):  # the supervisor and the writer it forked
             os.killpg(process.pid, signal.SIGKILL)
@@ -205,6 +206,28 @@ def stop_process(process: subprocess.Popen[bytes], deadline: float) -> bool:
         return False
     _join_relay(process, deadline)
     return True
+
+
+def _wait_exit(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """Wait until ``process`` exits, woken by its exit; raise ``TimeoutExpired`` if not in time.
+
+    ``Popen.wait(timeout)`` polls, sleeping 0.5 ms, then twice as long each
+    time up to 50 ms: 32-66 ms of every ``shutdown()`` were spent asleep after
+    the writer process had already left (cProfile: five ``time.sleep`` calls).
+    A pidfd (Linux 5.3+) becomes readable at the exit itself.
+    """
+    try:
+        pidfd = os.pidfd_open(process.pid)
+    except (AttributeError, OSError):  # not Linux, or reaped by someone else's waitpid(-1)
+        process.wait(timeout)
+        return
+    try:
+        ready, _, _ = select.select([pidfd], [], [], timeout)
+    finally:
+        os.close(pidfd)
+    if not ready:
+        raise subprocess.TimeoutExpired(process.args, timeout)
+    process.wait()
 
 
 def _join_relay(process: subprocess.Popen[bytes], deadline: float) -> None:
