@@ -61,6 +61,7 @@ SYSTEMS = (
     "clh",
     "logfunnel-thread",
     "logfunnel-process",
+    "logfunnel-adopt",
 )
 
 
@@ -128,7 +129,7 @@ class Monitor(threading.Thread):
         self.join()
 
 
-# -- sinks used by the slow-sink and backlog modes (imported by name in a writer process) --
+# -- the sink of the slow-sink mode (imported by name in a writer process) --
 
 
 class SlowHandler(logging.Handler):
@@ -147,30 +148,12 @@ class SlowHandler(logging.Handler):
             pass
 
 
-class GateHandler(logging.Handler):
-    """A sink that holds the writer until its gate is set: builds a backlog in a thread host."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.gate = threading.Event()
-
-    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override,unused-ignore]
-        del record  # only holds the writer; the file handler writes the record
-        self.gate.wait()
-        return True
-
-    def emit(self, record: logging.LogRecord) -> None:
-        """Never called: ``handle()`` is overridden."""
-
-
-def _slow_config(path: str, slow_us: float, gate: bool) -> dict[str, Any]:
+def _slow_config(path: str, slow_us: float) -> dict[str, Any]:
     handlers: dict[str, Any] = {
         "file": {"class": "logging.FileHandler", "filename": path, "formatter": "f"},
     }
     if slow_us:
         handlers["slow"] = {"()": "_one.SlowHandler", "delay_us": slow_us}
-    if gate:
-        handlers["gate"] = {"()": "_one.GateHandler"}
     return {
         "version": 1,
         # The parent made the "bench" logger already; keep it enabled.
@@ -365,14 +348,12 @@ class Logfunnel(System):
         import logfunnel  # noqa: PLC0415
 
         mode = self.args.mode
-        # A thread host's backlog needs a gate handler in the tree (config=); a
-        # process host's writer is frozen with SIGSTOP, so it keeps install()'s
-        # own sinks, as in the main runs.
-        if mode == "slow" or (mode == "backlog" and self.host == "thread"):
-            gate = mode == "backlog"
-            slow_us = self.args.slow_us if mode == "slow" else 0
+        # The backlog keeps install()'s own sinks, as in the main runs: a process
+        # host's writer is frozen with SIGSTOP, a thread host's by holding its
+        # sinks' locks (hold_writer).
+        if mode == "slow":
             self.funnel = logfunnel.install(
-                config=_slow_config(self.path, slow_us, gate), host=self.host
+                config=_slow_config(self.path, self.args.slow_us), host=self.host
             )
         else:
             self.funnel = logfunnel.install(
@@ -394,16 +375,18 @@ class Logfunnel(System):
         """Stop the writer from reading (backlog mode)."""
         if self.host == "process":
             os.kill(self.writer_pid, signal.SIGSTOP)  # type: ignore[arg-type]
-        # The thread host's GateHandler holds it from its first record on.
+        else:
+            # The writer thread takes a sink's lock to write through it, and
+            # stops reading until it gets it (a benchmark reaching into the Funnel).
+            for sink in self.funnel._sinks:  # type: ignore[attr-defined]
+                sink.acquire()
 
     def release_writer(self) -> None:
         if self.host == "process":
             os.kill(self.writer_pid, signal.SIGCONT)  # type: ignore[arg-type]
         else:
-            # dictConfig imported this file again as module "_one": match by name.
-            for h in logging.getLogger().handlers:
-                if type(h).__name__ == "GateHandler":
-                    h.gate.set()  # type: ignore[attr-defined]
+            for sink in self.funnel._sinks:  # type: ignore[attr-defined]
+                sink.release()
 
     def writer_cpu_s(self) -> float:
         return cpu_seconds(self._stat)
@@ -417,6 +400,26 @@ class LogfunnelProcess(Logfunnel):
     host: Literal["thread", "process"] = "process"
 
 
+class LogfunnelAdopt(System):
+    """Adopt mode: the program's own FileHandler on the root logger, then ``install()``."""
+
+    def parent_setup(self) -> None:
+        import logfunnel  # noqa: PLC0415
+
+        _reset_root(_file_handler(self.path))
+        self.funnel = logfunnel.install()
+        self.writer_pid = os.getpid()
+        tid = self.funnel._thread.native_id  # type: ignore[union-attr]
+        self._stat = f"/proc/self/task/{tid}/stat"
+
+    def writer_cpu_s(self) -> float:
+        return cpu_seconds(self._stat)
+
+    def drain(self) -> None:
+        if not self.funnel.shutdown(timeout=600):
+            print("logfunnel shutdown did not drain in time", file=sys.stderr)
+
+
 SYSTEM_CLASSES: dict[str, type[System]] = {
     "floor": Floor,
     "ceiling": Ceiling,
@@ -427,6 +430,7 @@ SYSTEM_CLASSES: dict[str, type[System]] = {
     "clh": ClhSystem,
     "logfunnel-thread": Logfunnel,
     "logfunnel-process": LogfunnelProcess,
+    "logfunnel-adopt": LogfunnelAdopt,
 }
 
 
