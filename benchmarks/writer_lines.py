@@ -108,8 +108,9 @@ def section(results: list[dict[str, Any]], command: str) -> str:
         "",
         (
             f"`{command}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, Python "
-            f"{sys.version.split()[0]}, 2 cores shared with other engineers' test runs (load "
-            'averages below). `install(file=..., fmt=..., host="process")`, P forked workers, '
+            f"{sys.version.split()[0]}, 2 cores (load averages below: the benchmark's own "
+            'workers, and whatever else ran). `install(file=..., fmt=..., host="process")`, '
+            "P forked workers, "
             f"{results[-1]['total']:,} records in all; writer process CPU (utime+stime, "
             "/proc/PID/stat) from the release to a flush barrier, per record; medians of "
             f"{results[-1]['repeats']} (every run listed). Every line of every file checked."
@@ -150,34 +151,30 @@ def section(results: list[dict[str, Any]], command: str) -> str:
 
 
 NOTES = [
-    "What moved it (profiled with py-spy and `strace -c` on the writer process, P=2):",
+    "What moved it (profiled with py-spy, `strace -c` and `perf` on the writer process):",
     "",
-    "- **LINE runs**: the writer no longer decodes a LINE frame. `_lines.LineReader` knows a",
-    "  `[13, text]` payload by its msgpack prefix and slices the UTF-8 text out of the read;",
-    "  the LINE frames that follow one another in a read become one run, checked once (valid",
-    "  UTF-8, no line break) and handed to each file sink as one block",
-    "  (`LineSink.write_lines`): no `unpackb`, dispatch, `write_line` or encode per record.",
-    "  A block that would reach `max_bytes` or the end of a period, and every other frame, go",
-    "  the per-line way. In-process (`FrameReader` + dispatch + `FileSink`, 8 KB reads):",
-    "  2.8-4.1 -> 0.8 µs per line; cutting frames alone 0.83 -> 0.41 µs.",
-    "- **recv_into**: `recv(256 KiB)` allocated a fresh 256 KiB object per read, which malloc",
-    "  served with `mmap` + `mremap` + `munmap` (strace: three more system calls per read, and",
-    "  page faults); every read now lands in one buffer of the writer's.",
-    "- **The nap**: a busy turn counted its bytes alone, so records trickling in on a loaded",
-    "  machine woke a turn each (strace: ~6,800 turns for 128,000 records, most without a",
-    "  nap); bytes now count over turns, every turn of a burst naps, and the nap grows to 8 ms",
-    "  while each connection brings under 4 KB a turn (64 connections: a record or two each",
-    "  per millisecond). This is what flattened P=64. It ends at once for the owner's flush();",
-    "  in a burst, records reach the file up to 8 ms after they were sent, and a FLUSH from",
-    "  another process waits up to that long.",
+    "- **Bare lines** (protocol 3): a rendered one-line record travels as its UTF-8 and a",
+    "  `\\n`, without a msgpack frame (a frame's first byte is always 0, so any other byte",
+    "  starts a bare line). `_lines.LineReader` takes every bare line up to the next frame",
+    "  (its NUL) and to the last `\\n` of the read as one block, found with one `find` and one",
+    "  `rfind`, which is what the file gets: no Python work per line. In-process: 0.27 -> 0.04",
+    "  µs a line.",
+    "- **LINE runs** (before that): consecutive LINE frames, recognised by their msgpack",
+    "  prefix, sliced out of the read and written as one block; no `unpackb`, dispatch,",
+    "  `write_line` or encode per record (2.8-4.1 -> 0.8 µs a line in-process).",
+    "- **recv_into**: every read lands in one buffer of the writer's, where `recv(256 KiB)`",
+    "  allocated one per call (strace: `mmap` + `mremap` + `munmap` each time).",
+    "- **The nap**: every turn of a burst waits out the rest of a millisecond, up to 8 ms",
+    "  while each connection brings under 4 KB a turn, so records gather in the socket",
+    "  buffers and sends wake no one. It ends at once for the owner's flush(); in a burst a",
+    "  record reaches the file up to 8 ms after it was sent.",
     "",
-    "Why not 1 µs here: about a third of what remains is the kernel's work per message (one `send`",
-    "per record, so one socket buffer per record for `recv` to take apart: `recv` was ~28% of",
-    "the writer's samples, stime ~0.9 µs a record), the rest Python per read and per turn,",
-    "which a shared machine runs with cold caches (the same code in a tight loop: 0.8 µs).",
-    "Sending records in fewer messages would trade the promise that a record is in the",
-    "kernel when its logging call returns; a shared-memory ring (issue 14's idea) is the way",
-    "past that cost, not attempted here.",
+    "Why not under 1 µs here: most of what remains is the kernel's, one socket buffer freed",
+    "per record (`perf`: `_copy_to_iter`, `skb_release_data`, `kfree`; system time was ~1.0 µs a",
+    "record before bare lines, P=4). `benchmarks/pipe_vs_socket.py` measures the way past it: a",
+    "pipe per process costs its reader 0.07-0.10 µs a record at 16 and 64 senders against",
+    "0.71-0.95 µs for a Unix socket, because a pipe appends small writes to one page (see",
+    'docs/benchmarks.md, "What moved the numbers", for what it still needs).',
 ]
 
 
