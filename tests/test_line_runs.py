@@ -217,6 +217,23 @@ def test_an_oversized_frame_after_lines_raises_and_keeps_nothing_of_that_feed() 
     assert reader.pending == 4  # its header: the whole frames before it went, as FrameReader's
 
 
+def test_a_read_of_whole_bare_lines_is_one_block_as_it_came() -> None:
+    """Into an empty reader, whole bare lines come out as that read; a NUL or a long line not."""
+    reader = LineReader(limit=100)
+    read = memoryview(bytearray(b"one\n" + b"x" * 100 + b"\nthree\n"))
+    assert reader.feed(read) == [(LINE_BLOCK, bytes(read))]
+    assert reader.pending == 0
+    flush = _wire.Encoder().frame([_wire.FLUSH, 1])
+    assert reader.feed(b"a\n" + flush + b"b\n") == [
+        (LINE_BLOCK, b"a\n"),
+        [_wire.FLUSH, 1],
+        (LINE_BLOCK, b"b\n"),
+    ]
+    with pytest.raises(_wire.FrameError, match="line longer than the limit of 100 bytes"):
+        reader.feed(b"ok\n" + b"y" * 101 + b"\n")
+    assert reader.pending == 102  # the lines before the long one were used up
+
+
 def test_a_cut_last_line_stays_pending() -> None:
     """A LINE cut by the end of what was read waits for its rest; at EOF it is the cut frame."""
     frame = _wire.Encoder().line_frame("the last line")
