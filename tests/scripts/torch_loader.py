@@ -18,7 +18,7 @@ import logfunnel
 ITEMS = 64
 
 
-class Logged(Dataset[int]):
+class Logged(Dataset[int]):  # type: ignore[misc,unused-ignore]  # Any without torch (3.10)
     """Each item logs one record from the worker that loads it."""
 
     def __len__(self) -> int:
