@@ -40,6 +40,7 @@ from logfunnel._core import calls as _calls
 from logfunnel._core import formatters as _formatters
 from logfunnel._core import protocol as _protocol
 from logfunnel._core import sink as _sink
+from logfunnel._core.lines import count_lines, one_line_each, valid_utf8
 
 _OWN_LOGGER: Final = "logfunnel"
 # A DROPPED count above this is not a real count: refused as a bad frame.
@@ -75,44 +76,6 @@ class Stats:
     unwritten: int = 0
     #: Of those, records exporters (``sink.Exporter``: syslog) dropped: a collector was behind.
     exported_dropped: int = 0
-
-
-def _utf8(data: bytes) -> bool:
-    """Tell whether ``data`` is valid UTF-8 (no surrogates: what the decoder would keep)."""
-    try:
-        data.decode()
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def _one_line_each(data: bytes, texts: list[bytearray], count: int) -> bool:
-    """Tell whether ``data`` (``count`` texts joined by line ends) has no other line break.
-
-    ``bytes.count`` of one byte walks it byte by byte (33 µs for 64 KB here),
-    where ``in`` is a ``memchr`` (1 µs): long texts are searched one by one,
-    short ones (the Python loop would cost more) in one count.
-    """
-    if len(data) > count * 1024:
-        return not any(b"\n" in text or b"\r" in text for text in texts)
-    return data.count(b"\n") == count and b"\r" not in data
-
-
-def _count_lines(data: bytes) -> int:
-    r"""Count the ``\n`` of ``data``: with ``bytes.count`` for short lines, ``find`` for long.
-
-    ``bytes.count`` walks byte by byte (0.5 ns a byte: 33 µs for one 64 KB
-    line); a ``find`` per line is a ``memchr`` but a Python call (~0.1 µs).
-    The first line's length picks the cheaper one.
-    """
-    first = data.find(b"\n")
-    if first < 1024:
-        return data.count(b"\n")
-    count, at, end = 0, first, len(data)
-    while 0 <= at < end:
-        count += 1
-        at = data.find(b"\n", at + 1)
-    return count
 
 
 class Sender(Protocol):
@@ -306,8 +269,8 @@ class Dispatcher:
         if (
             sinks is not None
             and self.takes_runs
-            and (data.isascii() or _utf8(data))
-            and _one_line_each(data, texts, count)
+            and (data.isascii() or valid_utf8(data))
+            and one_line_each(data, texts, count)
         ):
             self.stats.records += count
             self.stats.lines += count
@@ -327,12 +290,12 @@ class Dispatcher:
         """
         sinks = self.line_sinks
         if sinks is None:
-            count = _count_lines(data)
+            count = count_lines(data)
             what = "a line" if count == 1 else f"{count:,} lines"
             self._discard(what, peer, "not expected by this writer")
             return
-        if self.takes_runs and (data.isascii() or _utf8(data)) and b"\r" not in data:
-            count = _count_lines(data)
+        if self.takes_runs and (data.isascii() or valid_utf8(data)) and b"\r" not in data:
+            count = count_lines(data)
             self.stats.records += count
             self.stats.lines += count
             for handler in sinks:

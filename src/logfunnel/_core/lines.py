@@ -194,3 +194,44 @@ def _long_line(buffer: bytes | bytearray, start: int, end: int, limit: int) -> i
             return start
         start = at + 1
     return -1
+
+
+# -- what the dispatcher checks of a run or a block before writing it as one ---------------
+
+
+def valid_utf8(data: bytes) -> bool:
+    """Tell whether ``data`` is valid UTF-8 (no surrogates: what the decoder would keep)."""
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def one_line_each(data: bytes, texts: list[bytearray], count: int) -> bool:
+    """Tell whether ``data`` (``count`` texts joined by line ends) has no other line break.
+
+    ``bytes.count`` of one byte walks it byte by byte (33 µs for 64 KB here),
+    where ``in`` is a ``memchr`` (1 µs): long texts are searched one by one,
+    short ones (the Python loop would cost more) in one count.
+    """
+    if len(data) > count * 1024:
+        return not any(b"\n" in text or b"\r" in text for text in texts)
+    return data.count(b"\n") == count and b"\r" not in data
+
+
+def count_lines(data: bytes) -> int:
+    r"""Count the ``\n`` of ``data``: with ``bytes.count`` for short lines, ``find`` for long.
+
+    ``bytes.count`` walks byte by byte (0.5 ns a byte: 33 µs for one 64 KB
+    line); a ``find`` per line is a ``memchr`` but a Python call (~0.1 µs).
+    The first line's length picks the cheaper one.
+    """
+    first = data.find(b"\n")
+    if first < 1024:
+        return data.count(b"\n")
+    count, at, end = 0, first, len(data)
+    while 0 <= at < end:
+        count += 1
+        at = data.find(b"\n", at + 1)
+    return count
