@@ -32,12 +32,20 @@ DROPPED_NOTE = re.compile(r"([\d,]+) records dropped from process (\d+)")
 BLOCKED_IN_SEND = r'''
 import contextlib, socket, threading, time
 
-def _syscall(native_id):
+def _syscall(native_id, fd=None):
+    """The system call the thread is blocked in ("" if none); with ``fd``, only one on it."""
     try:
         with open(f"/proc/self/task/{native_id}/syscall", encoding="ascii") as f:
-            return f.read().split()[0]
-    except (OSError, IndexError):
+            fields = f.read().split()
+    except OSError:
         return ""
+    # "NUMBER ARG1 ..." while blocked; ARG1 of send() is the socket, of a futex (a
+    # thread waiting for the GIL) an address: only the former is the send we look for.
+    if len(fields) < 2 or not fields[0].isdigit():
+        return ""
+    if fd is not None and int(fields[1], 16) != fd:
+        return ""
+    return fields[0]
 
 def send_syscall():
     a, b = socket.socketpair()
@@ -49,8 +57,8 @@ def send_syscall():
     try:
         seen, deadline = [], time.monotonic() + 20
         while time.monotonic() < deadline:
-            seen = [*seen[-2:], _syscall(thread.native_id)]
-            if len(seen) == 3 and len(set(seen)) == 1 and seen[0].isdigit():
+            seen = [*seen[-2:], _syscall(thread.native_id, a.fileno())]
+            if len(seen) == 3 and len(set(seen)) == 1 and seen[0]:
                 return seen[0]
             threading.Event().wait(0.02)
         raise RuntimeError("no thread ever blocked in send()")
@@ -350,7 +358,12 @@ child = ctx.Process(target=worker, args=(sender,))
 child.start()
 sender.close()
 if not receiver.poll(60):
-    raise RuntimeError("the worker was never interrupted")
+    # End now, saying why, instead of at the test's timeout: the worker would log
+    # 100,000 records of 50 KB once the writer runs again.
+    child.kill()
+    child.join(10)
+    resume()
+    raise RuntimeError("the worker was never interrupted in a send")
 interrupted = receiver.recv()
 resume()
 done = receiver.recv() if receiver.poll(60) else None
