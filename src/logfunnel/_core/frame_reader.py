@@ -4,14 +4,14 @@ Every frame is a 4-byte big-endian payload length (``HEADER``) and a msgpack
 array whose first item is its kind (``_protocol``).  A frame's first byte is
 therefore 0 while the limit is under ``BARE_LIMIT`` (16 MiB); that leaves every
 other first byte for a *bare line*: a line a sender rendered itself, sent as
-its UTF-8 bytes and a ``\n``, holding no ``\n``, ``\r`` or NUL (``_framing``).
-It means what a LINE frame with that text means, at no encoding cost on
-either side, and a run of them is already the bytes a file sink writes
-(``_lines``).  ``FrameReader.feed`` takes
-what a connection received, in any split, and returns the arrays of the frames
-now complete; a frame over the limit is refused before its payload is read,
-and a payload that does not decode to such an array (or holds a msgpack
-extension type) is a ``FrameError``: the connection cannot be trusted after it.
+its UTF-8 bytes and a ``\n``, holding no ``\n``, ``\r`` or NUL
+(``wire.Encoder.line``).  It means what a LINE frame with that text means, at
+no encoding cost on either side, and a run of them is already the bytes a file
+sink writes (``lines``).  ``FrameReader.feed`` takes what a connection
+received, in any split, and returns the arrays of the frames now complete; a
+frame over the limit is refused before its payload is read, and a payload that
+does not decode to such an array (or holds a msgpack extension type) is a
+``FrameError``: the connection cannot be trusted after it.
 The encoder (``wire``) makes frames with the same ``HEADER``; ``lines`` slices
 LINE frames out of a read without decoding each.
 
