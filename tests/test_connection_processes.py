@@ -30,7 +30,7 @@ DROPPED_NOTE = re.compile(r"([\d,]+) records dropped from process (\d+)")
 # /proc/TID/syscall (the number differs per architecture), learnt from a thread
 # blocked on purpose; and whether a thread is in it now.
 BLOCKED_IN_SEND = r'''
-import contextlib, socket, threading, time
+import contextlib, socket, sys, threading, time
 
 def _syscall(native_id, fd=None):
     """The system call the thread is blocked in ("" if none); with ``fd``, only one on it."""
@@ -70,6 +70,7 @@ def send_syscall():
 def interrupt_when_blocked_in_send(signum, stop):
     """Send ``signum`` to the calling thread whenever it is blocked in send(), until ``stop``."""
     number, native_id, ident = send_syscall(), threading.get_native_id(), threading.get_ident()
+    print(f"interrupting thread {native_id} in system call {number}", file=sys.stderr, flush=True)
     def watch():
         while not stop.is_set():
             if _syscall(native_id) == number:
@@ -359,11 +360,19 @@ child.start()
 sender.close()
 if not receiver.poll(60):
     # End now, saying why, instead of at the test's timeout: the worker would log
-    # 100,000 records of 50 KB once the writer runs again.
+    # 100,000 records of 50 KB once the writer runs again.  First, where it is.
+    def proc_text(name):
+        try:
+            with open(f"/proc/{child.pid}/{name}", encoding="ascii") as f:
+                return f.read()
+        except OSError as exc:
+            return repr(exc)
+    status = [l for l in proc_text("status").splitlines() if l.startswith(("State", "Sig", "Shd"))]
+    where = f"syscall {proc_text('syscall').split()[:2]}, {status}"
     child.kill()
     child.join(10)
     resume()
-    raise RuntimeError("the worker was never interrupted in a send")
+    raise RuntimeError(f"the worker was never interrupted in a send: {where}")
 interrupted = receiver.recv()
 resume()
 done = receiver.recv() if receiver.poll(60) else None
