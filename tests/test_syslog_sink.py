@@ -118,12 +118,21 @@ def test_collector_dies_and_comes_back_drops_reported_once(
             events.info("before %d", i)
         assert funnel.flush()
         collector.wait_for(100)
-        sink.queue_size = 50  # so the outage fills it quickly
         collector.close()
-        # Until the sender has seen the collector go, records may still be
-        # written into the dead connection; then the queue fills and drops.
+        # Until the sender has seen the collector go, it may still write records
+        # into the dead connection, making room in the queue: drops begun before
+        # that would end as soon as they began (the queue takes records again: a
+        # first episode, reported) and begin again (a second). So first the
+        # sender sees the outage, then the queue is made small enough to fill.
         deadline = time.monotonic() + _DEADLINE
         i = 0
+        while sink.down is None:
+            assert time.monotonic() < deadline, "the sink never noticed the collector died"
+            events.info("during %d", i)
+            i += 1
+            if i % 100 == 0:
+                assert funnel.flush()
+        sink.queue_size = 50  # so the outage fills it quickly
         while sink.exported_dropped == 0:
             assert time.monotonic() < deadline, "the sink never noticed the collector died"
             events.info("during %d", i)
