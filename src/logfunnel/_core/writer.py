@@ -64,13 +64,13 @@ is counted and reported once (``_calls``); the loop goes on.
 
 (4) The end of a turn.  Timers run (challenge deadlines, accept retries, the
 refusals summary: the next one bounds select's timeout).  The file sinks
-install() built are flushed once per turn, not once per record.  A turn that
-read at least ``_BUSY_BYTES`` (counted over turns) and took less than the
-nap waits out the rest of it (on the control channel alone, so the owner's
-flush() is not kept waiting): meanwhile records gather in the socket
-buffers, their sends wake no one, and the next turn takes them in a few large
-reads.  Once a burst started, every turn that read naps; the nap grows from
-``_NAP`` to ``_MAX_NAP`` while each connection brings few bytes a turn.
+install() built are flushed once per turn, not once per record.  A busy
+turn that took less than the nap waits out the rest of it (on the control
+channel alone, so the owner's flush() is not kept waiting): meanwhile records
+gather in the socket buffers, their sends wake no one, and the next turn takes
+them in a few large reads.  How long (``nap``): 1 to 8 ms, growing while each
+connection brings few bytes a turn, and never so long that the fastest
+connection's buffer would fill.
 
 (5) The barrier (``Funnel.flush``, or a FLUSH from any process) reads, from
 every connection, at least the bytes that were queued in the kernel when the
@@ -131,36 +131,10 @@ from logfunnel._core import wire as _wire
 from logfunnel._core.dispatch import Dispatcher, Stats
 from logfunnel._core.gate import Gate, Peer
 from logfunnel._core.listeners import LISTENER, TCP_LISTENER, Listeners
+from logfunnel._core.nap import Nap
 from logfunnel._core.peers import Peers
 
 _CONTROL: Final = "control"
-# A turn of the loop that read at least _BUSY_BYTES and took less than _NAP
-# waits out the rest of _NAP (stage 4).  Records gather meanwhile in the
-# processes' socket buffers (~278 records of 117 bytes each).  A writer that is
-# behind (a turn longer than _NAP) never waits.  Measured with a process host,
-# 2 workers on 2 cores: the writer's CPU per record 6.5-7.7 -> 3.2-3.3 µs,
-# records/s 94-103k -> 126-133k.  A logging call still returns once its record
-# is in the kernel; a barrier waits one nap more.
-_BUSY_BYTES: Final = 4096
-_NAP: Final = 0.001
-# The nap grows (doubling, up to _MAX_NAP) while the largest read of a busy
-# turn is under _FULL_READ / 2, and shrinks back (halving) once one is over
-# _FULL_READ: each connection read costs a recv and a Python call chain
-# however few records it brings, so 64 connections sending a record or two
-# each per millisecond cost the writer several µs per record.  No connection
-# gathers much more than _FULL_READ (~60 records, under a quarter of what its
-# socket buffer holds) before a read, so no sender waits for room.  Measured
-# in benchmarks/writer_lines.py (docs/benchmarks.md, "Writer CPU per rendered
-# line"); records reach the file up to _MAX_NAP later in a burst.
-_FULL_READ: Final = 8 * 1024
-# A connection that brought more than this in one read sends large records, or
-# got ahead of the writer: a nap would let it fill its socket buffer (~208 KiB,
-# 3 records of 64 KB) and wait for room, so that turn does not nap.  Measured in
-# the message-size sweep of benchmarks/run.py (docs/benchmarks.md).
-_NO_NAP_READ: Final = 2 * _FULL_READ
-# A busy turn this long after the last nap starts a new burst, at _NAP.
-_IDLE: Final = 0.1
-_MAX_NAP: Final = 0.008
 
 
 class Writer:
@@ -229,7 +203,7 @@ class Writer:
         peers = self._peers
         table, read, accept_all = peers.table, peers.read, peers.accept_all
         flush_batched = self._dispatch.calls.flush_batched
-        nap, napped = _NAP, 0.0
+        nap = Nap()
         self._running = True
         try:
             while self._running:
@@ -249,25 +223,14 @@ class Writer:
                 if self._running:
                     self._timers()
                 flush_batched()
-                # Counted over turns, not per turn: records that trickle in
-                # woke a turn each, which read too little to nap after.  Once
-                # a burst started, every turn that read naps (until _IDLE).
-                read_bytes = peers.read_bytes
-                if read_bytes >= _BUSY_BYTES or (read_bytes and turn_started - napped < _IDLE):
-                    if turn_started - napped > _IDLE:
-                        nap = _NAP  # a new burst starts at the shortest nap
-                    elif peers.largest_read < _FULL_READ // 2:
-                        nap = min(nap * 2, _MAX_NAP)
-                    elif peers.largest_read > _FULL_READ:
-                        nap = max(nap / 2, _NAP)
-                    spare = nap - (time.monotonic() - turn_started)
-                    if peers.largest_read > _NO_NAP_READ:
-                        nap, spare = _NAP, 0.0
-                    if spare > 0:
+                now = time.monotonic()
+                wait = nap.after_turn(turn_started, now, peers.read_bytes, peers.largest_read)
+                if wait is not None:  # a busy turn
+                    if wait > 0:
                         # The owner's flush() or shutdown() ends the nap at once.
-                        self._nap.select(spare)
+                        self._nap.select(wait)
                     peers.read_bytes = peers.largest_read = 0
-                    napped = time.monotonic()
+                    nap.napped_at(time.monotonic())
         finally:
             self._peers.close_all()
             self._close_own()

@@ -1,0 +1,114 @@
+"""How long the writer waits after a turn of its loop, so that records gather between reads.
+
+Each read of a connection costs a ``recv`` and a Python call chain however
+few records it brings.  A writer that reads as soon as anything arrives pays
+that per record and wakes on every send; one that waits out the rest of a
+short nap after a busy turn lets records gather in the senders' socket
+buffers, where their sends wake no one, and takes them in a few large reads
+(writer CPU per record 6.5-7.7 -> 3.2-3.3 µs, 2 workers on 2 cores).
+
+The one thing a nap must never do is let a sender's buffer fill: a sender
+with no room waits, and the writer's nap becomes the whole job's pace.  A
+Unix socket's buffer holds ~208 KiB, so at 8 KB a record two workers filled
+theirs within a fixed 1 ms nap and ran at 0.7x the floor (34-35k against
+43-53k records/s, ``benchmarks/_one.py --size 8192 --n 10000``).  So the nap
+is also bounded by the pace of the fastest connection: the most bytes one
+read brought in the last turn, over the time since the turn before ended,
+tells how long that connection takes to gather ``NO_NAP_READ``.
+
+``Nap.after_turn`` is the whole policy; it reads no clock, so it can be
+checked step by step with made-up turns.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["BUSY_BYTES", "FULL_READ", "IDLE", "MAX_NAP", "NAP", "NO_NAP_READ", "Nap"]
+
+#: A turn that read at least this much (counted over turns) starts a burst: it naps.
+BUSY_BYTES: Final = 4096
+#: The shortest nap, and the first of a burst.
+NAP: Final = 0.001
+#: The longest nap.  The nap doubles up to it while the largest read of a busy
+#: turn stays under ``FULL_READ / 2``, and halves once one is over ``FULL_READ``:
+#: 64 connections sending a record or two each per millisecond cost the writer
+#: several µs per record (benchmarks/writer_lines.py).  Records reach the file up
+#: to this much later in a burst; a barrier ends a nap at once.
+MAX_NAP: Final = 0.008
+#: What a connection should bring in one read (~60 records of 128 bytes: a
+#: quarter of what its socket buffer holds, counting the kernel's overhead per
+#: send).
+FULL_READ: Final = 8 * 1024
+#: No nap may let the fastest connection gather more than this: under a third
+#: of what its socket buffer holds at any record size (the kernel's overhead per
+#: send is largest, ~2x, for records of 1-2 KB: ~100 KB of them fill 208 KiB).
+#: A read that brought more already says the connection sends large records or
+#: got ahead: that turn does not nap at all.
+NO_NAP_READ: Final = 4 * FULL_READ
+#: A busy turn this long after the last nap starts a new burst, at ``NAP``.
+IDLE: Final = 0.1
+
+
+class Nap:
+    """The writer loop's nap: how long it waits after each turn, from what the turn read."""
+
+    __slots__ = ("_last_turn_end", "length", "napped")
+
+    def __init__(self) -> None:
+        """Start idle: the first busy turn starts a burst at ``NAP``."""
+        #: The nap of the current burst, between ``NAP`` and ``MAX_NAP``.
+        self.length = NAP
+        #: When the last nap ended (the clock ``after_turn`` is given).
+        self.napped = float("-inf")
+        # When the last turn's work ended (its nap, if any, came after): every
+        # connection read in that turn gathered what the next turn reads since
+        # then at the latest.
+        self._last_turn_end = float("-inf")
+
+    def after_turn(
+        self, turn_started: float, now: float, read_bytes: int, largest_read: int
+    ) -> float | None:
+        """Return how long to wait now (0: not at all) after a busy turn; None after another.
+
+        ``turn_started``: when the turn began (its select returned); ``now``:
+        the same clock now; ``read_bytes``: bytes read since the last busy
+        turn, over turns; ``largest_read``: the most one read brought since
+        then.  After a busy turn the caller waits, starts counting both anew,
+        and calls ``napped_at``.
+        """
+        gathering, self._last_turn_end = turn_started - self._last_turn_end, now
+        if not self.busy(turn_started, read_bytes):
+            return None
+        if turn_started - self.napped > IDLE:
+            self.length = NAP  # a new burst starts at the shortest nap
+        elif largest_read < FULL_READ // 2:
+            self.length = min(self.length * 2, MAX_NAP)
+        elif largest_read > FULL_READ:
+            self.length = max(self.length / 2, NAP)
+        if largest_read > NO_NAP_READ:
+            self.length = NAP
+            return 0.0
+        wait = self.length
+        if largest_read:
+            # The fastest connection gathered largest_read over at least
+            # `gathering` (from its read last turn to its read in this one), so
+            # its pace is at most largest_read / gathering: at that pace it
+            # gathers NO_NAP_READ in this long (this turn's own time included).
+            wait = min(wait, NO_NAP_READ * max(gathering, 0.0) / largest_read)
+        return max(0.0, wait - (now - turn_started))
+
+    def busy(self, turn_started: float, read_bytes: int) -> bool:
+        """Tell whether a turn that read ``read_bytes`` since the last nap is part of a burst.
+
+        Counted over turns, not per turn: records that trickle in woke a turn
+        each, which read too little to nap after.  Once a burst started, every
+        turn that read naps (until ``IDLE``).
+        """
+        return read_bytes >= BUSY_BYTES or bool(
+            read_bytes and turn_started - self.napped < IDLE
+        )
+
+    def napped_at(self, when: float) -> None:
+        """Note that a busy turn's nap (perhaps of 0 s) ended at ``when``."""
+        self.napped = when

@@ -1,0 +1,87 @@
+"""The writer's nap: the policy, turn by turn, with made-up clocks (no timing, no sleeping).
+
+What the loop does with it (records gather, a barrier ends a nap) is proven by
+the process tests; its effect on speed is in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from logfunnel._core.nap import BUSY_BYTES, FULL_READ, IDLE, MAX_NAP, NAP, NO_NAP_READ, Nap
+
+
+def turns(nap: Nap, rate: float, count: int, turn: float = 0.0001) -> list[float]:
+    """Run ``count`` busy turns of one connection sending ``rate`` bytes a second.
+
+    Each turn reads what gathered since the last read, takes ``turn`` seconds,
+    and waits what the nap says; returns the waits.
+    """
+    now, last_read, waits = 10.0, 10.0, []
+    for _ in range(count):
+        started = now
+        got = int(rate * (started - last_read))
+        last_read = started
+        now = started + turn
+        wait = nap.after_turn(started, now, max(got, BUSY_BYTES), got)
+        assert wait is not None
+        waits.append(wait)
+        now += wait
+        nap.napped_at(now)
+    return waits
+
+
+@pytest.mark.parametrize("rate", [1e5, 1e6, 1e7, 1e8, 1e9])
+def test_no_nap_lets_a_connection_gather_more_than_the_bound(rate: float) -> None:
+    """At any pace, a nap never lets one connection gather more than NO_NAP_READ.
+
+    (At 1 GB/s the turn alone brings more: then there is no nap at all.)
+    """
+    turn = 0.0001
+    for wait in turns(Nap(), rate, 200, turn)[1:]:
+        assert wait == 0 or rate * (wait + turn) <= NO_NAP_READ * 1.0001
+
+
+def test_large_records_are_not_kept_waiting() -> None:
+    """8 KB records at 18 µs a call (~450 MB/s), 20 µs turns: each turn reads one or two.
+
+    Such reads were under the no-nap bound, so every other turn napped 1 ms, in
+    which the connection had room for ~25 records and then waited.
+    """
+    waits = turns(Nap(), 4.5e8, 50, turn=0.00002)
+    assert max(waits[1:]) < 0.0001
+
+
+def test_slow_connections_nap_up_to_the_longest() -> None:
+    """A trickle of small reads: the nap doubles from NAP up to MAX_NAP, and stays there."""
+    waits = turns(Nap(), 1e5, 40)  # 100 KB/s: ~100-800 bytes a turn
+    assert waits[0] == pytest.approx(NAP - 0.0001)
+    assert waits[-1] == pytest.approx(MAX_NAP - 0.0001)
+    assert waits == sorted(waits)
+
+
+def test_a_read_over_the_bound_ends_the_nap_and_the_burst_restarts_short() -> None:
+    nap = Nap()
+    turns(nap, 1e5, 20)
+    assert nap.length == MAX_NAP
+    assert nap.after_turn(100.0, 100.0001, NO_NAP_READ + 1, NO_NAP_READ + 1) == 0.0
+    assert nap.length == NAP
+
+
+def test_a_quiet_turn_does_not_nap() -> None:
+    """Less than BUSY_BYTES, long after the last burst: no nap, nothing to count anew."""
+    nap = Nap()
+    assert nap.after_turn(5.0, 5.0001, BUSY_BYTES - 1, 100) is None
+    nap.napped_at(5.0)
+    # Within IDLE of a burst, any read is part of it ...
+    assert nap.after_turn(5.0 + IDLE / 2, 5.0 + IDLE / 2, 100, 100) is not None
+    # ... and after IDLE it is not.
+    assert nap.after_turn(5.0 + 2 * IDLE, 5.0 + 2 * IDLE, 100, 100) is None
+
+
+def test_a_new_burst_starts_at_the_shortest_nap() -> None:
+    nap = Nap()
+    turns(nap, 1e5, 20)
+    assert nap.length == MAX_NAP
+    wait = nap.after_turn(1000.0, 1000.0, BUSY_BYTES, FULL_READ // 4)
+    assert wait == pytest.approx(NAP)
