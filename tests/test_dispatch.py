@@ -13,6 +13,7 @@ import errno
 import itertools
 import logging
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -423,3 +424,129 @@ def test_file_sinks_leave_flushing_to_the_dispatching_thread(tree: str, tmp_path
         assert path.read_text() == "batched\n"
     finally:
         sink.close()
+
+
+# -- the program's stream handlers: flushed once per turn ---------------------------
+
+
+class CountingStream:
+    """A stream that keeps what was written and counts flushes; fails to flush when told."""
+
+    def __init__(self) -> None:
+        """Start empty, flushing fine."""
+        self.written: list[str] = []
+        self.flushed = ""
+        self.flushes = 0
+        self.failing = False
+
+    def write(self, text: str) -> int:
+        """Keep ``text`` until a flush."""
+        self.written.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        """Move what was written to ``flushed``, or fail as a full disk does."""
+        if self.failing:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.flushes += 1
+        self.flushed += "".join(self.written)
+        self.written.clear()
+
+
+def test_the_programs_stream_handler_is_flushed_once_per_turn(tree: str) -> None:
+    """Adopt mode: a ``StreamHandler``'s emit no longer flushes each record; the turn's end does."""
+    stream = CountingStream()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logging.getLogger(tree).handlers[:] = [handler]
+    dispatcher = _dispatch.Dispatcher(None)
+    dispatcher.start(lines=False)
+    for i in range(100):
+        dispatcher.record(record(f"{tree}.child", f"r{i}"))
+    assert stream.flushes == 0
+    assert len(stream.written) == 100
+    dispatcher.calls.flush_batched()
+    assert stream.flushes == 1
+    assert stream.flushed == "".join(f"r{i}\n" for i in range(100))
+    dispatcher.calls.flush_batched()  # nothing held: no flush
+    assert stream.flushes == 1
+
+
+def test_the_programs_own_records_and_flushes_are_not_deferred(tree: str) -> None:
+    """Outside the writer's own ``handle()`` call the handler flushes as always, held records too."""
+    stream = CountingStream()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger(tree)
+    logger.handlers[:], logger.propagate = [handler], False
+    dispatcher = _dispatch.Dispatcher(None)
+    dispatcher.start(lines=False)
+    dispatcher.record(record(tree, "from a child"))
+    assert stream.flushes == 0
+    logger.warning("the program's own")  # this thread, but not inside the writer's call
+    assert stream.flushes == 1
+    assert stream.flushed == "from a child\nthe program's own\n"
+    dispatcher.record(record(tree, "again"))
+    done = threading.Event()
+
+    def other_thread() -> None:
+        handler.flush()
+        done.set()
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join(timeout=10)
+    assert done.is_set()
+    assert stream.flushes == 2
+    assert stream.flushed.endswith("again\n")
+    dispatcher.flush_all()  # a barrier flushes at once too
+    assert stream.flushes == 3
+    logger.propagate = True
+
+
+def test_only_the_stdlib_stream_flush_is_deferred_and_restore_gives_it_back(tree: str) -> None:
+    """A handler with a ``flush`` of its own keeps it; ``restore`` takes the deferred one off."""
+    stream = CountingStream()
+    plain, own = logging.StreamHandler(stream), Keep()
+    logging.getLogger(tree).handlers[:] = [plain, own]
+    dispatcher = _dispatch.Dispatcher(None)
+    dispatcher.start(lines=False)
+    dispatcher.record(record(tree, "m"))
+    assert isinstance(vars(plain)["flush"], _calls.DeferredFlush)
+    assert "flush" not in vars(own)
+    assert own.got == [f"{tree}|INFO|m"]
+    dispatcher.calls.restore()
+    assert "flush" not in vars(plain)
+    assert stream.flushes == 0  # restore never flushes (it also runs in a forked child)
+
+
+def test_a_failing_deferred_flush_is_reported_once_counted_and_resumed(
+    tree: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A full disk under a deferred flush: one line on stderr, its records counted, "resumed".
+
+    Counted as the stdlib's handler counts them (``handleError`` for each
+    record whose flush failed); a stream that kept them writes them later.
+    """
+    stream = CountingStream()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logging.getLogger().handlers[:] = [handler]  # the writer's own report goes there too
+    dispatcher = _dispatch.Dispatcher(None)
+    dispatcher.start(lines=False)
+    stream.failing = True
+    for turn in range(3):
+        for i in range(4):
+            dispatcher.record(record(tree, f"t{turn} r{i}"))
+        dispatcher.calls.flush_batched()
+    err = capsys.readouterr().err
+    assert err.count("cannot write") == 1, err
+    assert "No space left on device" in err
+    assert dispatcher.calls.unwritten() == 12
+    stream.failing = False
+    dispatcher.record(record(tree, "written"))
+    dispatcher.calls.flush_batched()
+    assert stream.flushed.endswith("written\n")
+    dispatcher.calls.flush_batched()  # the report, made by the flush that wrote again
+    assert stream.flushed.endswith("writes again: resumed after 12 failed records\n")
+    assert dispatcher.calls.unwritten() == 12

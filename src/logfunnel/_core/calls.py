@@ -13,13 +13,16 @@ mode) must not stop the loop, and must not flood stderr:
 * the file sinks install() built leave flushing to the writer thread
   (``batch``): one write(2) per turn of the loop instead of one per record,
   and a barrier flushes every handler a record may have reached
-  (``flush_all``), each once.
+  (``flush_all``), each once;
+* so do the program's own stream handlers while the writer writes through
+  them (``DeferredFlush``): their ``emit`` flushes after every record, and
+  the writer flushes them at the end of its turn instead.
 
 Who owns what: one ``Calls`` per ``_dispatch.Dispatcher``, used only by the
 writer thread.  It holds a ``SinkWatch`` per handler it called, and each
-watch is that handler's ``handleError`` (on the instance) until ``restore()``
-gives the handler its own back: when the loop ends, and in a forked child.
-It owns no handler.
+watch is that handler's ``handleError`` (and a ``DeferredFlush`` its
+``flush``, both on the instance) until ``restore()`` gives the handler its
+own back: when the loop ends, and in a forked child.  It owns no handler.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from collections.abc import Callable, Iterable
 from typing import Final, Protocol
 
 from logfunnel._core import sink as _sink
+from logfunnel._core.deferred_flush import DeferredFlush
 
 _MISSING: Final = object()
 # The sinks that leave flushing to the writer thread and count the records
@@ -108,6 +112,11 @@ class SinkWatch:
             self.handler.handleError = self._original
 
 
+def _lost(cause: OSError, records: int) -> None:
+    """Raise the error a ``SinkWatch`` reads off ``sys.exc_info()``: ``records`` not written."""
+    raise _sink.LinesLostError(cause, records, 0, 0) from cause
+
+
 class Counts(Protocol):
     """Where ``Calls`` counts (``_dispatch.Stats``)."""
 
@@ -126,18 +135,25 @@ class Calls:
         self.batched: list[logging.Handler] = []
         #: Loggers looked at and handlers flushed by the last ``flush_all``.
         self.barrier_work = 0
+        #: The program's handlers whose flush waits for the end of the turn.
+        self._deferred: dict[int, DeferredFlush] = {}
+        self._held: list[DeferredFlush] = []
+        self._thread: int | None = None
 
     def batch(self, handlers: Iterable[logging.Handler]) -> None:
         """Let the file sinks among ``handlers`` leave flushing to this thread."""
+        self._thread = threading.get_ident()
         self.batched = [h for h in handlers if isinstance(h, BATCHED)]
         for handler in self.batched:
-            handler.batch_thread = threading.get_ident()  # type: ignore[attr-defined]
+            handler.batch_thread = self._thread  # type: ignore[attr-defined]
 
     def watch(self, handler: logging.Handler) -> SinkWatch:
         """Return the watch on ``handler``'s write errors, putting one on it the first time."""
         watch = self._watches.get(id(handler))
         if watch is None:  # a watch holds its handler: the id is never reused meanwhile
             watch = self._watches[id(handler)] = SinkWatch(handler)
+            if DeferredFlush.fits(handler):
+                self._deferred[id(handler)] = DeferredFlush(handler, self._held)  # type: ignore[arg-type]
         return watch
 
     def call(
@@ -146,6 +162,9 @@ class Calls:
         """Hand ``handler`` a record, or (``record`` None) a line rendered for it."""
         watch = self.watch(handler)
         failed = watch.failed
+        deferred = self._deferred.get(id(handler))
+        if deferred is not None:
+            deferred.inside = self._thread
         try:
             if record is None:
                 _sink.write_line(handler, line)
@@ -154,9 +173,13 @@ class Calls:
         except Exception as exc:
             self.failed(record.name if record is not None else "(a line)", exc)
             return
+        finally:
+            if deferred is not None:
+                deferred.inside = None
         # A file sink's records may only be buffered yet: it writes again
-        # when a flush lands some (_check_resumed).  Any other wrote it now.
-        if failed and not watch.counts_landed and watch.failed == failed:
+        # when a flush lands some (_check_resumed); so may a deferred
+        # handler's (_flush_held).  Any other wrote it now.
+        if failed and not watch.counts_landed and deferred is None and watch.failed == failed:
             watch.failed = 0
             self._report_resumed(handler, failed)
 
@@ -221,10 +244,43 @@ class Calls:
                 self.stats.handler_errors += 1
 
     def flush_batched(self) -> None:
-        """Write what the batching file sinks hold (after each turn of the loop)."""
+        """Write what the batching file sinks and deferred handlers hold (after each turn)."""
+        if self._held:
+            self._flush_held()
         if self.batched:
             self._flush(self.batched)
             self._check_resumed()
+
+    def _flush_held(self) -> None:
+        """Flush the program's handlers whose flush the writer deferred (``DeferredFlush``).
+
+        A flush that fails reports the records it held through the handler's
+        watch (one line per episode, as a failing ``emit`` would have), and
+        the first that succeeds after it says the handler writes again.
+        """
+        held = self._held[:]
+        self._held.clear()  # in place: each DeferredFlush appends to this very list
+        for deferred in held:
+            records = deferred.held
+            if not records:
+                continue  # flushed meanwhile (a barrier, the program)
+            watch = self.watch(deferred.handler)
+            try:
+                deferred.now()
+            except OSError as exc:
+                deferred.held = 0
+                try:
+                    _lost(exc, records)
+                except _sink.LinesLostError:
+                    watch(logging.makeLogRecord({}))  # reads the error off sys.exc_info()
+                continue
+            except Exception as exc:
+                deferred.held = 0
+                self.failed("(a flush)", exc)
+                continue
+            if watch.failed:
+                failed, watch.failed = watch.failed, 0
+                self._report_resumed(deferred.handler, failed)
 
     def flush_all(self, sinks: Iterable[logging.Handler]) -> None:
         """Flush every handler a record may have reached: a barrier's last step.
@@ -254,3 +310,8 @@ class Calls:
         self._watches.clear()
         for watch in watches:
             watch.restore()
+        deferred = list(self._deferred.values())
+        self._deferred.clear()
+        self._held.clear()
+        for flush in deferred:
+            flush.restore()
