@@ -24,6 +24,8 @@ from logfunnel._core import dispatch as _dispatch
 from logfunnel._core import formatters as _formatters
 from logfunnel._core import protocol as _protocol
 from logfunnel._core import wire as _wire
+from logfunnel._core.deferred_flush import DeferredFlush
+from logfunnel._core.time_text import TimeText
 from logfunnel.sinks import files as _sinks
 
 _names = itertools.count()
@@ -512,7 +514,7 @@ def test_only_the_stdlib_stream_flush_is_deferred_and_restore_gives_it_back(tree
     dispatcher = _dispatch.Dispatcher(None)
     dispatcher.start(lines=False)
     dispatcher.record(record(tree, "m"))
-    assert isinstance(vars(plain)["flush"], _calls.DeferredFlush)
+    assert isinstance(vars(plain)["flush"], DeferredFlush)
     assert "flush" not in vars(own)
     assert own.got == [f"{tree}|INFO|m"]
     dispatcher.calls.restore()
@@ -550,3 +552,30 @@ def test_a_failing_deferred_flush_is_reported_once_counted_and_resumed(
     dispatcher.calls.flush_batched()  # the report, made by the flush that wrote again
     assert stream.flushed.endswith("writes again: resumed after 12 failed records\n")
     assert dispatcher.calls.unwritten() == 12
+
+
+def test_the_programs_formatter_renders_its_time_once_per_second_with_the_same_text(
+    tree: str,
+) -> None:
+    """Adopt mode: the writer's calls give the program's ``Formatter`` a per-second time text.
+
+    The lines are the ones a formatter of the same configuration writes on
+    its own; ``restore`` gives the formatter its class's ``formatTime`` back.
+    """
+    fmt, datefmt = "%(asctime)s|%(message)s", "%d/%m/%Y %H:%M:%S %Z"
+    stream, reference = CountingStream(), logging.Formatter(fmt, datefmt)
+    handler = logging.StreamHandler(stream)
+    formatter = logging.Formatter(fmt, datefmt)
+    handler.setFormatter(formatter)
+    logging.getLogger(tree).handlers[:] = [handler]
+    dispatcher = _dispatch.Dispatcher(None)
+    dispatcher.start(lines=False)
+    made = [record(tree, f"r{i}") for i in range(40)]
+    for i, one in enumerate(made):
+        one.created, one.msecs = 1_700_000_000 + i * 0.3, (i * 300) % 1000
+        dispatcher.record(one)
+    assert isinstance(vars(formatter)["formatTime"], TimeText)
+    dispatcher.calls.flush_batched()
+    assert stream.flushed == "".join(reference.format(one) + "\n" for one in made)
+    dispatcher.calls.restore()
+    assert "formatTime" not in vars(formatter)

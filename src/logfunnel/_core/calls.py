@@ -16,13 +16,16 @@ mode) must not stop the loop, and must not flood stderr:
   (``flush_all``), each once;
 * so do the program's own stream handlers while the writer writes through
   them (``DeferredFlush``): their ``emit`` flushes after every record, and
-  the writer flushes them at the end of its turn instead.
+  the writer flushes them at the end of its turn instead;
+* and their ``logging.Formatter`` renders each second's time text once
+  (``TimeText``), the same text the stdlib's ``formatTime`` gives.
 
 Who owns what: one ``Calls`` per ``_dispatch.Dispatcher``, used only by the
 writer thread.  It holds a ``SinkWatch`` per handler it called, and each
-watch is that handler's ``handleError`` (and a ``DeferredFlush`` its
-``flush``, both on the instance) until ``restore()`` gives the handler its
-own back: when the loop ends, and in a forked child.  It owns no handler.
+watch is that handler's ``handleError`` (a ``DeferredFlush`` its ``flush``,
+a ``TimeText`` its formatter's ``formatTime``, all on the instance) until
+``restore()`` gives them their own back: when the loop ends, and in a
+forked child.  It owns no handler.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from typing import Final, Protocol
 
 from logfunnel._core import sink as _sink
 from logfunnel._core.deferred_flush import DeferredFlush
+from logfunnel._core.time_text import TimeText
 
 _MISSING: Final = object()
 # The sinks that leave flushing to the writer thread and count the records
@@ -139,6 +143,8 @@ class Calls:
         self._deferred: dict[int, DeferredFlush] = {}
         self._held: list[DeferredFlush] = []
         self._thread: int | None = None
+        #: The program's formatters, rendering each second's time once.
+        self._time_texts: dict[int, TimeText] = {}
 
     def batch(self, handlers: Iterable[logging.Handler]) -> None:
         """Let the file sinks among ``handlers`` leave flushing to this thread."""
@@ -154,6 +160,9 @@ class Calls:
             watch = self._watches[id(handler)] = SinkWatch(handler)
             if DeferredFlush.fits(handler):
                 self._deferred[id(handler)] = DeferredFlush(handler, self._held)  # type: ignore[arg-type]
+            formatter = handler.formatter
+            if TimeText.fits(formatter) and id(formatter) not in self._time_texts:
+                self._time_texts[id(formatter)] = TimeText(formatter)  # type: ignore[arg-type]
         return watch
 
     def call(
@@ -305,7 +314,7 @@ class Calls:
         self._check_resumed()
 
     def restore(self) -> None:
-        """Give every handler watched here its own ``handleError`` back."""
+        """Give every handler watched here its own ``handleError``, ``flush`` and time text back."""
         watches = list(self._watches.values())
         self._watches.clear()
         for watch in watches:
@@ -315,3 +324,7 @@ class Calls:
         self._held.clear()
         for flush in deferred:
             flush.restore()
+        time_texts = list(self._time_texts.values())
+        self._time_texts.clear()
+        for time_text in time_texts:
+            time_text.restore()
