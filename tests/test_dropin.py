@@ -568,3 +568,70 @@ def test_cpythons_own_test_logging_passes_under_run(tmp_path: Path) -> None:
         if line.startswith(("FAIL:", "ERROR:"))
     )
     assert failed == ["test_last_resort"], (sinks.stdout + sinks.stderr)[-3000:]
+
+
+ADOPT_ROTATING = """
+    import logging, logging.handlers, multiprocessing, sys
+    import logfunnel
+
+    path, workers, per_worker, use_funnel = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
+    handler = logging.handlers.RotatingFileHandler(path, maxBytes=20_000, backupCount=200)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(processName)s %(message)s"))
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.INFO)
+    funnel = logfunnel.install() if use_funnel else None
+
+
+    def work(k):
+        log = logging.getLogger("worker")
+        for i in range(per_worker):
+            log.info("w%d %d", k, i)
+
+
+    if __name__ == "__main__":
+        context = multiprocessing.get_context("fork")
+        procs = [context.Process(target=work, args=(k,)) for k in range(workers)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(120)
+        logging.getLogger("main").info("main done")
+        if funnel is not None:
+            assert funnel.shutdown(timeout=60)
+        print("exit codes", [p.exitcode for p in procs])
+"""
+
+
+def _rotated_lines(path: Path) -> tuple[list[str], list[int]]:
+    """Every line of ``path`` and its backups, oldest file first; and each file's size."""
+    files = sorted(path.parent.glob(path.name + ".*"), key=lambda p: -int(p.suffix[1:]))
+    files.append(path)
+    lines = [line for f in files for line in f.read_text(encoding="utf-8").splitlines()]
+    return lines, [f.stat().st_size for f in files]
+
+
+def test_the_programs_rotating_handler_gets_every_forked_workers_record_once_in_order(
+    tmp_path: Path,
+) -> None:
+    """Adopt mode: the program's own ``RotatingFileHandler``, fed by forked workers, rotates alone.
+
+    The same program without ``install()`` is the stock race: every worker's
+    inherited copy rotates the file on its own.
+    """
+    program = _program(tmp_path, "rotating.py", ADOPT_ROTATING)
+    log = tmp_path / "app.log"
+    workers, per_worker = 2, 3000
+    proc = run_python(str(program), str(log), str(workers), str(per_worker), "1", timeout=180)
+    assert "exit codes [0, 0]" in proc.stdout, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines, sizes = _rotated_lines(log)
+    assert len(sizes) > 5  # it did rotate, many times
+    assert all(size <= 20_000 for size in sizes), sizes
+    messages = [line.rsplit(" ", 2)[-2:] for line in lines]
+    for k in range(workers):
+        own = [int(seq) for tag, seq in messages if tag == f"w{k}"]
+        assert own == list(range(per_worker)), f"w{k}: lost, duplicated or reordered"
+    # The installer's own record went to its handler at once, the workers'
+    # through the writer: across processes there is no order to keep.
+    assert sum(line.endswith(" main done") for line in lines) == 1
+    assert len(lines) == workers * per_worker + 1
