@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import pytest
 
-from logfunnel._core.nap import BUSY_BYTES, FULL_READ, IDLE, MAX_NAP, NAP, NO_NAP_READ, Nap
+from logfunnel._core.nap import BUSY_BYTES, FULL_READ, IDLE, MAX_NAP, NAP, NO_NAP_FILL, Nap, fill
 
 
-def turns(nap: Nap, rate: float, count: int, turn: float = 0.0001) -> list[float]:
+def turns(nap: Nap, rate: float, count: int, turn: float = 0.0001, size: int = 128) -> list[float]:
     """Run ``count`` busy turns of one connection sending ``rate`` bytes a second.
 
-    Each turn reads what gathered since the last read, takes ``turn`` seconds,
-    and waits what the nap says; returns the waits.
+    The connection sends records of ``size`` bytes.  Each turn reads what
+    gathered since the last read, takes ``turn`` seconds, and waits what the
+    nap says; returns the waits.
     """
     now, last_read, waits = 10.0, 10.0, []
     for _ in range(count):
@@ -23,7 +24,7 @@ def turns(nap: Nap, rate: float, count: int, turn: float = 0.0001) -> list[float
         got = int(rate * (started - last_read))
         last_read = started
         now = started + turn
-        wait = nap.after_turn(started, now, max(got, BUSY_BYTES), got)
+        wait = nap.after_turn(started, now, max(got, BUSY_BYTES), got, fill(got, got // size))
         assert wait is not None
         waits.append(wait)
         now += wait
@@ -31,15 +32,32 @@ def turns(nap: Nap, rate: float, count: int, turn: float = 0.0001) -> list[float
     return waits
 
 
+@pytest.mark.parametrize("size", [128, 1024, 8192])
 @pytest.mark.parametrize("rate", [1e5, 1e6, 1e7, 1e8, 1e9])
-def test_no_nap_lets_a_connection_gather_more_than_the_bound(rate: float) -> None:
-    """At any pace, a nap never lets one connection gather more than NO_NAP_READ.
+def test_no_nap_lets_a_connection_fill_more_than_the_bound(rate: float, size: int) -> None:
+    """At any pace and record size, a nap never lets one connection fill more than NO_NAP_FILL.
 
     (At 1 GB/s the turn alone brings more: then there is no nap at all.)
     """
     turn = 0.0001
-    for wait in turns(Nap(), rate, 200, turn)[1:]:
-        assert wait == 0 or rate * (wait + turn) <= NO_NAP_READ * 1.0001
+    for wait in turns(Nap(), rate, 200, turn, size)[1:]:
+        gathered = rate * (wait + turn)
+        assert wait == 0 or fill(int(gathered), int(gathered // size)) <= NO_NAP_FILL * 1.0001
+
+
+def test_small_records_fill_a_buffer_sooner_than_their_bytes_say() -> None:
+    """A 20 KB read ends the nap when it held 128-byte records, not when it held 8 KB ones.
+
+    The bound counts sends: 278 sends of 117 bytes fill a Unix socket's buffer
+    (32 KiB of records), so a bound in bytes that let 8 KB records nap let
+    small ones block their senders (p99 per call up; see ``_core/nap.py``).
+    """
+    for size, naps in ((128, False), (8192, True)):
+        nap = Nap()
+        turns(nap, 1e6, 20, size=size)
+        read = 20 * 1024
+        wait = nap.after_turn(100.0, 100.0001, read, read, fill(read, read // size))
+        assert (wait is not None and wait > 0) is naps, size
 
 
 def test_large_records_are_not_kept_waiting() -> None:
@@ -64,24 +82,24 @@ def test_a_read_over_the_bound_ends_the_nap_and_the_burst_restarts_short() -> No
     nap = Nap()
     turns(nap, 1e5, 20)
     assert nap.length == MAX_NAP
-    assert nap.after_turn(100.0, 100.0001, NO_NAP_READ + 1, NO_NAP_READ + 1) == 0.0
+    assert nap.after_turn(100.0, 100.0001, 10**6, 10**6, NO_NAP_FILL + 1) == 0.0
     assert nap.length == NAP
 
 
 def test_a_quiet_turn_does_not_nap() -> None:
     """Less than BUSY_BYTES, long after the last burst: no nap, nothing to count anew."""
     nap = Nap()
-    assert nap.after_turn(5.0, 5.0001, BUSY_BYTES - 1, 100) is None
+    assert nap.after_turn(5.0, 5.0001, BUSY_BYTES - 1, 100, 100) is None
     nap.napped_at(5.0)
     # Within IDLE of a burst, any read is part of it ...
-    assert nap.after_turn(5.0 + IDLE / 2, 5.0 + IDLE / 2, 100, 100) is not None
+    assert nap.after_turn(5.0 + IDLE / 2, 5.0 + IDLE / 2, 100, 100, 100) is not None
     # ... and after IDLE it is not.
-    assert nap.after_turn(5.0 + 2 * IDLE, 5.0 + 2 * IDLE, 100, 100) is None
+    assert nap.after_turn(5.0 + 2 * IDLE, 5.0 + 2 * IDLE, 100, 100, 100) is None
 
 
 def test_a_new_burst_starts_at_the_shortest_nap() -> None:
     nap = Nap()
     turns(nap, 1e5, 20)
     assert nap.length == MAX_NAP
-    wait = nap.after_turn(1000.0, 1000.0, BUSY_BYTES, FULL_READ // 4)
+    wait = nap.after_turn(1000.0, 1000.0, BUSY_BYTES, FULL_READ // 4, FULL_READ // 2)
     assert wait == pytest.approx(NAP)

@@ -12,9 +12,21 @@ with no room waits, and the writer's nap becomes the whole job's pace.  A
 Unix socket's buffer holds ~208 KiB, so at 8 KB a record two workers filled
 theirs within a fixed 1 ms nap and ran at 0.7x the floor (34-35k against
 43-53k records/s, ``benchmarks/_one.py --size 8192 --n 10000``).  So the nap
-is also bounded by the pace of the fastest connection: the most bytes one
-read brought in the last turn, over the time since the turn before ended,
-tells how long that connection takes to gather ``NO_NAP_READ``.
+is also bounded by the pace of the fastest connection: how much of its
+socket buffer one read emptied in the last turn, over the time since the turn
+before ended, tells how long that connection takes to fill ``NO_NAP_FILL``.
+
+How much of the buffer a read emptied is counted in the kernel's own
+accounting, not in bytes: each send takes a buffer of its own, so 278 sends of
+117 bytes fill what 24 sends of 8 KB fill (a Unix socket's 208 KiB, measured
+with a socket pair).  ``fill`` bounds that from above from what a read brought
+and how many records it held.  Counted in bytes, a bound that let 8 KB records
+nap (32 KiB) let small ones fill their senders' buffers.  Measured with the
+process host (``benchmarks/_one.py``, old and new interleaved): 4 workers of
+100-byte records, medians of 20 runs, p99 per call 99.5 µs with the 32 KiB
+bound in bytes, 80.0 µs with this one (83.5 with the 16 KiB bound and no pace
+bound before both), 108k against 115k records/s; 2 workers of 8 KB records,
+medians of 16, 39.0k, 41.2k and 37.7k records/s.
 
 ``Nap.after_turn`` is the whole policy; it reads no clock, so it can be
 checked step by step with made-up turns.
@@ -24,7 +36,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["BUSY_BYTES", "FULL_READ", "IDLE", "MAX_NAP", "NAP", "NO_NAP_READ", "Nap"]
+__all__ = ["BUSY_BYTES", "FULL_READ", "IDLE", "MAX_NAP", "NAP", "NO_NAP_FILL", "Nap", "fill"]
 
 #: A turn that read at least this much (counted over turns) starts a burst: it naps.
 BUSY_BYTES: Final = 4096
@@ -40,12 +52,17 @@ MAX_NAP: Final = 0.008
 #: quarter of what its socket buffer holds, counting the kernel's overhead per
 #: send).
 FULL_READ: Final = 8 * 1024
-#: No nap may let the fastest connection gather more than this: under a third
-#: of what its socket buffer holds at any record size (the kernel's overhead per
-#: send is largest, ~2x, for records of 1-2 KB: ~100 KB of them fill 208 KiB).
-#: A read that brought more already says the connection sends large records or
-#: got ahead: that turn does not nap at all.
-NO_NAP_READ: Final = 4 * FULL_READ
+#: No nap may let the fastest connection fill more of its socket buffer than
+#: this (``fill``): under a quarter of its 208 KiB at any record size (~64
+#: records of 117 bytes, ~4 of 8 KB).  A read that emptied more already says
+#: the connection got ahead: that turn does not nap at all.  (96 KiB, which let
+#: 8 KB records gather ~46 KiB, ran them at 33.5k records/s against 41.9k for
+#: the 32 KiB bound in bytes in the same runs, medians of 16.)
+NO_NAP_FILL: Final = 64 * 1024
+#: ``fill``'s bound on the kernel's accounting: at most twice the bytes sent,
+#: plus this per send (measured per send: 766 bytes for 117, 2,290 for 1 KB,
+#: 4,347 for 2 KB, 8,875 for 8 KB).
+SEND_FILL: Final = 768
 #: A busy turn this long after the last nap starts a new burst, at ``NAP``.
 IDLE: Final = 0.1
 
@@ -67,14 +84,15 @@ class Nap:
         self._last_turn_end = float("-inf")
 
     def after_turn(
-        self, turn_started: float, now: float, read_bytes: int, largest_read: int
+        self, turn_started: float, now: float, read_bytes: int, largest_read: int, largest_fill: int
     ) -> float | None:
         """Return how long to wait now (0: not at all) after a busy turn; None after another.
 
         ``turn_started``: when the turn began (its select returned); ``now``:
         the same clock now; ``read_bytes``: bytes read since the last busy
         turn, over turns; ``largest_read``: the most one read brought since
-        then.  After a busy turn the caller waits, starts counting both anew,
+        then; ``largest_fill``: the most of a socket buffer one read emptied
+        since then (``fill``).  After a busy turn the caller waits, starts counting both anew,
         and calls ``napped_at``.
         """
         gathering, self._last_turn_end = turn_started - self._last_turn_end, now
@@ -86,16 +104,16 @@ class Nap:
             self.length = min(self.length * 2, MAX_NAP)
         elif largest_read > FULL_READ:
             self.length = max(self.length / 2, NAP)
-        if largest_read > NO_NAP_READ:
+        if largest_fill > NO_NAP_FILL:
             self.length = NAP
             return 0.0
         wait = self.length
-        if largest_read:
-            # The fastest connection gathered largest_read over at least
+        if largest_fill:
+            # The fastest connection filled largest_fill over at least
             # `gathering` (from its read last turn to its read in this one), so
-            # its pace is at most largest_read / gathering: at that pace it
-            # gathers NO_NAP_READ in this long (this turn's own time included).
-            wait = min(wait, NO_NAP_READ * max(gathering, 0.0) / largest_read)
+            # its pace is at most largest_fill / gathering: at that pace it
+            # fills NO_NAP_FILL in this long (this turn's own time included).
+            wait = min(wait, NO_NAP_FILL * max(gathering, 0.0) / largest_fill)
         return max(0.0, wait - (now - turn_started))
 
     def busy(self, turn_started: float, read_bytes: int) -> bool:
@@ -112,3 +130,8 @@ class Nap:
     def napped_at(self, when: float) -> None:
         """Note that a busy turn's nap (perhaps of 0 s) ended at ``when``."""
         self.napped = when
+
+
+def fill(read: int, records: int) -> int:
+    """Bound how much of a socket buffer a read of ``read`` bytes holding ``records`` emptied."""
+    return 2 * read + SEND_FILL * records

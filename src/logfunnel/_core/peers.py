@@ -38,6 +38,7 @@ from logfunnel._core.dispatch import Dispatcher
 from logfunnel._core.gate import Gate, Peer, would_block
 from logfunnel._core.lines import LINE_BLOCK, LINE_RUN, LineReader
 from logfunnel._core.listeners import Listeners
+from logfunnel._core.nap import fill
 
 RECV_SIZE: Final = 256 * 1024
 # Reads of one connection in the final drain before it is cut off (64 GiB).
@@ -80,6 +81,8 @@ class Peers:
         self.read_bytes = 0
         #: The most bytes one read brought since the loop last set this to 0.
         self.largest_read = 0
+        #: The most of a socket buffer one read emptied (``nap.fill``), likewise.
+        self.largest_fill = 0
         # Every read lands here, then is copied into the peer's reader.  A
         # recv(RECV_SIZE) allocated 256 KiB per call, which malloc serves with
         # mmap, mremap and munmap (strace: 3 system calls more per read, and page
@@ -102,6 +105,7 @@ class Peers:
         if peer.handshaking and not self._gate.handshake(peer):
             return
         received = self._received
+        stats = self._stats
         while True:
             want = RECV_SIZE if budget is None else min(max(budget, 1), RECV_SIZE)
             try:
@@ -112,6 +116,7 @@ class Peers:
                 got = 0  # ECONNRESET: the peer is gone; what was read is handled
             self.read_bytes += got
             self.largest_read = max(self.largest_read, got)
+            records = stats.records
             if not got:
                 if peer.nonce is not None:
                     self._gate.refuse(peer, "closed before answering the challenge")
@@ -146,6 +151,7 @@ class Peers:
                     self._flush(peer.sock, fields[1])
                 else:
                     self._dispatch.frame(fields, peer)
+            self.largest_fill = max(self.largest_fill, fill(got, stats.records - records))
             if budget is None:
                 # TLS may hold decrypted bytes that select() will not report.
                 if peer.tls and self.table.get(peer.fd) is peer and peer.sock.pending():  # type: ignore[attr-defined]

@@ -224,12 +224,14 @@ class Writer:
                     self._timers()
                 flush_batched()
                 now = time.monotonic()
-                wait = nap.after_turn(turn_started, now, peers.read_bytes, peers.largest_read)
+                wait = nap.after_turn(
+                    turn_started, now, peers.read_bytes, peers.largest_read, peers.largest_fill
+                )
                 if wait is not None:  # a busy turn
                     if wait > 0:
                         # The owner's flush() or shutdown() ends the nap at once.
                         self._nap.select(wait)
-                    peers.read_bytes = peers.largest_read = 0
+                    peers.read_bytes = peers.largest_read = peers.largest_fill = 0
                     nap.napped_at(time.monotonic())
         finally:
             self._peers.close_all()
