@@ -26,46 +26,49 @@ FMT = "%(process)d|%(name)s|%(levelname)s|%(message)s"
 BIG = 50_000
 DROPPED_NOTE = re.compile(r"([\d,]+) records dropped from process (\d+)")
 
-# Shared by the programs below: which syscall a thread blocked in send() shows in
+# Shared by the programs below: which syscall a thread blocked in a send shows in
 # /proc/TID/syscall (the number differs per architecture), learnt from a thread
-# blocked on purpose; and whether a thread is in it now.
+# blocked on purpose as a connection blocks (waiting in poll() for room in its
+# full pipe, protocol 4); and whether a thread is in it now.
 BLOCKED_IN_SEND = r'''
-import contextlib, socket, sys, threading, time
+import contextlib, os, select, sys, threading, time
 
-def _syscall(native_id, fd=None):
-    """The system call the thread is blocked in ("" if none); with ``fd``, only one on it."""
+def _syscall(native_id):
+    """The system call the thread is blocked in ("" if none)."""
     try:
         with open(f"/proc/self/task/{native_id}/syscall", encoding="ascii") as f:
             fields = f.read().split()
     except OSError:
         return ""
-    # "NUMBER ARG1 ..." while blocked; ARG1 of send() is the socket, of a futex (a
-    # thread waiting for the GIL) an address: only the former is the send we look for.
+    # "NUMBER ARG1 ..." while blocked; "running" or "-1 ..." otherwise.
     if len(fields) < 2 or not fields[0].isdigit():
-        return ""
-    if fd is not None and int(fields[1], 16) != fd:
         return ""
     return fields[0]
 
 def send_syscall():
-    a, b = socket.socketpair()
-    def fill():
-        with contextlib.suppress(OSError):
-            a.sendall(b"x" * (1 << 24))
-    thread = threading.Thread(target=fill, daemon=True)
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            os.write(w, b"x" * 65536)
+    def wait_for_room():
+        poller = select.poll()
+        poller.register(w, select.POLLOUT)
+        poller.poll()
+    thread = threading.Thread(target=wait_for_room, daemon=True)
     thread.start()
     try:
         seen, deadline = [], time.monotonic() + 20
         while time.monotonic() < deadline:
-            seen = [*seen[-2:], _syscall(thread.native_id, a.fileno())]
+            seen = [*seen[-2:], _syscall(thread.native_id)]
             if len(seen) == 3 and len(set(seen)) == 1 and seen[0]:
                 return seen[0]
             threading.Event().wait(0.02)
-        raise RuntimeError("no thread ever blocked in send()")
+        raise RuntimeError("no thread ever blocked waiting for room in a pipe")
     finally:
-        b.close()
+        os.close(r)  # the poll ends: no reader is left
         thread.join(20)
-        a.close()
+        os.close(w)
 
 def interrupt_when_blocked_in_send(signum, stop):
     """Send ``signum`` to the calling thread whenever it is blocked in send(), until ``stop``."""

@@ -1,15 +1,18 @@
 """In-process tests of ``Connection`` against a real Unix socket standing in for the writer.
 
-No transport is mocked: the connection connects, says HELLO and sends frames as
-it does to a writer; the test side decodes every frame as the writer would
+No transport is mocked: the connection connects, says HELLO with the read end
+of its pipe and writes frames there, as it does to a writer; the test side
+takes the pipe as the writer does and decodes every frame as the writer would
 (definitions first, every RECORD checked against them), so a torn or
 interleaved frame, or a record that uses a definition not yet sent, fails here.
 """
 
 from __future__ import annotations
 
+import array
 import logging
 import os
+import select
 import signal
 import socket
 import threading
@@ -39,6 +42,9 @@ class FakeWriter:
         self.listener.listen(4)
         self.address = "unix:" + self.path
         self.sock: socket.socket | None = None
+        #: The read end of the connection's pipe, once its HELLO brought it.
+        self.pipe: int | None = None
+        self.socket_ended = False
         self.reader = _wire.FrameReader()
         self.tables = _wire.Tables()
         self.messages: list[str] = []
@@ -73,30 +79,60 @@ class FakeWriter:
 
     def read_until(self, done: Any, timeout: float = DEADLINE) -> None:
         """Read and decode until ``done()`` holds; fail at the deadline."""
-        sock = self.accept()
         deadline = time.monotonic() + timeout
         while not done():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            data = self.receive(deadline)
+            if data is None:
                 pytest.fail(f"gave up waiting; got {len(self.messages)} messages")
-            sock.settimeout(remaining)
-            try:
-                data = sock.recv(1 << 20)
-            except TimeoutError:
-                continue
             if not data:
                 pytest.fail(f"EOF; got {len(self.messages)} messages")
             self.feed(data)
 
     def read_to_eof(self, timeout: float = DEADLINE) -> None:
         """Read and decode everything until the peer closes."""
-        sock = self.accept()
-        sock.settimeout(timeout)
-        while data := sock.recv(1 << 20):
+        deadline = time.monotonic() + timeout
+        while data := self.receive(deadline):
             self.feed(data)
 
+    def receive(self, deadline: float) -> bytes | None:
+        """Return the next bytes of the stream, b"" at its end, None at the deadline.
+
+        The stream is what the socket brings until the HELLO's pipe arrives,
+        then the pipe's bytes; once the socket ends, what the pipe still holds.
+        """
+        sock = self.accept()
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            sources: list[Any] = [self.pipe] if self.pipe is not None else []
+            if not self.socket_ended:
+                sources.append(sock)
+            elif self.pipe is None:
+                return b""
+            ready, _, _ = select.select(sources, [], [], remaining)
+            if self.pipe is not None and self.pipe in ready:
+                data = os.read(self.pipe, 1 << 20)
+                if data:
+                    return data
+                os.close(self.pipe)  # every write end closed
+                self.pipe = None
+            elif sock in ready:
+                if self.pipe is None and not self.socket_ended:
+                    data, ancillary, _, _ = sock.recvmsg(1 << 20, socket.CMSG_SPACE(4))
+                    for _, _, fds in ancillary:
+                        self.pipe = array.array("i", fds[:4])[0]
+                else:
+                    data = sock.recv(1 << 20)
+                if data:
+                    return data
+                self.socket_ended = True
+
     def close(self) -> None:
-        """Close both sockets (the connection sees EOF or a reset)."""
+        """Close both sockets and the pipe (the connection sees EOF or a reset)."""
+        if self.pipe is not None:
+            os.close(self.pipe)
+            self.pipe = None
         if self.sock is not None:
             self.sock.close()
         self.listener.close()
@@ -338,12 +374,20 @@ def test_a_partial_frame_is_finished_at_exit_when_the_writer_reads(
 # -- the connection's other paths ----------------------------------------------------------
 
 
-def test_a_record_cut_by_a_lost_connection_is_sent_again_whole(tmp_path: Path) -> None:
-    """The writer goes away mid-frame: the record goes again, whole, on the next connection."""
+@pytest.mark.parametrize("read_first", [0, 2])
+def test_what_a_lost_writer_did_not_read_goes_again_whole_and_in_order(
+    tmp_path: Path, read_first: int
+) -> None:
+    """The writer goes away mid-frame: what it never read goes to the next one, once, in order.
+
+    The records stay in the pipe the connection keeps a read end of; it reads
+    them back once the socket ends.  A record the dead writer read part of is
+    lost with it (the writer discarded the part as a cut frame).
+    """
     first = FakeWriter(tmp_path)
     conn = Connection(first.address, Options(on_full="drop", full_timeout=0.05))
     logged = _fill_until_partial(conn)
-    first.accept()
+    first.read_until(lambda: len(first.messages) >= read_first)
     first.close()  # the writer dies with the frame half received
     os.unlink(first.path)
     second = FakeWriter(tmp_path)
@@ -352,9 +396,16 @@ def test_a_record_cut_by_a_lost_connection_is_sent_again_whole(tmp_path: Path) -
             target=second.read_until, args=(lambda: "again" in second.messages,), daemon=True
         )
         reading.start()
-        conn.send_record(record_at("again", line=5))
+        conn.send_record(record_at("again", line=5))  # into the pipe, if it has room
+        # At exit (what atexit and multiprocessing's Finalize run) the socket's
+        # end says nobody reads the pipe: what it holds goes to the writer that
+        # took the address.
+        conn.settle_at_exit()
         reading.join(DEADLINE)
-        assert second.messages == [f"big {logged} " + "b" * BIG, "again"]
+        cut = 1 if first.reader.pending else 0  # the one it was reading when it died
+        rest = [f"big {i} " + "b" * BIG for i in range(len(first.messages) + 1 + cut, logged + 1)]
+        assert second.messages == [*rest, "again"]
+        assert len(first.messages) + cut + len(rest) == logged
         assert second.hellos == 1
         conn.close()
     finally:

@@ -1,18 +1,20 @@
 """The sending side: one process's connection to the writer, its fallback and backpressure.
 
 Every process attached to a funnel owns exactly one ``Connection``: a stream
-socket of its own to the writer.  Nothing is shared with another process, so a
+socket of its own to the writer and, for a local writer, a pipe of its own that
+carries the frames (``pipe``: the socket then says HELLO and carries the
+writer's answers and its end).  Nothing is shared with another process, so a
 process that dies (even by SIGKILL mid-record) can at worst cut its own last
-frame, which the writer discards.  A record is written to the socket before the
-logging call returns: once ``send_record`` returns, the bytes are in the kernel,
-and they reach the writer even if this process is killed the next instant.
+frame, which the writer discards.  A record is written before the logging call
+returns: once ``send_record`` returns, the bytes are in the kernel, and they
+reach the writer even if this process is killed the next instant.
 
 How a record leaves, in order::
 
     send_record(record)
       -> Framer.frames: its rendered line or the record itself   (framing)
       -> Outbox: the unit in flight, queued records, drop count  (outbox)
-      -> the socket, opened and reopened here                    (dial)
+      -> its pipe (or the socket), opened and reopened here      (dial, pipe)
       -> or, while the writer cannot be reached, the Fallback    (fallback)
 
 Who owns what: the ``Connection`` belongs to the process that made it (its
@@ -48,6 +50,7 @@ import contextlib
 import itertools
 import logging
 import os
+import socket
 import sys
 import threading
 import time
@@ -57,10 +60,10 @@ from logfunnel._core import wire as _wire
 from logfunnel._core.fallback import Fallback
 from logfunnel._core.framing import Framer
 from logfunnel._core.outbox import DEFERRED_LIMIT, ENCODING, IDLE, Outbox
+from logfunnel._core.pipe import RecordPipe, writer_gone
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
 if TYPE_CHECKING:
-    import socket
     from typing import Final
 
     from logfunnel._core.options import Options
@@ -112,13 +115,20 @@ class Connection:
                 sock = self._sock
                 box = self.outbox
                 if box.out is IDLE and sock is not None and self._block and not box.deferred:
-                    # The common case, kept short: one encode, one send.
+                    # The common case, kept short: one encode, one write.
                     box.out = ENCODING
                     frame = self._frames(record)
                     sent: list[int] = []
                     box.out = (frame, sent, 0, record)
+                    pipe = box.pipe
                     try:
-                        sent += map(sock.send, (frame,), box.flags)
+                        if pipe is None:
+                            sent += map(sock.send, (frame,), box.flags)
+                        else:
+                            sent += map(pipe.write, (frame,))
+                    except BlockingIOError:  # the pipe is full: wait for room (or the end)
+                        self._send_slow(None)
+                        return
                     except OSError:
                         # The writer went away (a writer process is restarted by
                         # its supervisor).  A frame not sent whole was never
@@ -128,6 +138,12 @@ class Connection:
                         return
                     if sent[0] == len(frame):
                         box.out = IDLE
+                        if pipe is not None:
+                            pipe.done(len(frame))
+                            if pipe.due(time.monotonic()) and writer_gone(sock):
+                                self._broken()  # what the writer did not read goes again
+                                self._send_slow(None, (2,))
+                                return
                         if not box.deferred and not box.dropped:
                             return
                     self._send_slow(None)  # the rest of it, then what was logged meanwhile
@@ -166,7 +182,11 @@ class Connection:
         self.outbox.requeue()
         deferred = self.outbox.deferred
         while deferred:
-            self.fallback.record(deferred[0])
+            owed = deferred[0]
+            if type(owed) is str:  # a line rendered before, read back from the pipe
+                self.fallback.line(owed)
+            else:
+                self.fallback.record(owed)  # type: ignore[arg-type]
             del deferred[0]
 
     # -- at exit ------------------------------------------------------------------------
@@ -204,9 +224,13 @@ class Connection:
 
     def _settle(self) -> None:
         box = self.outbox
+        wait = _EXIT_WAIT_BLOCK if self._block else max(1.0, self.options.full_timeout)
+        pipe, sock = box.pipe, self._sock
+        if pipe is not None and sock is not None and pipe.wait_until_read(sock, wait):
+            self._broken()  # what the writer did not read is queued again
+            self._reconnect()  # a restarted writer takes it; else the fallback does
         if not box.owes():
             return
-        wait = _EXIT_WAIT_BLOCK if self._block else max(1.0, self.options.full_timeout)
         sock = self._sock
         if sock is not None:
             try:
@@ -233,9 +257,13 @@ class Connection:
         try:
             sock = _dial.connect(self.address)
             flags = _dial.send_flags(sock)
+            pipe = None
             try:
                 hello = self.encoder.frame(_wire.hello_fields(self.pid, _dial.process_name()))
-                sock.sendall(hello, flags)
+                if sock.family == getattr(socket, "AF_UNIX", None):
+                    pipe = RecordPipe.open(sock, hello)
+                else:
+                    sock.sendall(hello, flags)
             except BaseException:
                 sock.close()
                 raise
@@ -259,6 +287,7 @@ class Connection:
             self.fallback.count = 0
         self.outbox.requeue()  # a unit cut on the old connection goes again whole on this one
         self._sock = sock
+        self.outbox.pipe = pipe
         self.outbox.flags = (flags,)
         self.outbox.tls = hasattr(sock, "cipher")
         self.encoder.reset()  # a new connection knows no sites or threads yet
@@ -267,9 +296,29 @@ class Connection:
         return sock
 
     def _broken(self) -> None:
-        """Close a connection that failed, and queue again what was in flight."""
+        """Close a connection that failed, and queue again what was in flight.
+
+        With a pipe the writer no longer reads (its end of the socket came),
+        what it did not read is read back and queued first, in order.
+        """
+        box = self.outbox
+        pipe, sock = box.pipe, self._sock
+        if pipe is not None and sock is not None and writer_gone(sock):
+            data, sent, _, _ = box.out
+            done = sum(sent)
+            if data and done >= len(data):  # written whole, not yet noted
+                pipe.done(len(data))
+                box.out = IDLE
+            items, dropped = pipe.salvage(
+                self.encoder, self.options.frame_limit, done if box.out is not IDLE else 0
+            )
+            self.close()
+            box.requeue()
+            box.deferred[:0] = items
+            box.dropped += dropped
+            return
         self.close()
-        self.outbox.requeue()
+        box.requeue()
 
     def _lost(self, exc: OSError) -> None:
         self._broken()
@@ -289,6 +338,9 @@ class Connection:
         half-way through) stays intact.
         """
         sock, self._sock = self._sock, None
+        pipe, self.outbox.pipe = self.outbox.pipe, None
+        if pipe is not None:
+            pipe.close()
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.close()
@@ -324,6 +376,13 @@ class Connection:
                     box.out = IDLE
                 return False
             answered = _dial.read_reply(sock, _wire.FLUSHED, request, deadline) is not None
+            if not answered and box.pipe is not None and writer_gone(sock):
+                # What the writer did not read goes to its successor, if there is one.
+                self._broken()
+                sock = self._reconnect()
+                if sock is not None:
+                    box.drain(sock, deadline, drop=False)
+                return False
             if box.deferred:  # logged while we waited (a signal handler)
                 box.drain(sock, deadline, drop=False)
         except OSError as exc:

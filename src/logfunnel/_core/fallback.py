@@ -48,6 +48,11 @@ class Fallback:
             line = f"{record.levelname} {record.name}: {_plain.get_message(record)}"
         self._write(line + "\n")
 
+    def line(self, text: str) -> None:
+        """Write one line its process rendered for the sinks, which could not be delivered."""
+        self.count += 1
+        self._write(text + "\n")
+
     def _write(self, text: str) -> None:
         with contextlib.suppress(Exception):  # the last resort must not raise either
             stream = self._stream()

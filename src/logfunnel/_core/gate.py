@@ -50,6 +50,8 @@ class Peer:
         "name",
         "nonce",
         "pid",
+        "pipe",
+        "pipe_reader",
         "reader",
         "sock",
         "tables",
@@ -63,6 +65,10 @@ class Peer:
         self.reader = _wire.FrameReader(frame_limit)
         self.tables = _wire.Tables()  # the sites and threads this peer defined
         self.pid: int | None = None
+        #: The read end of the pipe its frames come over after its HELLO (``pipe``), and
+        #: the reader of that stream; None: they come over the socket.
+        self.pipe: int | None = None
+        self.pipe_reader: _wire.FrameReader | None = None
         self.name = "?"
         #: A TCP peer's challenge; None once it has answered it (or on Unix sockets).
         self.nonce: bytes | None = None

@@ -16,6 +16,7 @@ then the count of dropped records.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import select
 import socket
@@ -23,6 +24,7 @@ import time
 
 from logfunnel._core import wire as _wire
 from logfunnel._core.dial import SEND_FLAGS
+from logfunnel._core.pipe import RecordPipe, writer_gone
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
 if TYPE_CHECKING:
@@ -33,10 +35,13 @@ _NO_WAIT: Final = SEND_FLAGS | getattr(socket, "MSG_DONTWAIT", 0)
 #: Records logged from inside this thread's own send, kept to be sent right after it.
 DEFERRED_LIMIT: Final = 256
 
+#: A record to send, or a line its sender rendered before (read back from a pipe
+#: the writer did not read: ``pipe.RecordPipe.salvage``).
+Owed = logging.LogRecord | str
 #: What is being sent: the unit's bytes, the counts ``send()`` returned for them,
 #: the drop count a DROPPED note carries, and the record the frames encode.  The
 #: rest after ``sum(counts)`` bytes goes out next.
-Unit = tuple[bytes, list[int], int, logging.LogRecord | None]
+Unit = tuple[bytes, list[int], int, Owed | None]
 #: Nothing in flight.
 IDLE: Final[Unit] = (b"", [], 0, None)
 #: A record is being encoded: if that is interrupted, the encoder may hold
@@ -47,7 +52,7 @@ ENCODING: Final[Unit] = (b"", [], 0, None)
 class Outbox:
     """The unit in flight, the records queued behind it, and the drops not yet reported."""
 
-    __slots__ = ("deferred", "dropped", "encoder", "flags", "frames", "out", "tls")
+    __slots__ = ("deferred", "dropped", "encoder", "flags", "frames", "out", "pipe", "tls")
 
     def __init__(
         self, encoder: _wire.Encoder, frames: Callable[[logging.LogRecord], bytes]
@@ -56,12 +61,14 @@ class Outbox:
         self.encoder = encoder
         self.frames = frames
         self.out = IDLE
-        self.deferred: list[logging.LogRecord] = []
+        self.deferred: list[Owed] = []
         #: Records dropped (on_full="drop", or nested records beyond the queue's
         #: bound) that the writer has not been told of yet.
         self.dropped = 0
         self.flags = (SEND_FLAGS,)  # (0,) on a TLS socket, which takes no flags
         self.tls = False
+        #: Where the units go instead of the socket (``pipe``); None: the socket.
+        self.pipe: RecordPipe | None = None
 
     def owes(self) -> bool:
         """Tell whether anything waits to go out."""
@@ -94,7 +101,7 @@ class Outbox:
                 record = deferred[0]
                 self.out = ENCODING
                 try:
-                    frame = self.frames(record)
+                    frame = self.line(record) if type(record) is str else self.frames(record)  # type: ignore[arg-type]
                 except Exception:  # not the transport's to handle: the caller reports it
                     del deferred[0]
                     raise
@@ -130,12 +137,18 @@ class Outbox:
             self.dropped += late
             del self.deferred[:late]
 
+    def line(self, text: str) -> bytes:
+        """Return what carries a line read back from a pipe (see ``Owed``)."""
+        return self.encoder.line(text)
+
     def push(self, sock: socket.socket, deadline: float | None) -> bool:
         """Write the rest of the unit in flight; False if ``deadline`` passed first.
 
         Raises OSError if the connection broke.  Any other exception (a signal
         handler's) leaves the unit's counts exact, for the next call to finish.
         """
+        if self.pipe is not None:
+            return self._push_pipe(self.pipe, sock, deadline)
         data, sent, _, _ = self.out
         poller = None
         while True:
@@ -168,6 +181,39 @@ class Outbox:
                     poller = select.poll()
                     poller.register(sock, select.POLLOUT)
                 poller.poll(remaining * 1000)
+
+    def _push_pipe(self, pipe: RecordPipe, sock: socket.socket, deadline: float | None) -> bool:
+        """``push`` to the pipe, whose write end never blocks: a full pipe is waited on here.
+
+        While it waits it watches the socket too: the writer's end of it means
+        nobody reads the pipe any more (raises ``ConnectionResetError``).
+        """
+        data, sent, _, _ = self.out
+        poller = None
+        while True:
+            done = sum(sent)
+            if done >= len(data):
+                pipe.done(len(data))
+                self.out = IDLE
+                return True
+            try:
+                sent += map(pipe.write, (memoryview(data)[done:],))
+                continue
+            except BlockingIOError:
+                pass
+            wait = None if deadline is None else deadline - time.monotonic()
+            if wait is not None and wait <= 0:
+                return False
+            if poller is None:
+                poller = select.poll()
+                poller.register(pipe.write_fd, select.POLLOUT)
+                poller.register(sock, select.POLLIN)
+            for fd, _ in poller.poll(None if wait is None else wait * 1000):
+                if fd != pipe.write_fd and writer_gone(sock):
+                    raise ConnectionResetError("the writer closed the connection")
+                if fd != pipe.write_fd:  # a late answer to a flush that gave up
+                    with contextlib.suppress(OSError):
+                        sock.recv(65536, socket.MSG_DONTWAIT)
 
     def requeue(self) -> None:
         """Queue again what the unit in flight carried: the stream it was on has ended.

@@ -1,8 +1,10 @@
 """The accepted connections: each read, cut into frames, routed, answered and closed here.
 
-Stage (2) of the writer's loop (see ``_writer``).  A readable connection is
-read in pieces of up to ``RECV_SIZE`` and cut into frames by its
-``FrameReader`` (a ``_lines.LineReader`` when the dispatcher writes runs of
+Stage (2) of the writer's loop (see ``_writer``).  A readable connection, or
+the pipe a local peer's HELLO passed (``pipe``; read by ``read_pipe``, its own
+``FrameReader`` in ``Peer.pipe_reader``), is read in pieces of up to
+``RECV_SIZE`` and cut into frames by its ``FrameReader`` (a
+``_lines.LineReader`` when the dispatcher writes runs of
 LINE frames and bare lines as blocks); a TCP one's first bytes are its answer to the gate's
 challenge (``_gate``).  The frames about the connection are handled here:
 HELLO says who the process is (a protocol version other than this one's ends
@@ -27,8 +29,10 @@ import array
 import contextlib
 import fcntl
 import logging
+import os
 import selectors
 import socket
+import stat
 import termios
 from collections.abc import Callable
 from typing import Any, Final
@@ -41,18 +45,36 @@ from logfunnel._core.listeners import Listeners
 from logfunnel._core.nap import fill
 
 RECV_SIZE: Final = 256 * 1024
+# Room for the one descriptor a HELLO may carry (and a few more, to close them).
+_FD_SPACE: Final = socket.CMSG_SPACE(4 * array.array("i").itemsize)
 # Reads of one connection in the final drain before it is cut off (64 GiB).
 _MAX_DRAIN_READS: Final = 2**18
 
 
-def _queued_bytes(sock: socket.socket) -> int:
-    """Return how many received bytes wait in the kernel for ``sock`` (FIONREAD)."""
+def _queued_bytes(source: socket.socket | int) -> int:
+    """Return how many received bytes wait in the kernel for a socket or pipe (FIONREAD)."""
     buf = array.array("i", [0])
     try:
-        fcntl.ioctl(sock.fileno(), termios.FIONREAD, buf, True)
+        fcntl.ioctl(source if type(source) is int else source.fileno(), termios.FIONREAD, buf, True)  # type: ignore[union-attr]
     except OSError:
         return 0
     return buf[0]
+
+
+def _is_pipe(fd: int) -> bool:
+    try:
+        return stat.S_ISFIFO(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
+class PipeEnd:
+    """The selector's key for a peer's pipe (its socket's key is the ``Peer``)."""
+
+    __slots__ = ("peer",)
+
+    def __init__(self, peer: Peer) -> None:
+        self.peer = peer
 
 
 class Peers:
@@ -101,22 +123,24 @@ class Peers:
             self._stats.connections_open += 1
 
     def read(self, peer: Peer, budget: int | None = None) -> None:
-        """Read what ``peer`` sent (at least ``budget`` bytes if given) and handle it."""
+        """Read what ``peer`` sent on its socket (at least ``budget`` bytes if given); handle it."""
         if peer.handshaking and not self._gate.handshake(peer):
             return
         received = self._received
-        stats = self._stats
         while True:
             want = RECV_SIZE if budget is None else min(max(budget, 1), RECV_SIZE)
             try:
-                got = peer.sock.recv_into(received, want)
+                if peer.pid is None and peer.pipe is None and peer.sock.family == socket.AF_UNIX:
+                    got = self._receive_hello(peer, received, want)
+                else:
+                    got = peer.sock.recv_into(received, want)
             except OSError as exc:
                 if would_block(exc):
                     return
                 got = 0  # ECONNRESET: the peer is gone; what was read is handled
             self.read_bytes += got
             self.largest_read = max(self.largest_read, got)
-            records = stats.records
+            records = self._stats.records
             if not got:
                 if peer.nonce is not None:
                     self._gate.refuse(peer, "closed before answering the challenge")
@@ -129,29 +153,9 @@ class Peers:
                 if not rest:  # None: refused; b"": the answer is not complete yet
                     return
                 data = rest
-            try:
-                frames = peer.reader.feed(data)
-            except _wire.FrameError as exc:
-                self._stats.bad_frames += 1
-                self._dispatch.report(
-                    logging.ERROR, f"dropped the connection of {peer.describe()}: {exc}"
-                )
-                self.drop(peer)
+            if not self._handle(peer, peer.reader, data):
                 return
-            for fields in frames:
-                kind = fields[0]
-                if kind is LINE_BLOCK:
-                    self._dispatch.block(fields[1], peer)
-                elif kind is LINE_RUN:
-                    self._dispatch.lines(fields[1], peer)
-                elif kind == _wire.HELLO:
-                    if not self._hello(peer, fields):
-                        return  # refused: the rest of what it sent is not read
-                elif kind == _wire.FLUSH and len(fields) == 2:
-                    self._flush(peer.sock, fields[1])
-                else:
-                    self._dispatch.frame(fields, peer)
-            self.largest_fill = max(self.largest_fill, fill(got, stats.records - records))
+            self.largest_fill = max(self.largest_fill, fill(got, self._stats.records - records))
             if budget is None:
                 # TLS may hold decrypted bytes that select() will not report.
                 if peer.tls and self.table.get(peer.fd) is peer and peer.sock.pending():  # type: ignore[attr-defined]
@@ -160,6 +164,76 @@ class Peers:
             budget -= len(data)
             if budget <= 0:
                 return
+
+    def read_pipe(self, peer: Peer, budget: int | None = None) -> None:
+        """Read what ``peer`` wrote to its pipe (at least ``budget`` bytes if given); handle it."""
+        received = self._received
+        while peer.pipe is not None and self.table.get(peer.fd) is peer:
+            want = RECV_SIZE if budget is None else min(max(budget, 1), RECV_SIZE)
+            try:
+                got = os.readv(peer.pipe, (received[:want],))
+            except BlockingIOError:
+                return
+            except OSError:
+                got = 0
+            if not got:  # every write end closed: the process is gone, its socket ends too
+                self._close_pipe(peer)
+                return
+            self.read_bytes += got
+            self.largest_read = max(self.largest_read, got)
+            # A pipe holds bytes (in pages), not one buffer per send: its fill is what was read.
+            self.largest_fill = max(self.largest_fill, got)
+            if not self._handle(peer, peer.pipe_reader, received[:got]):  # type: ignore[arg-type]
+                return
+            if budget is None:
+                return
+            budget -= got
+            if budget <= 0:
+                return
+
+    def _handle(self, peer: Peer, reader: _wire.FrameReader, data: bytes | memoryview) -> bool:
+        """Cut ``data`` into frames and handle each; False if the peer was dropped or refused."""
+        try:
+            frames = reader.feed(data)
+        except _wire.FrameError as exc:
+            self._stats.bad_frames += 1
+            self._dispatch.report(
+                logging.ERROR, f"dropped the connection of {peer.describe()}: {exc}"
+            )
+            self.drop(peer)
+            return False
+        for fields in frames:
+            kind = fields[0]
+            if kind is LINE_BLOCK:
+                self._dispatch.block(fields[1], peer)
+            elif kind is LINE_RUN:
+                self._dispatch.lines(fields[1], peer)
+            elif kind == _wire.HELLO:
+                if not self._hello(peer, fields):
+                    return False  # refused: the rest of what it sent is not read
+            elif kind == _wire.FLUSH and len(fields) == 2:
+                self._flush(peer.sock, fields[1])
+            else:
+                self._dispatch.frame(fields, peer)
+        return True
+
+    def _receive_hello(self, peer: Peer, received: memoryview, want: int) -> int:
+        """Read a local peer's first bytes, and the pipe its HELLO may carry (protocol 4)."""
+        got, ancillary, _, _ = peer.sock.recvmsg_into([received[:want]], _FD_SPACE)
+        fds = array.array("i")
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+        for index, fd in enumerate(fds):
+            if index == 0 and got and _is_pipe(fd):
+                os.set_blocking(fd, False)
+                peer.pipe = fd
+                peer.pipe_reader = type(peer.reader)(peer.reader.limit)
+                self._selector.register(fd, selectors.EVENT_READ, PipeEnd(peer))
+            else:  # not a pipe, or more than one: not ours to keep
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        return got
 
     def _hello(self, peer: Peer, fields: list[Any]) -> bool:
         """Note who the peer is; refuse it (False) if it speaks another protocol version."""
@@ -189,6 +263,9 @@ class Peers:
             if queued:
                 # TLS: FIONREAD counts encrypted bytes; read all there is.
                 self.read(peer, RECV_SIZE * 64 if peer.tls else queued)
+            # After the socket: a HELLO read just now may have brought the pipe.
+            if peer.pipe is not None and (waiting := _queued_bytes(peer.pipe)):
+                self.read_pipe(peer, waiting)
 
     def answer(self, sock: socket.socket, frame: bytes) -> None:
         """Send ``frame`` to a peer; end it if it does not fit its socket at once.
@@ -217,6 +294,13 @@ class Peers:
             with contextlib.suppress(OSError):
                 peer.sock.shutdown(socket.SHUT_RD)
         for peer in list(self.table.values()):
+            # A pipe is read for what it holds now, then closed: what its
+            # process writes later is not lost, it reads that back itself
+            # once the socket ends (``pipe``).
+            if peer.pipe is not None:
+                if waiting := _queued_bytes(peer.pipe):
+                    self.read_pipe(peer, waiting)
+                self._close_pipe(peer)
             for _ in range(_MAX_DRAIN_READS):  # reads end at the end of the stream
                 if self.table.get(peer.fd) is not peer:
                     break
@@ -232,6 +316,17 @@ class Peers:
         """Close a connection; report a cut frame it left, unless ``cut_ok``."""
         if self.table.get(peer.fd) is not peer:
             return  # closed already
+        if peer.pipe is not None and not cut_ok:
+            # Its end of stream: what the process wrote before it left is all in the
+            # pipe (its write end closed with it), read before the socket closes.
+            for _ in range(_MAX_DRAIN_READS):
+                waiting = _queued_bytes(peer.pipe)
+                if not waiting or self.table.get(peer.fd) is not peer:
+                    break
+                self.read_pipe(peer, waiting)
+        if self.table.get(peer.fd) is not peer:
+            return  # dropped while its pipe was read
+        self._close_pipe(peer, cut_ok=cut_ok)
         self._listeners.freed()
         self._gate.forget(peer)
         sock = peer.sock
@@ -248,6 +343,24 @@ class Peers:
             )
         sock.close()
 
+    def _close_pipe(self, peer: Peer, *, cut_ok: bool = False) -> None:
+        """Stop reading a peer's pipe (always before its socket closes: see ``pipe``)."""
+        fd, reader = peer.pipe, peer.pipe_reader
+        if fd is None:
+            return
+        peer.pipe = None
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(fd)
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        if reader is not None and reader.pending and not cut_ok:
+            self._stats.cut_frames += 1
+            self._dispatch.report(
+                logging.WARNING,
+                f"discarded {reader.pending} bytes of a cut frame from {peer.describe()}, "
+                f"which ended in the middle of sending a record",
+            )
+
     def close_all(self) -> None:
         """Close every connection (the loop's end)."""
         for peer in list(self.table.values()):
@@ -258,4 +371,8 @@ class Peers:
         for peer in list(self.table.values()):
             with contextlib.suppress(OSError):
                 peer.sock.close()
+            if peer.pipe is not None:
+                with contextlib.suppress(OSError):
+                    os.close(peer.pipe)
+                peer.pipe = None
         self.table.clear()

@@ -5,7 +5,9 @@ msgpack encoding one array whose first element is the frame kind (the
 constants below, each with its layout).  Between frames a stream may carry
 bare lines (protocol 3): a rendered line's UTF-8 bytes and a ``\n``, meaning
 ``[LINE, text]``, told apart from a frame by a first byte other than 0
-(``frame_reader``).  msgpack only ever builds plain values
+(``frame_reader``).  Since protocol 4 a local process's HELLO carries the read
+end of a pipe (SCM_RIGHTS), and its frames and lines after the HELLO travel
+over that pipe instead of the socket (``pipe``).  msgpack only ever builds plain values
 (str, bytes, int, float, bool, None, lists and dicts of those): nothing
 received from a socket is unpickled or evaluated.
 
@@ -50,7 +52,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up
 if TYPE_CHECKING:
     from typing import Any, Final
 
-PROTOCOL_VERSION: Final = 3
+PROTOCOL_VERSION: Final = 4
 
 # Frame kinds: the first element of every frame's array.
 HELLO: Final = 0  # [HELLO, version, pid, process name]: first frame on a connection

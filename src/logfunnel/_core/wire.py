@@ -189,6 +189,15 @@ class Encoder:
         self._sites.clear()
         self._threads.clear()
 
+    def tables(self) -> Tables:
+        """Return the sites and threads defined on this connection, as its writer holds them."""
+        tables = Tables()
+        for values, ident in self._sites.items():
+            tables.sites[ident] = dict(zip(SITE_FIELDS, values, strict=True))
+        for values, ident in self._threads.items():
+            tables.threads[ident] = dict(zip(THREAD_FIELDS, values, strict=True))
+        return tables
+
     def frame(self, fields: list[Any]) -> bytes:
         """Return one frame (header and payload) for an already-plain array.
 

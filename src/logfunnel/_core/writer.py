@@ -10,13 +10,14 @@ Data flow::
              Framer.frames (framing): the line or the record     |
              Outbox (outbox): unit in flight, queued, drops      |
              or Fallback (fallback) while the writer is away     |
-        -> send on A's own socket      B's own socket             |
+        -> write to A's own pipe       B's own pipe               |
+           (its socket: HELLO, FLUSHED, the writer's end)           |
                  |                           |                       |
                  v                           v                       v
       +----------------------------- Writer.run (one thread) -----------------------+
-      | select: listening sockets | one socket per process | control channel        |
+      | select: listeners | one socket and one pipe per process | control channel   |
       |  (1) accept: _listeners (back-off) -> _gate (TLS, token challenge)          |
-      |  (2) _peers: recv -> FrameReader (length prefix, size limit), per peer:     |
+      |  (2) _peers: read -> FrameReader (length prefix, size limit), per peer:     |
       |        HELLO -> who it is (and its protocol version), FLUSH -> barrier (5)  |
       |  (3)   any other frame -> _dispatch.Dispatcher.frame:                       |
       |        SITE/THREAD -> that peer's Tables                                    |
@@ -39,7 +40,9 @@ the process's one connection (``connection``), opened on first use
 ``wire`` -- and ``outbox`` sends it whole, one unit at a time, with exact
 byte counts, so neither a re-entrant call nor a signal handler can interleave
 or tear a frame; with ``on_full="drop"`` it bounds the wait and counts what it
-drops.  The frame is in the kernel before the logging call returns.  While
+drops.  A local process writes to a pipe of its own, whose read end its HELLO
+passed to the writer (``pipe``); a TCP peer sends on its socket.  The frame is
+in the kernel before the logging call returns.  While
 the writer cannot be reached, records go to the ``fallback`` (stderr or a
 file), and the connection retries once a second.  No lock, queue or socket is
 shared between processes.
@@ -50,8 +53,10 @@ first finish TLS and prove the token (``_gate``), and nothing it sends is read
 as frames before.  ``accept()`` failing for want of descriptors pauses that
 listener with a growing back-off instead of spinning.
 
-(2) Reading (``_peers``).  A readable connection is read in pieces of up to
-256 KiB and cut into frames by its ``FrameReader``.  The frames about the
+(2) Reading (``_peers``).  A readable connection or pipe is read in pieces of
+up to 256 KiB and cut into frames by its ``FrameReader``.  A local peer's first
+read takes the pipe its HELLO carries (SCM_RIGHTS), and its frames come from
+there on over the pipe.  The frames about the
 connection are handled there: HELLO (a protocol version other than this
 one's ends it), FLUSH (a barrier, answered on that connection).  A frame over
 the size limit, or bytes that do not decode, end the connection (its stream
@@ -73,7 +78,7 @@ connection brings few bytes a turn, and never so long that the fastest
 connection's buffer would fill.
 
 (5) The barrier (``Funnel.flush``, or a FLUSH from any process) reads, from
-every connection, at least the bytes that were queued in the kernel when the
+every connection and pipe, at least the bytes that were queued in the kernel when the
 request was processed (``FIONREAD``), after accepting every pending
 connection (a paused listener is left alone).  A record whose logging call
 returned before ``flush()`` was called had all its bytes queued by then, so
@@ -89,8 +94,10 @@ owner is gone) the writer drains and ends as for SHUTDOWN.
 call returned: the listeners are shut (``Listeners.shut``), then each
 connection is shut for reading: from that instant a process's send fails
 (its record goes to its fallback), while everything already queued is still
-read to the end of the stream.  A process killed mid-send leaves a cut
-frame: discarded, counted in ``Stats.cut_frames`` and reported; that
+read to the end of the stream.  A pipe is read for what it holds and closed
+before its socket: what its process writes after that it reads back itself
+once the socket has ended, and sends to its fallback (``pipe``).  A process
+killed mid-send leaves a cut frame: discarded, counted in ``Stats.cut_frames`` and reported; that
 record's logging call never returned.
 
 Who owns what:
@@ -132,7 +139,7 @@ from logfunnel._core.dispatch import Dispatcher, Stats
 from logfunnel._core.gate import Gate, Peer
 from logfunnel._core.listeners import LISTENER, TCP_LISTENER, Listeners
 from logfunnel._core.nap import Nap
-from logfunnel._core.peers import Peers
+from logfunnel._core.peers import Peers, PipeEnd
 
 _CONTROL: Final = "control"
 
@@ -202,6 +209,7 @@ class Writer:
         self._dispatch.start(lines=self.lines_allowed)
         peers = self._peers
         table, read, accept_all = peers.table, peers.read, peers.accept_all
+        read_pipe = peers.read_pipe
         flush_batched = self._dispatch.calls.flush_batched
         nap = Nap()
         self._running = True
@@ -214,6 +222,10 @@ class Writer:
                         accept_all(key.data)
                     elif key.data is _CONTROL:
                         self._serve_control()
+                    elif type(key.data) is PipeEnd:
+                        owner: Peer = key.data.peer
+                        if table.get(owner.fd) is owner:
+                            read_pipe(owner)
                     else:
                         peer: Peer = key.data
                         # A barrier run for an earlier event of this batch may

@@ -1,0 +1,116 @@
+"""A process's pipe to the writer (``_core/pipe.py``, protocol 4), with real processes.
+
+What a killed writer never read reaching its successor is in ``test_recovery``;
+what a lost writer left in the pipe going to the next one, in order, is in
+``test_connection_unit``.  Here: what a forked child does with the pipe it
+inherits, and a program that set SIGPIPE back to its default.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import run_python
+
+# The parent's connection has a pipe; a forked child opens its own and must not
+# hold the parent's: a child that kept the write end would keep the writer from
+# ever seeing that pipe end, and one that kept the read end could read it back.
+FORKED = r"""
+import json, logging, multiprocessing, os, sys
+import logfunnel
+from logfunnel._core import state
+
+def child(queue):
+    logging.getLogger("child").info("from the child")
+    inodes = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            continue
+        if target.startswith("pipe:["):
+            inodes.add(int(target[6:-1]))
+    queue.put(sorted(inodes))
+
+if __name__ == "__main__":
+    funnel = logfunnel.install(file=sys.argv[1], level="INFO", host="process", fmt="%(message)s")
+    logging.getLogger("parent").info("from the parent")
+    pipe = state.connection.outbox.pipe
+    parents = sorted({os.fstat(pipe.read_fd).st_ino, os.fstat(pipe.write_fd).st_ino})
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=child, args=(queue,))
+    proc.start()
+    childs = queue.get(timeout=60)
+    proc.join(60)
+    assert funnel.flush()
+    funnel.shutdown()
+    print(json.dumps({"parent": parents, "child": childs, "exitcode": proc.exitcode}))
+"""
+
+
+def test_a_forked_child_closes_the_pipe_it_inherits_and_opens_its_own(tmp_path: Path) -> None:
+    """After fork the child holds none of the parent's pipe ends, and its record lands."""
+    log = tmp_path / "out.log"
+    program = tmp_path / "forked.py"
+    program.write_text(FORKED)
+    proc = run_python(str(program), str(log), timeout=60)
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["exitcode"] == 0, proc.stderr
+    assert len(report["parent"]) == 1  # both ends of one pipe
+    assert not set(report["parent"]) & set(report["child"])
+    assert sorted(log.read_text(encoding="utf-8").splitlines()) == [
+        "from the child",
+        "from the parent",
+    ]
+
+
+# A child that set SIGPIPE back to the default (as command-line tools do, to die
+# quietly under `| head`) goes on logging after the writer is gone: a write to a
+# pipe without a reader would kill it.  It keeps a read end itself, so the pipe
+# never loses its last reader, and its records go to the fallback.
+SIGPIPE_DEFAULT = r"""
+import json, logging, multiprocessing, signal, sys
+import logfunnel
+
+def child(logged, gone):
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    log = logging.getLogger("child")
+    log.info("rec 0")
+    logged.set()
+    assert gone.wait(60)
+    for i in range(1, 51):
+        log.info("rec %d", i)
+
+if __name__ == "__main__":
+    funnel = logfunnel.install(file=sys.argv[1], level="INFO", host="process",
+                               fmt="%(message)s", fallback=sys.argv[2])
+    ctx = multiprocessing.get_context("fork")
+    logged, gone = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=child, args=(logged, gone))
+    proc.start()
+    assert logged.wait(60)
+    assert funnel.shutdown(timeout=30)
+    gone.set()
+    proc.join(60)
+    print(json.dumps({"exitcode": proc.exitcode}))
+"""
+
+
+def test_a_child_with_sigpipe_at_its_default_outlives_the_writer(tmp_path: Path) -> None:
+    """SIGPIPE set to SIG_DFL, the writer shut down: the child logs on, exits 0, loses nothing."""
+    log, fallback = tmp_path / "out.log", tmp_path / "fallback.log"
+    program = tmp_path / "sigpipe.py"
+    program.write_text(SIGPIPE_DEFAULT)
+    proc = run_python(str(program), str(log), str(fallback), timeout=60)
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["exitcode"] == 0, proc.stderr
+    landed = [line.strip() for line in log.read_text(encoding="utf-8").splitlines()]
+    kept = [  # the fallback's own format, or a line rendered for the sink read back
+        line.rsplit(": ", 1)[-1]
+        for line in fallback.read_text(encoding="utf-8").splitlines()
+        if not line.startswith("logfunnel: ")
+    ]
+    numbers = sorted(int(text.split()[1]) for text in [*landed, *kept] if text.startswith("rec "))
+    assert numbers == list(range(51))
