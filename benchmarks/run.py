@@ -440,7 +440,7 @@ def targets(data: dict[str, Any], size: int) -> list[str]:
                 f"For the backlog: the unsafe inherited FileHandler needs {seconds:.2f} s to "
                 f"write {backlog:,} records from {procs_b} processes at all (its P={procs_b} "
                 "rate in the main runs). The backlog is produced after the release (workers "
-                "block on full sockets), so < 0.5 s asks the producers to beat that."
+                "block on full pipes), so < 0.5 s asks the producers to beat that."
             ),
         ]
     return out
@@ -689,15 +689,15 @@ def write_report(args: argparse.Namespace, data: dict[str, Any], command: str,
     if data.get("slow"):
         lines += [*slow_table(data["slow"], data["slow_procs"], args.slow_us), "",
                   ("The writer's RSS is sampled every 50 ms during the run. logfunnel's "
-                  "backpressure is the socket: producers block in `sendall` when the writer "
-                  "is behind, so no process buffers an unbounded backlog."), ""]
+                  "backpressure is each process's pipe (256 KiB): producers wait for room "
+                  "when the writer is behind, so no process buffers an unbounded backlog."), ""]
     if data.get("backlog"):
         lines += [*backlog_table(data["backlog"], data["backlog_procs"], data["backlog_n"],
                                  args.fill_s), "",
                   ("The writer is frozen (SIGSTOP for host=process; for host=thread the "
                   "benchmark holds its sinks' locks; both with install()'s own sinks, as in "
                   "the main runs) while the workers log; they fill the "
-                  "socket buffers (a few hundred records each) and then block, so most of "
+                  "pipes (256 KiB, a few thousand records each) and then block, so most of "
                   "the 100,000 records are logged after the release. Drain = from releasing "
                   "the writer until `Funnel.shutdown()` returns with every record in the "
                   "file."), ""]
