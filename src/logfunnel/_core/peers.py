@@ -219,7 +219,18 @@ class Peers:
 
     def _receive_hello(self, peer: Peer, received: memoryview, want: int) -> int:
         """Read a local peer's first bytes, and the pipe its HELLO may carry (protocol 4)."""
-        got, ancillary, _, _ = peer.sock.recvmsg_into([received[:want]], _FD_SPACE)
+        got, ancillary, flags, _ = peer.sock.recvmsg_into([received[:want]], _FD_SPACE)
+        if flags & socket.MSG_CTRUNC:
+            # A descriptor it sent was dropped by the kernel (this process is out of
+            # descriptors): its records would wait in a pipe nobody reads.  Ending the
+            # connection tells it so; it reads them back and tries again, or falls back.
+            self._stats.accept_failures += 1
+            self._dispatch.report(
+                logging.ERROR,
+                "dropped a connection: the pipe it sent could not be received "
+                "(out of file descriptors?); its process tries again",
+            )
+            got = 0
         fds = array.array("i")
         for level, kind, data in ancillary:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
