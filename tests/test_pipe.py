@@ -3,15 +3,24 @@
 What a killed writer never read reaching its successor is in ``test_recovery``;
 what a lost writer left in the pipe going to the next one, in order, is in
 ``test_connection_unit``.  Here: what a forked child does with the pipe it
-inherits, and a program that set SIGPIPE back to its default.
+inherits, a program that set SIGPIPE back to its default, and a HELLO whose
+pipe the writer cannot receive.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
-from conftest import run_python
+import msgpack
+import pytest
+
+from conftest import child_env, run_python
+from logfunnel._core import wire as _wire
 
 # The parent's connection has a pipe; a forked child opens its own and must not
 # hold the parent's: a child that kept the write end would keep the writer from
@@ -114,3 +123,56 @@ def test_a_child_with_sigpipe_at_its_default_outlives_the_writer(tmp_path: Path)
     ]
     numbers = sorted(int(text.split()[1]) for text in [*landed, *kept] if text.startswith("rec "))
     assert numbers == list(range(51))
+
+
+# A funnel that prints its address, waits for a line on stdin, then reports its stats.
+SERVER = r"""
+import dataclasses, json, sys
+import logfunnel
+funnel = logfunnel.install(file=sys.argv[1], host=sys.argv[2], fmt="%(name)s|%(message)s")
+print(funnel.address, flush=True)
+sys.stdin.readline()
+assert funnel.flush(timeout=30)
+stats = dataclasses.asdict(funnel.stats())
+funnel.shutdown()
+print(json.dumps(stats), flush=True)
+"""
+
+
+@pytest.mark.parametrize("host", ["thread", "process"])
+def test_a_hello_whose_pipe_cannot_be_received_ends_the_connection(
+    tmp_path: Path, host: str
+) -> None:
+    """More descriptors than a HELLO carries (as when the writer has none left): refused, said."""
+    log = tmp_path / "out.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVER, str(log), host],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+    )
+    assert proc.stdout is not None
+    address = proc.stdout.readline().strip()
+    pipes = [os.pipe() for _ in range(8)]
+    try:
+        hello = msgpack.packb([_wire.HELLO, _wire.PROTOCOL_VERSION, 4242, "many-fds"])
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(30)
+            sock.connect(address.removeprefix("unix:"))
+            frame = len(hello).to_bytes(4, "big") + hello
+            socket.send_fds(sock, [frame], [r for r, _ in pipes])
+            assert sock.recv(4096) == b""  # the writer ended the connection
+    finally:
+        for r, w in pipes:
+            os.close(r)
+            os.close(w)
+    out, err = proc.communicate("go\n", timeout=60)
+    assert proc.returncode == 0, err
+    stats = json.loads(out.strip().splitlines()[-1])
+    assert stats["bad_frames"] == 1
+    assert stats["processes"] == 0  # its HELLO was never taken
+    errors = [line for line in log.read_text(encoding="utf-8").splitlines() if "descriptors" in line]
+    assert len(errors) == 1, errors
+    assert errors[0].startswith("logfunnel|dropped a connection: "), errors

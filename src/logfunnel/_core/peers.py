@@ -222,13 +222,14 @@ class Peers:
         got, ancillary, flags, _ = peer.sock.recvmsg_into([received[:want]], _FD_SPACE)
         if flags & socket.MSG_CTRUNC:
             # A descriptor it sent was dropped by the kernel (this process is out of
-            # descriptors): its records would wait in a pipe nobody reads.  Ending the
-            # connection tells it so; it reads them back and tries again, or falls back.
-            self._stats.accept_failures += 1
+            # descriptors, or the peer sent more than a HELLO carries): its records
+            # would wait in a pipe nobody reads.  Ending the connection tells it so; a
+            # sender reads them back and tries again, or falls back.
+            self._stats.bad_frames += 1
             self._dispatch.report(
                 logging.ERROR,
-                "dropped a connection: the pipe it sent could not be received "
-                "(out of file descriptors?); its process tries again",
+                "dropped a connection: the descriptors it sent could not all be received "
+                "(out of file descriptors, or more than its pipe); its process tries again",
             )
             got = 0
         fds = array.array("i")
