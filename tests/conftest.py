@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import collections
+import json
 import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,6 +45,55 @@ def run_python(
             f"child exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
         )
     return proc
+
+
+# A funnel in a fresh interpreter (install() with file= and host=, or a config= tree
+# for "config"): prints its address, waits for a line on stdin, logs one record of
+# its own, flushes and prints its stats (tests/test_lines.py, tests/test_pipe.py).
+FUNNEL_SERVER = """
+import dataclasses
+import json, logging, sys
+import logfunnel
+if sys.argv[2] == "config":  # the writer hands records to handlers it cannot tell senders of
+    handler = {"class": "logging.FileHandler", "filename": sys.argv[1], "formatter": "f"}
+    funnel = logfunnel.install(config={
+        "version": 1,
+        "formatters": {"f": {"format": "%(name)s|%(message)s"}},
+        "handlers": {"h": handler},
+        "root": {"handlers": ["h"], "level": "INFO"},
+    })
+else:
+    funnel = logfunnel.install(file=sys.argv[1], host=sys.argv[2], fmt="%(name)s|%(message)s")
+print(funnel.address, flush=True)
+sys.stdin.readline()
+logging.getLogger("after").warning("still here")
+assert funnel.flush(timeout=30)
+stats = dataclasses.asdict(funnel.stats())
+funnel.shutdown()
+print(json.dumps(stats), flush=True)
+"""
+
+
+def start_funnel_server(log: Path, host: str) -> tuple[subprocess.Popen[str], str]:
+    """Start ``FUNNEL_SERVER`` writing to ``log``; return it and its address."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FUNNEL_SERVER, str(log), host],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+    )
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
+
+
+def stop_funnel_server(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    """Let ``start_funnel_server``'s funnel finish; return its stats."""
+    out, err = proc.communicate("go\n", timeout=60)
+    assert proc.returncode == 0, err
+    stats: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return stats
 
 
 @dataclass

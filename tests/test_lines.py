@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import msgpack
 import pytest
 
-from conftest import SCRIPTS, child_env, run_python
+from conftest import SCRIPTS, run_python, start_funnel_server, stop_funnel_server
 from logfunnel._core import wire as _wire
 
 pytestmark = pytest.mark.usefixtures("no_funnel_env")
@@ -76,51 +74,18 @@ def _send_raw(address: str, frames: list[list[object] | bytes]) -> None:
         sock.sendall(payload)
 
 
-SERVER = """
-import dataclasses
-import json, logging, sys
-import logfunnel
-if sys.argv[2] == "config":  # the writer hands records to handlers it cannot tell senders of
-    handler = {"class": "logging.FileHandler", "filename": sys.argv[1], "formatter": "f"}
-    funnel = logfunnel.install(config={
-        "version": 1,
-        "formatters": {"f": {"format": "%(name)s|%(message)s"}},
-        "handlers": {"h": handler},
-        "root": {"handlers": ["h"], "level": "INFO"},
-    })
-else:
-    funnel = logfunnel.install(file=sys.argv[1], host=sys.argv[2], fmt="%(name)s|%(message)s")
-print(funnel.address, flush=True)
-sys.stdin.readline()
-logging.getLogger("after").warning("still here")
-assert funnel.flush(timeout=30)
-stats = dataclasses.asdict(funnel.stats())
-funnel.shutdown()
-print(json.dumps(stats), flush=True)
-"""
 
 
 @pytest.mark.parametrize("host", ["thread", "process", "config"])
 def test_a_peer_cannot_forge_lines(tmp_path: Path, host: str) -> None:
     """A LINE with line breaks stays one record; a writer whose sinks are not its own refuses LINEs."""
     log = tmp_path / "out.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SERVER, str(log), host],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=child_env(),
-    )
-    assert proc.stdout is not None
-    address = proc.stdout.readline().strip()
+    proc, address = start_funnel_server(log, host)
     hello = [_wire.HELLO, _wire.PROTOCOL_VERSION, 4242, "raw-peer"]
     # A LINE frame with line breaks, and a bare line with the one break it could hold.
     forged = [_wire.LINE, "raw|one\nfake|forged\rfake|again"]
     _send_raw(address, [hello, forged, b"raw|bare\rfake|bare\n"])
-    out, err = proc.communicate("go\n", timeout=60)
-    assert proc.returncode == 0, err
-    stats = json.loads(out.strip().splitlines()[-1])
+    stats = stop_funnel_server(proc)
     lines = log.read_text(encoding="utf-8").splitlines()
     assert not any(line.startswith("fake|") for line in lines)
     # Other connections (and, in a thread host, the program's own records) are not ordered
