@@ -28,6 +28,19 @@ bound in bytes, 80.0 µs with this one (83.5 with the 16 KiB bound and no pace
 bound before both), 108k against 115k records/s; 2 workers of 8 KB records,
 medians of 16, 39.0k, 41.2k and 37.7k records/s.
 
+Since protocol 4 a local process writes to a pipe (``pipe``), which holds
+bytes in pages, so its fill is what a read brought.  The rule that halved the
+nap whenever one read brought over 8 KiB (``FULL_READ``, a quarter of a socket
+buffer counted the kernel's way) then held the nap of one busy worker at 1 ms:
+each of its reads brought ~70 records, and each turn costs the writer a wake-up
+from ``epoll_wait`` (~29 µs of CPU on the 2-core VM of docs/benchmarks.md, for a
+1 ms sleep) and a Python call chain.  Now the nap doubles on every busy turn
+up to ``MAX_NAP`` and only the pace bound shortens it: writer CPU per record,
+process host, 100-byte records, old and new interleaved, medians of 6, 1
+connection 2.9 -> 1.55 µs, 64 connections 2.81 -> 1.72 µs, with p99 per call
+there 8.9 -> 0.2 ms (a nap of 1 ms made 64 senders wake the writer on every
+turn).
+
 ``Nap.after_turn`` is the whole policy; it reads no clock, so it can be
 checked step by step with made-up turns.
 """
@@ -36,25 +49,22 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["BUSY_BYTES", "FULL_READ", "IDLE", "MAX_NAP", "NAP", "NO_NAP_FILL", "Nap", "fill"]
+__all__ = ["BUSY_BYTES", "IDLE", "MAX_NAP", "NAP", "NO_NAP_FILL", "Nap", "fill"]
 
 #: A turn that read at least this much (counted over turns) starts a burst: it naps.
 BUSY_BYTES: Final = 4096
 #: The shortest nap, and the first of a burst.
 NAP: Final = 0.001
-#: The longest nap.  The nap doubles up to it while the largest read of a busy
-#: turn stays under ``FULL_READ / 2``, and halves once one is over ``FULL_READ``:
-#: 64 connections sending a record or two each per millisecond cost the writer
+#: The longest nap.  The nap doubles up to it on every busy turn of a burst
+#: (the pace bound, ``NO_NAP_FILL``, keeps each wait short enough): 64
+#: connections sending a record or two each per millisecond cost the writer
 #: several µs per record (benchmarks/writer_lines.py).  Records reach the file up
 #: to this much later in a burst; a barrier ends a nap at once.
 MAX_NAP: Final = 0.008
-#: What a connection should bring in one read (~60 records of 128 bytes: a
-#: quarter of what its socket buffer holds, counting the kernel's overhead per
-#: send).
-FULL_READ: Final = 8 * 1024
-#: No nap may let the fastest connection fill more of its socket buffer than
-#: this (``fill``): under a quarter of its 208 KiB at any record size (~64
-#: records of 117 bytes, ~4 of 8 KB).  A read that emptied more already says
+#: No nap may let the fastest connection fill more of its buffer than this
+#: (``fill``): a quarter of a local process's 256 KiB pipe (~560 records of 117
+#: bytes, 8 of 8 KB), and under a third of a socket's 208 KiB at any record
+#: size (~64 records of 117 bytes, ~4 of 8 KB).  A read that emptied more already says
 #: the connection got ahead: that turn does not nap at all.  (96 KiB, which let
 #: 8 KB records gather ~46 KiB, ran them at 33.5k records/s against 41.9k for
 #: the 32 KiB bound in bytes in the same runs, medians of 16.)
@@ -84,26 +94,23 @@ class Nap:
         self._last_turn_end = float("-inf")
 
     def after_turn(
-        self, turn_started: float, now: float, read_bytes: int, largest_read: int, largest_fill: int
+        self, turn_started: float, now: float, read_bytes: int, largest_fill: int
     ) -> float | None:
         """Return how long to wait now (0: not at all) after a busy turn; None after another.
 
         ``turn_started``: when the turn began (its select returned); ``now``:
         the same clock now; ``read_bytes``: bytes read since the last busy
-        turn, over turns; ``largest_read``: the most one read brought since
-        then; ``largest_fill``: the most of a socket buffer one read emptied
-        since then (``fill``).  After a busy turn the caller waits, starts counting both anew,
-        and calls ``napped_at``.
+        turn, over turns; ``largest_fill``: the most of a pipe or socket
+        buffer one read emptied since then (``fill``).  After a busy turn the
+        caller waits, starts counting both anew, and calls ``napped_at``.
         """
         gathering, self._last_turn_end = turn_started - self._last_turn_end, now
         if not self.busy(turn_started, read_bytes):
             return None
         if turn_started - self.napped > IDLE:
             self.length = NAP  # a new burst starts at the shortest nap
-        elif largest_read < FULL_READ // 2:
+        else:
             self.length = min(self.length * 2, MAX_NAP)
-        elif largest_read > FULL_READ:
-            self.length = max(self.length / 2, NAP)
         if largest_fill > NO_NAP_FILL:
             self.length = NAP
             return 0.0

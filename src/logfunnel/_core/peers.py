@@ -101,9 +101,7 @@ class Peers:
         self._pids: set[int] = set()
         #: Bytes read since the loop last set this to 0 (once per turn).
         self.read_bytes = 0
-        #: The most bytes one read brought since the loop last set this to 0.
-        self.largest_read = 0
-        #: The most of a socket buffer one read emptied (``nap.fill``), likewise.
+        #: The most of a pipe or socket buffer one read emptied (``nap.fill``), likewise.
         self.largest_fill = 0
         # Every read lands here, then is copied into the peer's reader.  A
         # recv(RECV_SIZE) allocated 256 KiB per call, which malloc serves with
@@ -139,7 +137,6 @@ class Peers:
                     return
                 got = 0  # ECONNRESET: the peer is gone; what was read is handled
             self.read_bytes += got
-            self.largest_read = max(self.largest_read, got)
             records = self._stats.records
             if not got:
                 if peer.nonce is not None:
@@ -180,7 +177,6 @@ class Peers:
                 self._close_pipe(peer)
                 return
             self.read_bytes += got
-            self.largest_read = max(self.largest_read, got)
             # A pipe holds bytes (in pages), not one buffer per send: its fill is what was read.
             self.largest_fill = max(self.largest_fill, got)
             if not self._handle(peer, peer.pipe_reader, received[:got]):  # type: ignore[arg-type]

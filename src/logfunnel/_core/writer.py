@@ -72,10 +72,10 @@ refusals summary: the next one bounds select's timeout).  The file sinks
 install() built are flushed once per turn, not once per record.  A busy
 turn that took less than the nap waits out the rest of it (on the control
 channel alone, so the owner's flush() is not kept waiting): meanwhile records
-gather in the socket buffers, their sends wake no one, and the next turn takes
-them in a few large reads.  How long (``nap``): 1 to 8 ms, growing while each
-connection brings few bytes a turn, and never so long that the fastest
-connection's buffer would fill.
+gather in the pipes and socket buffers, their writes wake no one, and the next
+turn takes them in a few large reads.  How long (``nap``): 1 to 8 ms, doubling
+on each busy turn of a burst, and never so long that the fastest connection's
+buffer would fill.
 
 (5) The barrier (``Funnel.flush``, or a FLUSH from any process) reads, from
 every connection and pipe, at least the bytes that were queued in the kernel when the
@@ -236,14 +236,12 @@ class Writer:
                     self._timers()
                 flush_batched()
                 now = time.monotonic()
-                wait = nap.after_turn(
-                    turn_started, now, peers.read_bytes, peers.largest_read, peers.largest_fill
-                )
+                wait = nap.after_turn(turn_started, now, peers.read_bytes, peers.largest_fill)
                 if wait is not None:  # a busy turn
                     if wait > 0:
                         # The owner's flush() or shutdown() ends the nap at once.
                         self._nap.select(wait)
-                    peers.read_bytes = peers.largest_read = peers.largest_fill = 0
+                    peers.read_bytes = peers.largest_fill = 0
                     nap.napped_at(time.monotonic())
         finally:
             self._peers.close_all()
