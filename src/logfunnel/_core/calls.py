@@ -299,6 +299,13 @@ class Calls:
         too).  The tree holds the program's own loggers only (the writer
         creates none), so the cost does not grow with the names peers send.
         """
+        # The program's handlers whose flush the writer deferred go first, the way
+        # a turn's end flushes them: a failed flush counts its records, and the
+        # first good one after failures says so ("resumed after ...").  Flushed
+        # below as plain handlers instead, a barrier between a record and its
+        # turn's end (a process's exit asks for one) left that note unwritten.
+        if self._held:
+            self._flush_held()
         handlers: dict[int, logging.Handler] = {}
         for handler in sinks:
             handlers.setdefault(id(handler), handler)
