@@ -3,8 +3,9 @@
 What a killed writer never read reaching its successor is in ``test_recovery``;
 what a lost writer left in the pipe going to the next one, in order, is in
 ``test_connection_unit``.  Here: what a forked child does with the pipe it
-inherits, a program that set SIGPIPE back to its default, and a HELLO whose
-pipe the writer cannot receive.
+inherits, a program that set SIGPIPE back to its default, a child's flush()
+and exit while the writer naps, and a HELLO whose pipe the writer cannot
+receive.
 """
 
 from __future__ import annotations
@@ -121,6 +122,73 @@ def test_a_child_with_sigpipe_at_its_default_outlives_the_writer(tmp_path: Path)
     ]
     numbers = sorted(int(text.split()[1]) for text in [*landed, *kept] if text.startswith("rec "))
     assert numbers == list(range(51))
+
+
+# The writer naps between busy turns on its control channel and the local
+# processes' sockets, never on their pipes (``_core/nap.py``).  Here its naps
+# last ten minutes: a child's flush() and its exit must still be served at once,
+# because both ask on the socket.  (The thread host: the patches are this process's.)
+NAPPING = r"""
+import json, logging, multiprocessing, select, sys, time
+import logfunnel
+from logfunnel._core import nap, peers, state
+from logfunnel._core.pipe import queued
+
+nap.NAP = nap.MAX_NAP = 600.0
+nap.IDLE = 1e9
+# No pace bound: every busy turn naps 600 s.
+nap.NO_NAP_FILL = 1 << 62
+peers.pipe_fill = lambda read, half: 0
+
+def child(queue, read):
+    log = logging.getLogger("child")
+    log.info("busy " + "x" * 8192)  # a busy turn: the writer reads it, then naps
+    pipe = state.connection.outbox.pipe
+    deadline = time.monotonic() + 60
+    while queued(pipe.read_fd) and time.monotonic() < deadline:
+        select.select([], [], [], 0.005)
+    log.info("logged while the writer naps")
+    queue.put(logfunnel.current().flush(timeout=20))
+    read.wait(60)  # the parent read the file
+    log.info("left in the pipe at exit")
+
+if __name__ == "__main__":
+    path = sys.argv[1]
+    funnel = logfunnel.install(file=path, level="INFO", fmt="%(message)s", host="thread")
+    ctx = multiprocessing.get_context("fork")
+    queue, read = ctx.Queue(), ctx.Event()
+    proc = ctx.Process(target=child, args=(queue, read))
+    proc.start()
+    flushed = queue.get(timeout=60)
+    with open(path, encoding="utf-8") as f:
+        at_flush = [line[:30] for line in f.read().splitlines()]
+    read.set()
+    proc.join(60)
+    with open(path, encoding="utf-8") as f:
+        at_exit = [line[:30] for line in f.read().splitlines()]
+    funnel.shutdown()
+    print(json.dumps({"flushed": flushed, "at_flush": at_flush, "at_exit": at_exit,
+                      "exitcode": proc.exitcode}))
+"""
+
+
+def test_a_childs_flush_and_exit_wake_a_napping_writer(tmp_path: Path) -> None:
+    """While the writer naps, a child's flush() is answered and its last record lands at exit.
+
+    Both fail with a FLUSH written into the pipe, as before: the flush times
+    out (the nap does not wake for pipes), and the exit gives up waiting with
+    the record still unread.
+    """
+    log = tmp_path / "out.log"
+    program = tmp_path / "napping.py"
+    program.write_text(NAPPING)
+    proc = run_python(str(program), str(log), timeout=120)
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["exitcode"] == 0, proc.stderr
+    assert report["flushed"] is True, proc.stderr
+    assert report["at_flush"][-1] == "logged while the writer naps"
+    assert report["at_exit"][-1] == "left in the pipe at exit"
+    assert len(report["at_exit"]) == 3
 
 
 @pytest.mark.parametrize("host", ["thread", "process"])

@@ -60,7 +60,7 @@ from logfunnel._core import wire as _wire
 from logfunnel._core.fallback import Fallback
 from logfunnel._core.framing import Framer
 from logfunnel._core.outbox import DEFERRED_LIMIT, ENCODING, IDLE, Outbox
-from logfunnel._core.pipe import RecordPipe, writer_gone
+from logfunnel._core.pipe import RecordPipe, ask, writer_gone
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
 if TYPE_CHECKING:
@@ -226,7 +226,8 @@ class Connection:
         box = self.outbox
         wait = _EXIT_WAIT_BLOCK if self._block else max(1.0, self.options.full_timeout)
         pipe, sock = box.pipe, self._sock
-        if pipe is not None and sock is not None and pipe.wait_until_read(sock, wait):
+        flush = self.encoder.frame([_wire.FLUSH, next(self._requests)])
+        if pipe is not None and sock is not None and pipe.wait_until_read(sock, wait, flush):
             self._broken()  # what the writer did not read is queued again
             self._reconnect()  # a restarted writer takes it; else the fallback does
         if not box.owes():
@@ -370,12 +371,20 @@ class Connection:
             box = self.outbox
             if not box.drain(sock, deadline, drop=False):
                 return False
-            box.out = (self.encoder.frame([_wire.FLUSH, request]), [], 0, None)
-            if not box.push(sock, deadline):
-                if not box.out[1]:
-                    box.out = IDLE
-                return False
-            answered = _dial.read_reply(sock, _wire.FLUSHED, request, deadline) is not None
+            frame = self.encoder.frame([_wire.FLUSH, request])
+            if box.pipe is not None:
+                # On the socket, not in the pipe: a writer napping wakes for its
+                # socket, and its barrier reads the pipe before it answers (``pipe``).
+                asked = ask(sock, frame)
+            else:
+                box.out = (frame, [], 0, None)
+                asked = box.push(sock, deadline)
+                if not asked:
+                    if not box.out[1]:
+                        box.out = IDLE
+                    return False
+            reply = _dial.read_reply(sock, _wire.FLUSHED, request, deadline) if asked else None
+            answered = reply is not None
             if not answered and box.pipe is not None and writer_gone(sock):
                 # What the writer did not read goes to its successor, if there is one.
                 self._broken()

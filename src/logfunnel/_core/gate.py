@@ -51,6 +51,7 @@ class Peer:
         "nonce",
         "pid",
         "pipe",
+        "pipe_half",
         "pipe_reader",
         "reader",
         "sock",
@@ -69,6 +70,8 @@ class Peer:
         #: the reader of that stream; None: they come over the socket.
         self.pipe: int | None = None
         self.pipe_reader: _wire.FrameReader | None = None
+        #: Half of what its pipe holds (``nap.pipe_fill``).
+        self.pipe_half = 32 * 1024
         self.name = "?"
         #: A TCP peer's challenge; None once it has answered it (or on Unix sockets).
         self.nonce: bytes | None = None

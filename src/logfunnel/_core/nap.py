@@ -49,21 +49,23 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["BUSY_BYTES", "IDLE", "MAX_NAP", "NAP", "NO_NAP_FILL", "Nap", "fill"]
+__all__ = ["BUSY_BYTES", "IDLE", "MAX_NAP", "NAP", "NO_NAP_FILL", "Nap", "fill", "pipe_fill"]
 
 #: A turn that read at least this much (counted over turns) starts a burst: it naps.
 BUSY_BYTES: Final = 4096
 #: The shortest nap, and the first of a burst.
 NAP: Final = 0.001
 #: The longest nap.  The nap doubles up to it on every busy turn of a burst
-#: (the pace bound, ``NO_NAP_FILL``, keeps each wait short enough): 64
-#: connections sending a record or two each per millisecond cost the writer
-#: several µs per record (benchmarks/writer_lines.py).  Records reach the file up
-#: to this much later in a burst; a barrier ends a nap at once.
-MAX_NAP: Final = 0.008
+#: (the pace bound, ``NO_NAP_FILL``, keeps each wait short enough).  Each nap
+#: costs the writer a wake-up, however many records it gathered: 8 ms left
+#: 1.56 µs of writer CPU per record at 64 connections and 1.35 µs at one, 32
+#: ms 0.78 and 1.0 (with the pipe bound below).  Records reach the file up to
+#: this much later in a burst; the owner's flush() and shutdown(), and a local
+#: process's flush() or exit, end a nap at once (they come on sockets).
+MAX_NAP: Final = 0.032
 #: No nap may let the fastest connection fill more of its buffer than this
-#: (``fill``): a quarter of a local process's 256 KiB pipe (~560 records of 117
-#: bytes, 8 of 8 KB), and under a third of a socket's 208 KiB at any record
+#: (``fill``, ``pipe_fill``): half of a local process's pipe (~1,100 records of
+#: 117 bytes in 256 KiB, 16 of 8 KB), and under a third of a socket's 208 KiB at any record
 #: size (~64 records of 117 bytes, ~4 of 8 KB).  A read that emptied more already says
 #: the connection got ahead: that turn does not nap at all.  (96 KiB, which let
 #: 8 KB records gather ~46 KiB, ran them at 33.5k records/s against 41.9k for
@@ -142,3 +144,12 @@ class Nap:
 def fill(read: int, records: int) -> int:
     """Bound how much of a socket buffer a read of ``read`` bytes holding ``records`` emptied."""
     return 2 * read + SEND_FILL * records
+
+
+def pipe_fill(read: int, half: int) -> int:
+    """Count a pipe read of ``read`` bytes in ``fill``'s units: half its pipe is ``NO_NAP_FILL``.
+
+    ``half``: half of what the pipe holds (``F_GETPIPE_SZ``; 256 KiB unless the
+    kernel refused the sender its share of pipe pages).
+    """
+    return read * NO_NAP_FILL // max(half, 1)

@@ -42,7 +42,8 @@ from logfunnel._core.dispatch import Dispatcher
 from logfunnel._core.gate import Gate, Peer, would_block
 from logfunnel._core.lines import LINE_BLOCK, LINE_RUN, LineReader
 from logfunnel._core.listeners import Listeners
-from logfunnel._core.nap import fill
+from logfunnel._core.nap import fill, pipe_fill
+from logfunnel._core.pipe import pipe_capacity
 
 RECV_SIZE: Final = 256 * 1024
 # Room for the one descriptor a HELLO may carry (and a few more, to close them).
@@ -87,9 +88,17 @@ class Peers:
         gate: Gate,
         dispatcher: Dispatcher,
         flush: Callable[[socket.socket, Any], None],
+        waker: selectors.BaseSelector,
     ) -> None:
-        """``flush(sock, request)``: the writer's barrier, for a FLUSH a peer sent."""
+        """``flush(sock, request)``: the writer's barrier, for a FLUSH a peer sent.
+
+        ``waker``: the selector the writer naps on (``nap``).  A local peer's
+        socket joins it once its pipe arrives: its records travel in the pipe,
+        which wakes no nap, while what it sends on its socket (a FLUSH: its
+        ``flush()``, or its exit waiting to be read) ends the nap at once.
+        """
         self._selector = selector
+        self._waker = waker
         self._listeners = listeners
         self._gate = gate
         self._dispatch = dispatcher
@@ -177,8 +186,7 @@ class Peers:
                 self._close_pipe(peer)
                 return
             self.read_bytes += got
-            # A pipe holds bytes (in pages), not one buffer per send: its fill is what was read.
-            self.largest_fill = max(self.largest_fill, got)
+            self.largest_fill = max(self.largest_fill, pipe_fill(got, peer.pipe_half))
             if not self._handle(peer, peer.pipe_reader, received[:got]):  # type: ignore[arg-type]
                 return
             if budget is None:
@@ -236,8 +244,10 @@ class Peers:
             if index == 0 and got and _is_pipe(fd):
                 os.set_blocking(fd, False)
                 peer.pipe = fd
+                peer.pipe_half = pipe_capacity(fd) // 2
                 peer.pipe_reader = type(peer.reader)(peer.reader.limit)
                 self._selector.register(fd, selectors.EVENT_READ, PipeEnd(peer))
+                self._waker.register(peer.sock, selectors.EVENT_READ)
             else:  # not a pipe, or more than one: not ours to keep
                 with contextlib.suppress(OSError):
                     os.close(fd)
@@ -282,8 +292,12 @@ class Peers:
         """
         try:
             sent = sock.send(frame)
-        except OSError:
+        except BlockingIOError:
             sent = -1
+        except OSError:
+            # Gone before its answer (a process that gave up waiting at exit): its
+            # end of stream is read in its turn, and closes it.
+            return
         if sent != len(frame):
             peer = next((p for p in self.table.values() if p.sock is sock), None)
             if peer is not None:
@@ -359,6 +373,8 @@ class Peers:
         peer.pipe = None
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(fd)
+        with contextlib.suppress(KeyError, ValueError):
+            self._waker.unregister(peer.sock)
         with contextlib.suppress(OSError):
             os.close(fd)
         if reader is not None and reader.pending and not cut_ok:

@@ -11,9 +11,16 @@ How it goes (protocol 4)::
 
     sender                                      writer
     connect(unix socket), HELLO + read end ---> SCM_RIGHTS: reads the pipe from now on
-    write(pipe): records, lines, FLUSH ------> the pipe's bytes, as a socket's were
+    write(pipe): records, lines       ------> the pipe's bytes, as a socket's were
+    FLUSH, on the socket (flush(), exit) ---> ends a nap; the barrier reads the pipe
                                           <--- FLUSHED, on the socket
     the socket's end of stream            <--- the writer is done with the pipe
+
+A FLUSH goes on the socket, not in the pipe, because the writer naps between
+busy turns on its control channel and the local processes' sockets only
+(``nap``): records in a pipe wake no one, a FLUSH on the socket wakes it at
+once, and the barrier it runs reads every pipe's queued bytes before it
+answers, so everything written before the FLUSH is in the sinks by then.
 
 The sender keeps a read end of its own.  So the pipe never loses its last
 reader while the sender lives: a write never raises SIGPIPE (a program may have
@@ -62,6 +69,7 @@ PIPE_SIZE: Final = 256 * 1024
 #: non-blocking peek): records written after the writer went away wait in the
 #: pipe until then, or until the sender flushes or exits.
 CHECK_SECONDS: Final = 0.25
+_NO_WAIT: Final = getattr(socket, "MSG_NOSIGNAL", 0) | getattr(socket, "MSG_DONTWAIT", 0)
 _SET_SIZE: Final = getattr(fcntl, "F_SETPIPE_SZ", None)
 _GET_SIZE: Final = getattr(fcntl, "F_GETPIPE_SZ", None)
 
@@ -74,6 +82,21 @@ def queued(fd: int) -> int:
     except OSError:
         return 0
     return buf[0]
+
+
+def ask(sock: socket.socket, frame: bytes) -> bool:
+    """Send a control frame on the socket in one call; False if it did not go.
+
+    Nothing else is sent on a local peer's socket after its HELLO, so a frame
+    of a few bytes goes whole (one kernel buffer) or, if the writer never read
+    its socket and it is full, not at all.  A writer that shut its end
+    (``shutdown()`` under way) refuses it: False, while it may still read the
+    pipe, which is why this never reads the pipe back itself.
+    """
+    try:
+        return sock.send(frame, _NO_WAIT) == len(frame)
+    except OSError:
+        return False
 
 
 def writer_gone(sock: socket.socket) -> bool:
@@ -98,7 +121,7 @@ class RecordPipe:
         #: its count in the same C call (see ``outbox``), so no signal handler
         #: can run between the write and its count.
         self.write: Callable[[bytes | memoryview], int] = functools.partial(os.write, write_fd)
-        self.capacity = _capacity(write_fd)
+        self.capacity = pipe_capacity(write_fd)
         #: Bytes of the units written whole since the pipe opened.
         self.written = 0
         #: Where each unit written whole within the last ``capacity`` bytes ends
@@ -199,24 +222,36 @@ class RecordPipe:
                 dropped += fields[1]
         return items, dropped
 
-    def wait_until_read(self, sock: socket.socket, wait: float) -> bool:
+    def wait_until_read(self, sock: socket.socket, wait: float, flush: bytes) -> bool:
         """At exit: wait until the writer has read the pipe; True if it never will (it went).
 
         A writer that is shutting down reads each pipe one last time and then
         closes the socket; what this process wrote after that read would go
         with the pipe when this process exits.  So while the pipe holds bytes
         this waits, at most ``wait`` seconds, for the writer to read them or to
-        close the socket, whose end wakes the wait at once.
+        close the socket.  It first sends ``flush`` (a FLUSH frame) on the
+        socket: a writer napping between turns (``nap``) wakes for it, reads
+        the pipe and answers, and the answer ends the wait.
         """
         deadline = time.monotonic() + wait
         pause = 0.001
+        if queued(self.read_fd):
+            ask(sock, flush)
         while queued(self.read_fd):
             if writer_gone(sock):
                 return True
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            select.select([sock], [], [], min(pause, remaining))
+            if select.select([sock], [], [], min(pause, remaining))[0]:
+                # The answer, read so that the socket stops being readable.
+                try:
+                    if not sock.recv(65536, socket.MSG_DONTWAIT):
+                        return True
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    return True
             pause = min(pause * 2, 0.05)
         return False
 
@@ -227,7 +262,9 @@ class RecordPipe:
                 os.close(fd)
 
 
-def _capacity(fd: int) -> int:
+def pipe_capacity(fd: int) -> int:
+    """Return how many bytes the pipe ``fd`` holds (64 KiB where that cannot be asked)."""
+    """Return how many bytes the pipe ``fd`` holds (64 KiB where that cannot be asked)."""
     if _GET_SIZE is not None:
         with contextlib.suppress(OSError):
             return int(fcntl.fcntl(fd, _GET_SIZE))

@@ -71,9 +71,10 @@ is counted and reported once (``_calls``); the loop goes on.
 refusals summary: the next one bounds select's timeout).  The file sinks
 install() built are flushed once per turn, not once per record.  A busy
 turn that took less than the nap waits out the rest of it (on the control
-channel alone, so the owner's flush() is not kept waiting): meanwhile records
+channel and the local processes' sockets, not their pipes, so no flush() and
+no exiting process is kept waiting): meanwhile records
 gather in the pipes and socket buffers, their writes wake no one, and the next
-turn takes them in a few large reads.  How long (``nap``): 1 to 8 ms, doubling
+turn takes them in a few large reads.  How long (``nap``): 1 to 32 ms, doubling
 on each busy turn of a burst, and never so long that the fastest connection's
 buffer would fill.
 
@@ -169,7 +170,8 @@ class Writer:
         self._control_reader = _wire.FrameReader(frame_limit)
         self._selector = selectors.DefaultSelector()
         try:
-            self._nap = selectors.DefaultSelector()  # the control channel alone (stage 4)
+            # The control channel and local peers' sockets, not their pipes (stage 4).
+            self._nap = selectors.DefaultSelector()
         except BaseException:  # out of descriptors: install() is all-or-nothing
             self._selector.close()
             raise
@@ -180,7 +182,12 @@ class Writer:
             listener, tcp_listener, self._selector, frame_limit, self._gate, self._dispatch
         )
         self._peers = Peers(
-            self._selector, self._listeners, self._gate, self._dispatch, self._flush_request
+            self._selector,
+            self._listeners,
+            self._gate,
+            self._dispatch,
+            self._flush_request,
+            self._nap,
         )
         #: A writer process with install()'s own sinks sets this: its peers may
         #: then send LINE frames, lines rendered with the sinks' formatter.
@@ -239,7 +246,8 @@ class Writer:
                 wait = nap.after_turn(turn_started, now, peers.read_bytes, peers.largest_fill)
                 if wait is not None:  # a busy turn
                     if wait > 0:
-                        # The owner's flush() or shutdown() ends the nap at once.
+                        # The owner's flush() or shutdown(), and any local process's
+                        # flush() or exit, end the nap at once.
                         self._nap.select(wait)
                     peers.read_bytes = peers.largest_fill = 0
                     nap.napped_at(time.monotonic())
