@@ -46,10 +46,13 @@ class FakeWriter:
         self.pipe: int | None = None
         self.socket_ended = False
         self.reader = _wire.FrameReader()
+        self.socket_reader = _wire.FrameReader()
         self.tables = _wire.Tables()
         self.messages: list[str] = []
         self.dropped = 0
         self.hellos = 0
+        #: The FLUSH and LEAVING frames the connection sent (on its socket).
+        self.asked: list[int] = []
 
     def accept(self) -> socket.socket:
         """Return the connection's socket, accepting it first if need be."""
@@ -76,6 +79,13 @@ class FakeWriter:
                 self.hellos += 1
             else:
                 pytest.fail(f"unexpected frame {fields!r}")
+
+    def feed_socket(self, data: bytes) -> None:
+        """Decode what the socket brings once the pipe carries the records: questions only."""
+        for fields in self.socket_reader.feed(data):
+            if fields[0] not in (_wire.FLUSH, _wire.LEAVING):
+                pytest.fail(f"unexpected frame on the socket {fields!r}")
+            self.asked.append(fields[0])  # this writer never answers
 
     def read_until(self, done: Any, timeout: float = DEADLINE) -> None:
         """Read and decode until ``done()`` holds; fail at the deadline."""
@@ -124,6 +134,9 @@ class FakeWriter:
                         self.pipe = array.array("i", fds[:4])[0]
                 else:
                     data = sock.recv(1 << 20)
+                    if data and self.pipe is not None:  # a stream of its own, beside the pipe's
+                        self.feed_socket(data)
+                        continue
                 if data:
                     return data
                 self.socket_ended = True

@@ -129,13 +129,16 @@ def _frame(fields: object) -> bytes:
     return len(payload).to_bytes(4, "big") + payload
 
 
+OTHER_VERSIONS = (_wire.PROTOCOL_VERSION - 1, _wire.PROTOCOL_VERSION + 1)
+
+
 @pytest.mark.parametrize("host", ["thread", "process"])
 def test_peer_speaking_another_protocol_version_is_refused(tmp_path: Path, host: str) -> None:
-    """A peer whose HELLO says protocol 3 (or 5) is refused with an ERROR naming both versions; others log on."""
+    """A peer whose HELLO says the protocol before this one (or after) is refused with an ERROR naming both versions; others log on."""
     server = Server(tmp_path, host)
     try:
         path = server.addresses["unix"].removeprefix("unix:")
-        for version in (3, 5):
+        for version in OTHER_VERSIONS:
             # A protocol 1 record (every field inline) follows the HELLO in the same write.
             old_record = [
                 _wire.RECORD, "old", 20, "INFO", f"[protocol-{version} record]", "p", "f", "m",
@@ -155,7 +158,7 @@ def test_peer_speaking_another_protocol_version_is_refused(tmp_path: Path, host:
     lines = read_lines(server.log)
     refusals = [line for line in lines if line.level == "ERROR"]
     assert [(line.process, line.logger) for line in refusals] == [("logfunnel-writer", "logfunnel")] * 2
-    for line, version in zip(refusals, (3, 5), strict=True):
+    for line, version in zip(refusals, OTHER_VERSIONS, strict=True):
         assert line.message.startswith(f"refused process {4242 + version} (old-peer-{version}): ")
         assert f"it speaks logfunnel protocol [{version}]" in line.message
         assert f"this writer [{_wire.PROTOCOL_VERSION}]" in line.message

@@ -226,8 +226,8 @@ class Connection:
         box = self.outbox
         wait = _EXIT_WAIT_BLOCK if self._block else max(1.0, self.options.full_timeout)
         pipe, sock = box.pipe, self._sock
-        flush = self.encoder.frame([_wire.FLUSH, next(self._requests)])
-        if pipe is not None and sock is not None and pipe.wait_until_read(sock, wait, flush):
+        leaving = self.encoder.frame([_wire.LEAVING, next(self._requests)])
+        if pipe is not None and sock is not None and pipe.wait_until_read(sock, wait, leaving):
             self._broken()  # what the writer did not read is queued again
             self._reconnect()  # a restarted writer takes it; else the fallback does
         if not box.owes():

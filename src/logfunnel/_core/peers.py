@@ -9,7 +9,8 @@ LINE frames and bare lines as blocks); a TCP one's first bytes are its answer to
 challenge (``_gate``).  The frames about the connection are handled here:
 HELLO says who the process is (a protocol version other than this one's ends
 the connection), FLUSH asks for a barrier (the writer's) whose answer goes
-back on the same connection.  Every other frame goes to the dispatcher
+back on the same connection, LEAVING (a local process exiting) for its pipe
+to be read and written, answered likewise.  Every other frame goes to the dispatcher
 (``_dispatch``).
 
 What ends a connection: its end of stream (bytes of a cut frame left in its
@@ -27,13 +28,11 @@ from __future__ import annotations
 
 import array
 import contextlib
-import fcntl
 import logging
 import os
 import selectors
 import socket
 import stat
-import termios
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -43,23 +42,13 @@ from logfunnel._core.gate import Gate, Peer, would_block
 from logfunnel._core.lines import LINE_BLOCK, LINE_RUN, LineReader
 from logfunnel._core.listeners import Listeners
 from logfunnel._core.nap import fill, pipe_fill
-from logfunnel._core.pipe import pipe_capacity
+from logfunnel._core.pipe import pipe_capacity, queued
 
 RECV_SIZE: Final = 256 * 1024
 # Room for the one descriptor a HELLO may carry (and a few more, to close them).
 _FD_SPACE: Final = socket.CMSG_SPACE(4 * array.array("i").itemsize)
 # Reads of one connection in the final drain before it is cut off (64 GiB).
 _MAX_DRAIN_READS: Final = 2**18
-
-
-def _queued_bytes(source: socket.socket | int) -> int:
-    """Return how many received bytes wait in the kernel for a socket or pipe (FIONREAD)."""
-    buf = array.array("i", [0])
-    try:
-        fcntl.ioctl(source if type(source) is int else source.fileno(), termios.FIONREAD, buf, True)  # type: ignore[union-attr]
-    except OSError:
-        return 0
-    return buf[0]
 
 
 def _is_pipe(fd: int) -> bool:
@@ -95,10 +84,11 @@ class Peers:
         ``waker``: the selector the writer naps on (``nap``).  A local peer's
         socket joins it once its pipe arrives: its records travel in the pipe,
         which wakes no nap, while what it sends on its socket (a FLUSH: its
-        ``flush()``, or its exit waiting to be read) ends the nap at once.
+        ``flush()``; LEAVING: its exit) is served at once, during the nap.
         """
         self._selector = selector
         self._waker = waker
+        self._encoder = _wire.Encoder()  # the answers to LEAVING
         self._listeners = listeners
         self._gate = gate
         self._dispatch = dispatcher
@@ -217,9 +207,24 @@ class Peers:
                     return False  # refused: the rest of what it sent is not read
             elif kind == _wire.FLUSH and len(fields) == 2:
                 self._flush(peer.sock, fields[1])
+            elif kind == _wire.LEAVING and len(fields) == 2:
+                self._leaving(peer, fields[1])
             else:
                 self._dispatch.frame(fields, peer)
         return True
+
+    def _leaving(self, peer: Peer, request: Any) -> None:
+        """Read the pipe of a process about to exit, write it to the sinks, and answer.
+
+        Only its own pipe, not a barrier over every connection: at 64 processes
+        a barrier read 64 pipes a few records each, for every process that left.
+        """
+        if peer.pipe is not None and (waiting := queued(peer.pipe)):
+            self.read_pipe(peer, waiting)
+        if self.table.get(peer.fd) is not peer:
+            return  # dropped while its pipe was read
+        self._dispatch.calls.flush_batched()  # in the file when it has exited, as before
+        self.answer(peer.sock, self._encoder.frame([_wire.FLUSHED, request]))
 
     def _receive_hello(self, peer: Peer, received: memoryview, want: int) -> int:
         """Read a local peer's first bytes, and the pipe its HELLO may carry (protocol 4)."""
@@ -247,7 +252,7 @@ class Peers:
                 peer.pipe_half = pipe_capacity(fd) // 2
                 peer.pipe_reader = type(peer.reader)(peer.reader.limit)
                 self._selector.register(fd, selectors.EVENT_READ, PipeEnd(peer))
-                self._waker.register(peer.sock, selectors.EVENT_READ)
+                self._waker.register(peer.sock, selectors.EVENT_READ, peer)
             else:  # not a pipe, or more than one: not ours to keep
                 with contextlib.suppress(OSError):
                     os.close(fd)
@@ -277,12 +282,12 @@ class Peers:
     def read_queued(self) -> None:
         """Read, from every connection, at least what the kernel holds for it now (a barrier)."""
         for peer in list(self.table.values()):
-            queued = _queued_bytes(peer.sock) if peer.nonce is None else 0
-            if queued:
+            waiting = queued(peer.sock) if peer.nonce is None else 0
+            if waiting:
                 # TLS: FIONREAD counts encrypted bytes; read all there is.
-                self.read(peer, RECV_SIZE * 64 if peer.tls else queued)
+                self.read(peer, RECV_SIZE * 64 if peer.tls else waiting)
             # After the socket: a HELLO read just now may have brought the pipe.
-            if peer.pipe is not None and (waiting := _queued_bytes(peer.pipe)):
+            if peer.pipe is not None and (waiting := queued(peer.pipe)):
                 self.read_pipe(peer, waiting)
 
     def answer(self, sock: socket.socket, frame: bytes) -> None:
@@ -320,7 +325,7 @@ class Peers:
             # process writes later is not lost, it reads that back itself
             # once the socket ends (``pipe``).
             if peer.pipe is not None:
-                if waiting := _queued_bytes(peer.pipe):
+                if waiting := queued(peer.pipe):
                     self.read_pipe(peer, waiting)
                 self._close_pipe(peer)
             for _ in range(_MAX_DRAIN_READS):  # reads end at the end of the stream
@@ -342,7 +347,7 @@ class Peers:
             # Its end of stream: what the process wrote before it left is all in the
             # pipe (its write end closed with it), read before the socket closes.
             for _ in range(_MAX_DRAIN_READS):
-                waiting = _queued_bytes(peer.pipe)
+                waiting = queued(peer.pipe)
                 if not waiting or self.table.get(peer.fd) is not peer:
                     break
                 self.read_pipe(peer, waiting)

@@ -7,20 +7,21 @@ appends a small write to the page the previous one filled.
 CPU per record 0.71-0.95 µs over sockets against 0.07-0.10 µs over pipes at 16
 and 64 senders, each sender's 1.61-1.93 against 0.78-0.87 µs.
 
-How it goes (protocol 4)::
+How it goes (protocol 4; LEAVING since 5)::
 
     sender                                      writer
     connect(unix socket), HELLO + read end ---> SCM_RIGHTS: reads the pipe from now on
     write(pipe): records, lines       ------> the pipe's bytes, as a socket's were
-    FLUSH, on the socket (flush(), exit) ---> ends a nap; the barrier reads the pipe
+    FLUSH, on the socket (flush())    ------> a barrier: every pipe read, sinks flushed
+    LEAVING, on the socket (exit)     ------> this pipe read and written
                                           <--- FLUSHED, on the socket
     the socket's end of stream            <--- the writer is done with the pipe
 
-A FLUSH goes on the socket, not in the pipe, because the writer naps between
-busy turns on its control channel and the local processes' sockets only
-(``nap``): records in a pipe wake no one, a FLUSH on the socket wakes it at
-once, and the barrier it runs reads every pipe's queued bytes before it
-answers, so everything written before the FLUSH is in the sinks by then.
+FLUSH and LEAVING go on the socket, not in the pipe, because the writer naps
+between busy turns on its control channel and the local processes' sockets
+only (``nap``): records in a pipe wake no one, a frame on the socket is served
+at once, and since the pipe is read before the answer, everything written
+before the question is in the sinks by then.
 
 The sender keeps a read end of its own.  So the pipe never loses its last
 reader while the sender lives: a write never raises SIGPIPE (a program may have
@@ -74,7 +75,7 @@ _SET_SIZE: Final = getattr(fcntl, "F_SETPIPE_SZ", None)
 _GET_SIZE: Final = getattr(fcntl, "F_GETPIPE_SZ", None)
 
 
-def queued(fd: int) -> int:
+def queued(fd: int | socket.socket) -> int:
     """Return how many bytes wait unread in the pipe (or socket) ``fd`` (FIONREAD)."""
     buf = array.array("i", [0])
     try:
@@ -222,21 +223,21 @@ class RecordPipe:
                 dropped += fields[1]
         return items, dropped
 
-    def wait_until_read(self, sock: socket.socket, wait: float, flush: bytes) -> bool:
+    def wait_until_read(self, sock: socket.socket, wait: float, leaving: bytes) -> bool:
         """At exit: wait until the writer has read the pipe; True if it never will (it went).
 
         A writer that is shutting down reads each pipe one last time and then
         closes the socket; what this process wrote after that read would go
         with the pipe when this process exits.  So while the pipe holds bytes
         this waits, at most ``wait`` seconds, for the writer to read them or to
-        close the socket.  It first sends ``flush`` (a FLUSH frame) on the
-        socket: a writer napping between turns (``nap``) wakes for it, reads
-        the pipe and answers, and the answer ends the wait.
+        close the socket.  It first sends ``leaving`` (a LEAVING frame) on the
+        socket: a writer napping between turns (``nap``) serves it at once,
+        reading this pipe alone, and its answer ends the wait.
         """
         deadline = time.monotonic() + wait
         pause = 0.001
         if queued(self.read_fd):
-            ask(sock, flush)
+            ask(sock, leaving)
         while queued(self.read_fd):
             if writer_gone(sock):
                 return True

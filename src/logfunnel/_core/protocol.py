@@ -52,7 +52,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up
 if TYPE_CHECKING:
     from typing import Any, Final
 
-PROTOCOL_VERSION: Final = 4
+PROTOCOL_VERSION: Final = 5
 
 # Frame kinds: the first element of every frame's array.
 HELLO: Final = 0  # [HELLO, version, pid, process name]: first frame on a connection
@@ -69,6 +69,9 @@ LEVELS: Final = 10  # [LEVELS, request id]: ask for the installer's levels; [LEV
 SITE: Final = 11  # [SITE, id, *SITE_FIELDS]: (re)defines a call site id of this connection
 THREAD: Final = 12  # [THREAD, id, *THREAD_FIELDS]: (re)defines a thread id of this connection
 LINE: Final = 13  # [LINE, text]: a record the sender rendered with the writer's formatter
+# [LEAVING, request id], on a local process's socket as it exits (protocol 5): the
+# writer reads that process's pipe, writes it to the sinks, and answers FLUSHED.
+LEAVING: Final = 14
 
 #: Default largest payload a writer accepts and a sender produces (bytes).  Defined
 #: with the options every joining process reads (which must not import this module,

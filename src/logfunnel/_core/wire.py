@@ -112,6 +112,7 @@ from logfunnel._core.protocol import (
     FLUSH,
     FLUSHED,
     HELLO,
+    LEAVING,
     LEVELS,
     LINE,
     LOGRECORD_FIELDS,
@@ -143,9 +144,10 @@ if TYPE_CHECKING:
 # The codec as the rest of the package reaches it (`_wire.X`), wherever each name is defined.
 __all__ = [
     "BARE_LIMIT", "CONFIG", "DEFAULT_FRAME_LIMIT", "DROPPED", "DUMP_STACKS", "EXTRA_CUT_MARKER",
-    "FLUSH", "FLUSHED", "HEADER", "HEADER_SIZE", "HELLO", "LEVELS", "LINE", "LOGRECORD_FIELDS",
-    "PROTOCOL_VERSION", "RECORD", "RECORD_FIELDS", "SHUTDOWN", "SITE", "SITE_FIELDS", "STACKS",
-    "STANDARD_ATTRS", "STATS", "TABLE_SIZE", "TABLE_TEXT_LIMIT", "THREAD", "THREAD_FIELDS",
+    "FLUSH", "FLUSHED", "HEADER", "HEADER_SIZE", "HELLO", "LEAVING", "LEVELS", "LINE",
+    "LOGRECORD_FIELDS", "PROTOCOL_VERSION", "RECORD", "RECORD_FIELDS", "SHUTDOWN", "SITE",
+    "SITE_FIELDS", "STACKS", "STANDARD_ATTRS", "STATS", "TABLE_SIZE", "TABLE_TEXT_LIMIT", "THREAD",
+    "THREAD_FIELDS",
     "TOO_LARGE_MESSAGE", "Encoder", "FrameError", "FrameReader", "Tables", "cut", "decode_payload",
     "decode_record", "exception_text", "get_message", "has_no_extras", "hello_fields", "int_text",
     "plain", "safe_repr", "sanitize",

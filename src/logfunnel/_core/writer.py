@@ -70,9 +70,10 @@ is counted and reported once (``_calls``); the loop goes on.
 (4) The end of a turn.  Timers run (challenge deadlines, accept retries, the
 refusals summary: the next one bounds select's timeout).  The file sinks
 install() built are flushed once per turn, not once per record.  A busy
-turn that took less than the nap waits out the rest of it (on the control
-channel and the local processes' sockets, not their pipes, so no flush() and
-no exiting process is kept waiting): meanwhile records
+turn that took less than the nap waits out the rest of it, on the control
+channel and the local processes' sockets but not their pipes: a process's
+flush() or exit (``LEAVING``) is served during the nap, the owner's ends it,
+and meanwhile records
 gather in the pipes and socket buffers, their writes wake no one, and the next
 turn takes them in a few large reads.  How long (``nap``): 1 to 32 ms, doubling
 on each busy turn of a burst, and never so long that the fastest connection's
@@ -211,7 +212,7 @@ class Writer:
         self._listeners.register(LISTENER)
         self._control.setblocking(True)
         self._selector.register(self._control, selectors.EVENT_READ, _CONTROL)
-        self._nap.register(self._control, selectors.EVENT_READ)
+        self._nap.register(self._control, selectors.EVENT_READ, _CONTROL)
         self._listeners.register(TCP_LISTENER)
         self._dispatch.start(lines=self.lines_allowed)
         peers = self._peers
@@ -246,14 +247,37 @@ class Writer:
                 wait = nap.after_turn(turn_started, now, peers.read_bytes, peers.largest_fill)
                 if wait is not None:  # a busy turn
                     if wait > 0:
-                        # The owner's flush() or shutdown(), and any local process's
-                        # flush() or exit, end the nap at once.
-                        self._nap.select(wait)
+                        self._nap_for(wait)
                     peers.read_bytes = peers.largest_fill = 0
                     nap.napped_at(time.monotonic())
         finally:
             self._peers.close_all()
             self._close_own()
+
+    def _nap_for(self, wait: float) -> None:
+        """Nap ``wait`` seconds (stage 4), serving local processes' sockets meanwhile.
+
+        What comes on those sockets is a FLUSH (a process's ``flush()``: a
+        barrier, answered) or LEAVING (a process's exit: its pipe is read and
+        written, answered), or a socket's end: served at once, and the nap goes
+        on, so no process waits for it and no other pipe is read early.  The
+        control channel (the owner's flush(), stats(), shutdown()) ends it.
+        """
+        deadline = time.monotonic() + wait
+        table, read = self._peers.table, self._peers.read
+        while self._running:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            events = self._nap.select(remaining)
+            if not events:
+                return
+            for key, _ in events:
+                if key.data is _CONTROL:
+                    return  # served by the next turn's select, at once
+                peer: Peer = key.data
+                if table.get(peer.fd) is peer:
+                    read(peer)
 
     def _timeout(self) -> float | None:
         """Return how long select() may wait: until the next timer is due, or forever."""
