@@ -32,7 +32,7 @@ from conftest import run_python
 from logfunnel._core import dispatch as _dispatch
 from logfunnel._core import protocol as _protocol
 from logfunnel._core import wire as _wire
-from logfunnel._core.lines import LINE_BLOCK, LINE_RUN, LineReader
+from logfunnel._core.lines import LINE_BLOCK, LINE_RUN, LineReader, count_lines
 from logfunnel._core.writer import Writer, start_thread
 from logfunnel.sinks.files import FileSink, LineFormatter
 from logfunnel.sinks.options import FileOptions
@@ -559,3 +559,19 @@ def test_the_writer_lines_benchmark_runs(tmp_path: Path) -> None:
     (result,) = json.loads(out.read_text())
     assert result["per_procs"]["2"]["bad"] == 0
     assert result["per_procs"]["2"]["us"] > 0
+
+
+@PROPERTY
+@given(st.lists(st.integers(min_value=0, max_value=70_000), max_size=12), st.booleans())
+def test_count_lines_counts_every_line_end_whatever_the_lengths(
+    lengths: list[int], cut_last: bool
+) -> None:
+    """Short lines, long ones, a last one without its end: the count is ``bytes.count``'s.
+
+    ``count_lines`` picks one of three ways by the first line's length (under
+    32 bytes, under 4 KiB, longer); each must count the same.
+    """
+    data = b"".join(b"x" * length + b"\n" for length in lengths)
+    if cut_last and data:
+        data = data[:-1]
+    assert count_lines(data) == data.count(b"\n")

@@ -221,16 +221,21 @@ def one_line_each(data: bytes, texts: list[bytearray], count: int) -> bool:
 
 
 def count_lines(data: bytes) -> int:
-    r"""Count the ``\n`` of ``data``: with ``bytes.count`` for short lines, ``find`` for long.
+    r"""Count the ``\n`` of ``data`` the cheapest way for its first line's length.
 
-    ``bytes.count`` walks byte by byte (0.5 ns a byte: 33 µs for one 64 KB
-    line); a ``find`` per line is a ``memchr`` but a Python call (~0.1 µs).
-    The first line's length picks the cheaper one.
+    ``bytes.count`` of one byte walks it byte by byte (~0.8 ns a byte here:
+    32 µs for 333 lines of 117 bytes); ``replace`` with an empty text finds
+    each line end with ``memchr`` and copies the rest (7.5 µs), but costs a
+    call per line (3-byte lines: 33 µs, no better) and a copy (4 lines of 64
+    KB: 19.5 µs); a ``find`` per line is a ``memchr`` but a Python call
+    (~0.1 µs: 6.4 µs for those 4 lines).  Best of 3 x 2,000 in-process.
     """
-    first = data.find(b"\n")
-    if first < 1024:
+    first = data.find(b"\n", 0, 4096)
+    if 0 <= first < 32:
         return data.count(b"\n")
-    count, at, end = 0, first, len(data)
+    if first >= 0:
+        return len(data) - len(data.replace(b"\n", b""))
+    count, at, end = 0, data.find(b"\n"), len(data)
     while 0 <= at < end:
         count += 1
         at = data.find(b"\n", at + 1)
