@@ -14,6 +14,7 @@ import json
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
@@ -58,14 +59,26 @@ if __name__ == "__main__":
 """
 
 
+def run_program(
+    tmp_path: Path, source: str, *args: str, timeout: float = 60
+) -> tuple[dict[str, Any], str]:
+    """Run ``source`` as a program with ``args``; return the JSON it printed last, and its stderr.
+
+    Fails the test if the program's exit code, or that of the child it
+    reports (``exitcode``), is not 0.
+    """
+    program = tmp_path / "program.py"
+    program.write_text(source)
+    proc = run_python(str(program), *args, timeout=timeout)
+    report: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["exitcode"] == 0, proc.stderr
+    return report, proc.stderr
+
+
 def test_a_forked_child_closes_the_pipe_it_inherits_and_opens_its_own(tmp_path: Path) -> None:
     """After fork the child holds none of the parent's pipe ends, and its record lands."""
     log = tmp_path / "out.log"
-    program = tmp_path / "forked.py"
-    program.write_text(FORKED)
-    proc = run_python(str(program), str(log), timeout=60)
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert report["exitcode"] == 0, proc.stderr
+    report, _ = run_program(tmp_path, FORKED, str(log))
     assert len(report["parent"]) == 1  # both ends of one pipe
     assert not set(report["parent"]) & set(report["child"])
     assert sorted(log.read_text(encoding="utf-8").splitlines()) == [
@@ -109,11 +122,7 @@ if __name__ == "__main__":
 def test_a_child_with_sigpipe_at_its_default_outlives_the_writer(tmp_path: Path) -> None:
     """SIGPIPE set to SIG_DFL, the writer shut down: the child logs on, exits 0, loses nothing."""
     log, fallback = tmp_path / "out.log", tmp_path / "fallback.log"
-    program = tmp_path / "sigpipe.py"
-    program.write_text(SIGPIPE_DEFAULT)
-    proc = run_python(str(program), str(log), str(fallback), timeout=60)
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert report["exitcode"] == 0, proc.stderr
+    run_program(tmp_path, SIGPIPE_DEFAULT, str(log), str(fallback))
     landed = [line.strip() for line in log.read_text(encoding="utf-8").splitlines()]
     kept = [  # the fallback's own format, or a line rendered for the sink read back
         line.rsplit(": ", 1)[-1]
@@ -180,12 +189,8 @@ def test_a_childs_flush_and_exit_wake_a_napping_writer(tmp_path: Path) -> None:
     the record still unread.
     """
     log = tmp_path / "out.log"
-    program = tmp_path / "napping.py"
-    program.write_text(NAPPING)
-    proc = run_python(str(program), str(log), timeout=120)
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert report["exitcode"] == 0, proc.stderr
-    assert report["flushed"] is True, proc.stderr
+    report, stderr = run_program(tmp_path, NAPPING, str(log), timeout=120)
+    assert report["flushed"] is True, stderr
     assert report["at_flush"][-1] == "logged while the writer naps"
     assert report["at_exit"][-1] == "left in the pipe at exit"
     assert len(report["at_exit"]) == 3
