@@ -142,6 +142,27 @@ def test_worker_killed_inside_sendall_leaves_one_counted_cut_frame(tmp_path: Pat
     assert int(match.group(1)) == report["pids"][0]
 
 
+def test_flush_reports_the_cut_frame_of_a_connection_that_ended_before_it(tmp_path: Path) -> None:
+    """Half a frame, then the end, before the writer accepted the connection: flush() reports it.
+
+    The writer naps (patched to 600 s) when the connection comes: a nap
+    accepts nothing, so the barrier of flush() accepts it, reads its bytes,
+    and must also read its end (no turn comes between the answer and stats()).
+    """
+    report = run_script("faults_kill.py", "unaccepted", tmp_path / "unaccepted.log")
+    assert report["flushed"] is True
+    assert report["exitcodes"] == [0]
+    assert len(report["at_flush"]) == 2, report["at_flush"]
+    match = CUT_WARNING.match(report["at_flush"][1].split("|", 4)[4])
+    assert match, report["at_flush"]
+    assert int(match.group(1)) == report["pids"][0]
+    assert report["stats"]["cut_frames"] == 1
+    assert report["stats"]["connections_open"] == 1  # the worker still running
+    sink = read_sink(tmp_path / "unaccepted.log")
+    assert sink.seqs == {"hold": [0]}
+    assert len(sink.own) == 1
+
+
 # -- item 2 (thread host): sinks and filters that raise ---------------------------------------
 
 

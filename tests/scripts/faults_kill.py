@@ -2,6 +2,7 @@
 
 Usage: python faults_kill.py storm LOGFILE HOST KILLS SEED
        python faults_kill.py cut LOGFILE
+       python faults_kill.py unaccepted LOGFILE
 
 ``storm``: three forked workers at a time log small and large records in a
 tight loop; the main thread SIGKILLs a random one after a random number of
@@ -9,6 +10,8 @@ returned calls and starts a new one, ``KILLS`` times, while logging a record
 of its own per kill.  ``cut``: the thread host's sink is blocked, a worker is
 SIGKILLed while it is provably inside ``sendall`` of a 3 MB record, so exactly
 one frame is cut; then the sink is unblocked and another worker logs.
+``unaccepted``: a connection sends half a frame and ends while the writer naps
+(patched to 600 s), before the writer accepted it; then ``flush()``.
 
 Each worker writes the SEQ of its last returned logging call to shared memory
 right after the call returns.  Prints a JSON report (see ``faults_common``).
@@ -22,18 +25,25 @@ import multiprocessing
 import os
 import random
 import signal
+import socket
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
+import msgpack
 from faults_common import FORMAT, GateHandler, emit_report, finish, proc_state, rec, wait_until
 
 import logfunnel
+from logfunnel._core import nap as _nap
+from logfunnel._core import wire as _wire
 
 # Padding of the records: mostly small, one in 16 as large as a socket buffer
 # (under the field limit of the default frame limit, so never cut by the codec).
 PADS = (0,) * 8 + (40,) * 4 + (1_000, 5_000, 5_000, 100_000)
 CTX: Any = multiprocessing.get_context("fork")
+#: The process id the ``unaccepted`` connection says it has (no process has it here).
+CUT_PID = 4_000_000_001
 
 
 def worker(slot: int, last: Any, seed: int) -> None:
@@ -149,8 +159,52 @@ def cut(path: str) -> None:
     )
 
 
+def holder(release: Any) -> None:
+    """Log one 8 KB record (a busy turn: the writer naps after it), then wait for ``release``."""
+    rec(logging.getLogger("faults.kill"), "hold", 0, 8192)
+    release.wait(60)
+
+
+def unaccepted(path: str) -> None:
+    """End a connection mid-frame before the writer accepted it; flush() must report the cut."""
+    # Every busy turn naps 600 s; only the owner's flush() (control) ends a nap,
+    # and a nap accepts no connection.
+    _nap.NAP = _nap.MAX_NAP = 600.0  # type: ignore[misc]
+    _nap.IDLE = 1e9  # type: ignore[misc]
+    _nap.NO_NAP_FILL = 1 << 62  # type: ignore[misc]
+    funnel = logfunnel.install(file=path, fmt=FORMAT, level="INFO", host="thread")
+    release = CTX.Event()
+    held = CTX.Process(target=holder, args=(release,))
+    held.start()
+    # Written at the end of the turn that read it; then the writer naps.
+    wait_until(lambda: "rec hold 0" in Path(path).read_text("utf-8"), 30, "the writer to nap")
+    hello = msgpack.packb([_wire.HELLO, _wire.PROTOCOL_VERSION, CUT_PID, "cut-before-accept"])
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(funnel.address.removeprefix("unix:"))
+        # A frame of 100,000 bytes of which 8,000 were sent when its process ended.
+        sock.sendall(len(hello).to_bytes(4, "big") + hello + (100_000).to_bytes(4, "big") + b"x" * 8000)
+    flushed = funnel.flush(30)
+    at_flush = [line[:400] for line in Path(path).read_text("utf-8").splitlines()]
+    stats = dataclasses.asdict(funnel.stats())
+    release.set()
+    held.join(30)
+    drained = funnel.shutdown()
+    emit_report(
+        {
+            "at_flush": at_flush,
+            "pids": [CUT_PID, held.pid],
+            "exitcodes": [held.exitcode],
+            "stats": stats,
+            "flushed": flushed,
+            "drained": drained,
+        }
+    )
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "storm":
         storm(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
-    else:
+    elif sys.argv[1] == "cut":
         cut(sys.argv[2])
+    else:
+        unaccepted(sys.argv[2])

@@ -26,13 +26,11 @@ descriptor), and registers and unregisters them in the loop's selector.
 
 from __future__ import annotations
 
-import array
 import contextlib
 import logging
 import os
 import selectors
 import socket
-import stat
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -42,20 +40,11 @@ from logfunnel._core.gate import Gate, Peer, would_block
 from logfunnel._core.lines import LINE_BLOCK, LINE_RUN, LineReader
 from logfunnel._core.listeners import Listeners
 from logfunnel._core.nap import fill, pipe_fill
-from logfunnel._core.pipe import pipe_capacity, queued
+from logfunnel._core.pipe import pipe_capacity, queued, receive_pipe
 
 RECV_SIZE: Final = 256 * 1024
-# Room for the one descriptor a HELLO may carry (and a few more, to close them).
-_FD_SPACE: Final = socket.CMSG_SPACE(4 * array.array("i").itemsize)
 # Reads of one connection in the final drain before it is cut off (64 GiB).
 _MAX_DRAIN_READS: Final = 2**18
-
-
-def _is_pipe(fd: int) -> bool:
-    try:
-        return stat.S_ISFIFO(os.fstat(fd).st_mode)
-    except OSError:
-        return False
 
 
 class PipeEnd:
@@ -228,8 +217,8 @@ class Peers:
 
     def _receive_hello(self, peer: Peer, received: memoryview, want: int) -> int:
         """Read a local peer's first bytes, and the pipe its HELLO may carry (protocol 4)."""
-        got, ancillary, flags, _ = peer.sock.recvmsg_into([received[:want]], _FD_SPACE)
-        if flags & socket.MSG_CTRUNC:
+        got, pipe = receive_pipe(peer.sock, received[:want])
+        if got < 0:
             # A descriptor it sent was dropped by the kernel (this process is out of
             # descriptors, or the peer sent more than a HELLO carries): its records
             # would wait in a pipe nobody reads.  Ending the connection tells it so; a
@@ -240,22 +229,13 @@ class Peers:
                 "dropped a connection: the descriptors it sent could not all be received "
                 "(out of file descriptors, or more than its pipe); its process tries again",
             )
-            got = 0
-        fds = array.array("i")
-        for level, kind, data in ancillary:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
-        for index, fd in enumerate(fds):
-            if index == 0 and got and _is_pipe(fd):
-                os.set_blocking(fd, False)
-                peer.pipe = fd
-                peer.pipe_half = pipe_capacity(fd) // 2
-                peer.pipe_reader = type(peer.reader)(peer.reader.limit)
-                self._selector.register(fd, selectors.EVENT_READ, PipeEnd(peer))
-                self._waker.register(peer.sock, selectors.EVENT_READ, peer)
-            else:  # not a pipe, or more than one: not ours to keep
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+            return 0
+        if pipe is not None:
+            peer.pipe = pipe
+            peer.pipe_half = pipe_capacity(pipe) // 2
+            peer.pipe_reader = type(peer.reader)(peer.reader.limit)
+            self._selector.register(pipe, selectors.EVENT_READ, PipeEnd(peer))
+            self._waker.register(peer.sock, selectors.EVENT_READ, peer)
         return got
 
     def _hello(self, peer: Peer, fields: list[Any]) -> bool:
@@ -280,7 +260,12 @@ class Peers:
         return False
 
     def read_queued(self) -> None:
-        """Read, from every connection, at least what the kernel holds for it now (a barrier)."""
+        """Read, from every connection, at least what the kernel holds for it now (a barrier).
+
+        Then read each one that is still ready: a connection that ended before
+        the barrier (FIONREAD does not count an end of stream) is closed in it,
+        its cut frame counted and reported before the flush() is answered.
+        """
         for peer in list(self.table.values()):
             waiting = queued(peer.sock) if peer.nonce is None else 0
             if waiting:
@@ -289,6 +274,11 @@ class Peers:
             # After the socket: a HELLO read just now may have brought the pipe.
             if peer.pipe is not None and (waiting := queued(peer.pipe)):
                 self.read_pipe(peer, waiting)
+        for key, _ in self._selector.select(0):
+            if type(key.data) is PipeEnd and self.table.get(key.data.peer.fd) is key.data.peer:
+                self.read_pipe(key.data.peer)
+            elif isinstance(key.data, Peer) and self.table.get(key.data.fd) is key.data:
+                self.read(key.data)
 
     def answer(self, sock: socket.socket, frame: bytes) -> None:
         """Send ``frame`` to a peer; end it if it does not fit its socket at once.
@@ -361,13 +351,8 @@ class Peers:
             self._selector.unregister(sock)
         del self.table[peer.fd]
         self._stats.connections_open -= 1
-        if peer.reader.pending and not cut_ok:
-            self._stats.cut_frames += 1
-            self._dispatch.report(
-                logging.WARNING,
-                f"discarded {peer.reader.pending} bytes of a cut frame from {peer.describe()}, "
-                f"which ended in the middle of sending a record",
-            )
+        if not cut_ok:
+            self._report_cut(peer, peer.reader)
         sock.close()
 
     def _close_pipe(self, peer: Peer, *, cut_ok: bool = False) -> None:
@@ -382,7 +367,12 @@ class Peers:
             self._waker.unregister(peer.sock)
         with contextlib.suppress(OSError):
             os.close(fd)
-        if reader is not None and reader.pending and not cut_ok:
+        if reader is not None and not cut_ok:
+            self._report_cut(peer, reader)
+
+    def _report_cut(self, peer: Peer, reader: _wire.FrameReader) -> None:
+        """Count and report the cut frame ``reader`` holds at its stream's end, if any."""
+        if reader.pending:  # that record's logging call never returned
             self._stats.cut_frames += 1
             self._dispatch.report(
                 logging.WARNING,

@@ -49,6 +49,7 @@ import functools
 import os
 import select
 import socket
+import stat
 import termios
 import time
 
@@ -73,6 +74,8 @@ CHECK_SECONDS: Final = 0.25
 _NO_WAIT: Final = getattr(socket, "MSG_NOSIGNAL", 0) | getattr(socket, "MSG_DONTWAIT", 0)
 _SET_SIZE: Final = getattr(fcntl, "F_SETPIPE_SZ", None)
 _GET_SIZE: Final = getattr(fcntl, "F_GETPIPE_SZ", None)
+#: Room for the one descriptor a HELLO may carry (and a few more, to close them).
+_FD_SPACE: Final = socket.CMSG_SPACE(4 * array.array("i").itemsize)
 
 
 def queued(fd: int | socket.socket) -> int:
@@ -265,11 +268,42 @@ class RecordPipe:
 
 def pipe_capacity(fd: int) -> int:
     """Return how many bytes the pipe ``fd`` holds (64 KiB where that cannot be asked)."""
-    """Return how many bytes the pipe ``fd`` holds (64 KiB where that cannot be asked)."""
     if _GET_SIZE is not None:
         with contextlib.suppress(OSError):
             return int(fcntl.fcntl(fd, _GET_SIZE))
     return 64 * 1024
+
+
+def receive_pipe(sock: socket.socket, buffer: memoryview) -> tuple[int, int | None]:
+    """Read a local peer's first bytes into ``buffer``, and the pipe its HELLO may carry.
+
+    The writer's side of ``RecordPipe.open``.  Returns how many bytes came (-1
+    if the kernel dropped a descriptor the peer sent: no room for it here) and
+    the pipe's read end, set non-blocking, if exactly one pipe came with them;
+    every other descriptor is closed.
+    """
+    got, ancillary, flags, _ = sock.recvmsg_into([buffer], _FD_SPACE)
+    truncated = bool(flags & socket.MSG_CTRUNC)
+    fds = array.array("i")
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+    pipe = None
+    for index, fd in enumerate(fds):
+        if index == 0 and got and not truncated and _is_pipe(fd):
+            os.set_blocking(fd, False)
+            pipe = fd
+        else:  # not a pipe, or more than one: not ours to keep
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    return (-1 if truncated else got), pipe
+
+
+def _is_pipe(fd: int) -> bool:
+    try:
+        return stat.S_ISFIFO(os.fstat(fd).st_mode)
+    except OSError:
+        return False
 
 
 def _socket_flags() -> int:
