@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -152,19 +154,25 @@ def _session(
     )
     for name, text in files.items():
         (tmp_path / name).write_text(text, encoding="utf-8")
-    tmpdir = tmp_path / "tmp"
-    tmpdir.mkdir(exist_ok=True)
-    proc = subprocess.run(
-        [sys.executable, *prefix, "-p", "no:cacheprovider", "-q", *args],
-        capture_output=True,
-        text=True,
-        timeout=OUTER_TIMEOUT,
-        env=_env(TMPDIR=str(tmpdir), **(env or {})),
-        cwd=tmp_path,
-        check=False,
-    )
-    # Shut down at pytest_unconfigure: the funnel's private directory is gone.
-    assert not list(tmpdir.glob("logfunnel-*")), _output(proc)
+    # The inner session's TMPDIR is short, not under tmp_path: the forkserver binds
+    # a socket at TMPDIR/pymp-XXXXXXXX/listener-XXXXXXXX, and under an xdist worker
+    # whose base directory number reached 100 that path was 108 bytes, over the
+    # 107 a Unix socket's path may have ("AF_UNIX path too long").
+    tmpdir = Path(tempfile.mkdtemp(prefix="lfpp-"))
+    try:
+        proc = subprocess.run(
+            [sys.executable, *prefix, "-p", "no:cacheprovider", "-q", *args],
+            capture_output=True,
+            text=True,
+            timeout=OUTER_TIMEOUT,
+            env=_env(TMPDIR=str(tmpdir), **(env or {})),
+            cwd=tmp_path,
+            check=False,
+        )
+        # Shut down at pytest_unconfigure: the funnel's private directory is gone.
+        assert not list(tmpdir.glob("logfunnel-*")), _output(proc)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
     return proc
 
 
