@@ -16,6 +16,11 @@ import pytest
 SCRIPTS = Path(__file__).parent / "scripts"
 
 
+def last_json(stdout: str) -> Any:
+    """Return what a program printed as JSON on the last line of ``stdout`` (its report)."""
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
 def child_env(**extra: str) -> dict[str, str]:
     """Return the environment for a child Python without any funnel of the test run."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOGFUNNEL_")}
@@ -92,7 +97,7 @@ def stop_funnel_server(proc: subprocess.Popen[str]) -> dict[str, Any]:
     """Let ``start_funnel_server``'s funnel finish; return its stats."""
     out, err = proc.communicate("go\n", timeout=60)
     assert proc.returncode == 0, err
-    stats: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    stats: dict[str, Any] = last_json(out)
     return stats
 
 

@@ -8,7 +8,6 @@ the installing process, and ``host="process"``.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -19,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from conftest import child_env
+from conftest import child_env, last_json
 
 HOSTS = ["thread", "process"]
 FMT = "%(process)d|%(name)s|%(levelname)s|%(message)s"
@@ -109,7 +108,7 @@ def run_program(tmp_path: Path, source: str, *args: object, timeout: float = 90)
             os.killpg(proc.pid, signal.SIGKILL)
     if proc.returncode != 0:
         pytest.fail(f"the program exited {proc.returncode}\n--- stdout\n{out}\n--- stderr\n{err}")
-    report: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    report: dict[str, Any] = last_json(out)
     report["stderr"] = err
     return report
 

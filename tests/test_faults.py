@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from conftest import SCRIPTS, Line, child_env, read_lines, run_python
+from conftest import SCRIPTS, Line, child_env, last_json, read_lines, run_python
 
 REC = re.compile(r"rec (\S+) (\d+) pad=(\d+) (x*)\Z")
 CUT_WARNING = re.compile(
@@ -69,7 +69,7 @@ def assert_prefix(sink: Sink, tag: str, last: int, *, in_flight_ok: bool = True)
 def run_script(name: str, *args: object, timeout: float = 90) -> dict[str, Any]:
     """Run ``tests/scripts/NAME`` and return its JSON report (the last line of stdout)."""
     proc = run_python(str(SCRIPTS / name), *map(str, args), timeout=timeout, env=child_env())
-    report: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    report: dict[str, Any] = last_json(proc.stdout)
     report["stderr"] = proc.stderr
     return report
 

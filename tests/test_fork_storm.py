@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import SCRIPTS, check_records, read_lines, run_python
+from conftest import SCRIPTS, check_records, last_json, read_lines, run_python
 
 
 def _storm(tmp_path: Path, forks: int, host: str) -> dict[str, object]:
     proc = run_python(str(SCRIPTS / "fork_storm.py"), str(tmp_path), str(forks), host, timeout=240)
-    report: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
+    report: dict[str, object] = last_json(proc.stdout)
     assert report["failed_children"] == 0, proc.stderr
     assert report["flushed"] is True
     assert "Traceback" not in proc.stderr, proc.stderr
@@ -99,7 +98,7 @@ def test_adopt_mode_forks_never_write_the_writers_unflushed_records_twice(
     program.write_text(ADOPT_FORKS)
     workers, per_worker = 2, 5000
     proc = run_python(str(program), str(log), str(workers), str(per_worker), timeout=180)
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = last_json(proc.stdout)
     assert report["codes"] == [0] * workers, proc.stderr
     assert report["flushed"] is True
     assert report["forks"] > 0

@@ -28,7 +28,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import run_python
+from conftest import last_json, run_python
 from logfunnel._core import dispatch as _dispatch
 from logfunnel._core import protocol as _protocol
 from logfunnel._core import wire as _wire
@@ -528,7 +528,7 @@ def test_a_process_host_rotating_small_files_keeps_every_record_once_and_whole(
     script.write_text(PROCESS_HOST, encoding="utf-8")
     max_bytes = 20_000
     proc = run_python(str(script), str(tmp_path / "out.log"), str(max_bytes), timeout=120)
-    stats = json.loads(proc.stdout.strip().splitlines()[-1])
+    stats = last_json(proc.stdout)
     assert stats["records"] == stats["lines"] == 12_000
     assert stats["cut_frames"] == stats["bad_frames"] == 0
     files = sorted(tmp_path.glob("out.log*"))

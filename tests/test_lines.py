@@ -9,7 +9,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from conftest import SCRIPTS, run_python, start_funnel_server, stop_funnel_server
+from conftest import SCRIPTS, last_json, run_python, start_funnel_server, stop_funnel_server
 from logfunnel._core import wire as _wire
 
 pytestmark = pytest.mark.usefixtures("no_funnel_env")
@@ -19,7 +19,7 @@ def _run_mix(tmp_path: Path, host: str, kind: str, *extra: str) -> tuple[list[st
     """Run scripts/lines_mix.py; return the records of its sink (one item each) and its stats."""
     out = tmp_path / f"{host}-{kind}.log"
     proc = run_python(str(SCRIPTS / "lines_mix.py"), host, str(out), kind, *extra)
-    stats: dict[str, int] = json.loads(proc.stdout.strip().splitlines()[-1])
+    stats: dict[str, int] = last_json(proc.stdout)
     text = "".join(p.read_text(encoding="utf-8") for p in sorted(tmp_path.glob(f"{host}-{kind}.log*")))
     records: list[str] = []
     for line in text.splitlines():

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from conftest import SCRIPTS, check_records, read_lines, run_python
+from conftest import SCRIPTS, check_records, last_json, read_lines, run_python
 
 METHODS = ["fork", "spawn", "forkserver"]
 
@@ -16,7 +15,7 @@ def run_scenario(tmp_path: Path, name: str, method: str, host: str = "thread") -
     """Run a scenario in a fresh interpreter and check its sink record by record."""
     log = tmp_path / "out.log"
     proc = run_python(str(SCRIPTS / "scenario.py"), name, method, host, str(log))
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = last_json(proc.stdout)
     assert report["flushed"] is True
     assert report["stats"]["cut_frames"] == 0
     assert report["stats"]["bad_frames"] == 0

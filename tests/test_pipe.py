@@ -10,7 +10,6 @@ receive.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from conftest import run_python, start_funnel_server, stop_funnel_server
+from conftest import last_json, run_python, start_funnel_server, stop_funnel_server
 from logfunnel._core import wire as _wire
 
 # The parent's connection has a pipe; a forked child opens its own and must not
@@ -70,7 +69,7 @@ def run_program(
     program = tmp_path / "program.py"
     program.write_text(source)
     proc = run_python(str(program), *args, timeout=timeout)
-    report: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    report: dict[str, Any] = last_json(proc.stdout)
     assert report["exitcode"] == 0, proc.stderr
     return report, proc.stderr
 

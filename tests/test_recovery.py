@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from conftest import read_lines, run_python
+from conftest import last_json, read_lines, run_python
 
 # A spawn child logs RECORDS numbered records; once it has logged KILL_AT the
 # parent SIGKILLs the writer process (not its supervisor).  The child must
@@ -50,7 +49,7 @@ def test_killed_writer_process_is_restarted_and_workers_resume(tmp_path: Path) -
     program, log = tmp_path / "restart.py", tmp_path / "out.log"
     program.write_text(PROGRAM)
     proc = run_python(str(program), str(log), timeout=120)
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = last_json(proc.stdout)
     assert report["outcome"] == "ok"
     assert report["flushed"] is True
     assert report["stats"]["pid"] != report["first"], "the writer was not replaced"
@@ -126,7 +125,7 @@ def test_records_a_killed_writer_never_read_reach_the_writer_that_replaces_it(
     program, log = tmp_path / "unread.py", tmp_path / "out.log"
     program.write_text(UNREAD)
     proc = run_python(str(program), str(log), timeout=120)
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = last_json(proc.stdout)
     assert report["exitcode"] == 0, proc.stderr
     assert report["flushed"] is True
     assert report["stats"]["pid"] != report["first"], "the writer was not replaced"

@@ -14,7 +14,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from conftest import child_env, read_lines, run_python
+from conftest import child_env, last_json, read_lines, run_python
 from logfunnel._core import wire as _wire
 
 # The installing program: listens on TCP too, prints its addresses, then waits
@@ -62,7 +62,7 @@ class Server:
         """Tell the server to flush and stop; return its writer's stats."""
         out, err = self.proc.communicate("done\n", timeout=60)
         assert self.proc.returncode == 0, err
-        stats: dict[str, int] = json.loads(out.strip().splitlines()[-1])
+        stats: dict[str, int] = last_json(out)
         return stats
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SCRIPTS, child_env, debian_tool, run_python
+from conftest import SCRIPTS, child_env, debian_tool, last_json, run_python
 from logfunnel.diagnose import report
 
 STALL = 2.0
@@ -23,7 +22,7 @@ def run_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
     """Run the mixed program once (a real funnel, real spawn workers); add two bad lines."""
     out = tmp_path_factory.mktemp("report") / "run.jsonl"
     proc = run_python(str(SCRIPTS / "report_run.py"), str(out), str(STALL), timeout=90)
-    logged = json.loads(proc.stdout.strip().splitlines()[-1])
+    logged = last_json(proc.stdout)
     with out.open("a", encoding="utf-8") as f:
         f.write("this is not JSON\n")
         f.write('{"message": "an object without a time"}\n')

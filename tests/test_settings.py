@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from conftest import child_env
+from conftest import child_env, last_json
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -52,7 +52,7 @@ def _fork_under(tmp_path: Path, **options: object) -> tuple[dict[str, object], s
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    result: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
+    result: dict[str, object] = last_json(proc.stdout)
     return result, proc.stderr
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SCRIPTS, Line, check_records, child_env, run_python
+from conftest import SCRIPTS, Line, check_records, child_env, last_json, run_python
 
 HOSTS = ["thread", "process"]
 ROTATED = re.compile(r"app\.log\.(\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2})(?:\.([1-9]\d*))?(\.gz)?")
@@ -57,7 +57,7 @@ def run_rotation(
         json.dumps(options), timeout=timeout,
         env=child_env(ROTATION_DEADLINE=str(timeout - 30)),
     )
-    counts: dict[str, int] = json.loads(proc.stdout.splitlines()[-1])
+    counts: dict[str, int] = last_json(proc.stdout)
     return counts
 
 

@@ -10,7 +10,6 @@ and checks every record exactly once across ``app.log``, ``app.log.1`` and
 from __future__ import annotations
 
 import gzip
-import json
 import logging
 import os
 import shutil
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Line, check_records
+from conftest import Line, check_records, last_json
 from logfunnel.sinks.files import FileSink
 
 HOSTS = ["thread", "process"]
@@ -155,7 +154,7 @@ def test_logrotate_moves_the_file_and_every_record_lands_once(tmp_path: Path, ho
             program.kill()
             program.communicate(timeout=60)
     assert program.returncode == 0, err
-    counts = json.loads(out.splitlines()[-1])
+    counts = last_json(out)
     names = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("app.log"))
     assert names == ["app.log", "app.log.1", "app.log.2.gz"], names
     every = [

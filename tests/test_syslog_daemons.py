@@ -13,7 +13,6 @@ down at start, killed mid-run, restarted.
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import time
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import logfunnel
-from conftest import SCRIPTS, run_python
+from conftest import SCRIPTS, last_json, run_python
 from logfunnel.sinks.rfc5424 import SD_ID
 from logfunnel.sinks.syslog import SyslogSink
 from syslogd import Certs, Daemon, Found, find_rsyslog, find_syslog_ng, parse_sd
@@ -80,7 +79,7 @@ def test_every_record_arrives_once_intact(
         assert daemon.certs is not None
         args.append(str(daemon.certs.ca))
     proc = run_python(*args, timeout=120)
-    pids: dict[str, int] = json.loads(proc.stdout.strip().splitlines()[-1])
+    pids: dict[str, int] = last_json(proc.stdout)
     expected = 3 * (_COUNT + 1)
     got = [m for m in daemon.wait_for(transport, expected) if m["msgid"].startswith("syslog.")]
     seen: collections.Counter[tuple[str, int]] = collections.Counter()
