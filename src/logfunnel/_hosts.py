@@ -38,6 +38,8 @@ from typing import TYPE_CHECKING, Any, Final
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from logfunnel._core.adopt_render import Spec
+
 from logfunnel._core import dial as _dial
 from logfunnel._core import gate as _gate
 from logfunnel._core import rundir as _rundir
@@ -78,8 +80,12 @@ def start_thread(
     listener: socket.socket,
     tcp_listener: socket.socket | None,
     sinks: list[Any] | None,
+    adopt: Spec | None = None,
 ) -> tuple[_writer.Writer, threading.Thread, socket.socket]:
-    """Start the writer loop in a daemon thread; return it, its thread and the control channel."""
+    """Start the writer loop in a daemon thread; return it, its thread and the control channel.
+
+    ``adopt``: in adopt mode, the Spec of the formatter the senders render with.
+    """
     control, far_end = socket.socketpair()
     try:
         writer = _writer.Writer(
@@ -93,6 +99,7 @@ def start_thread(
         )
         # install()'s own sinks: the senders render plain records (_running.start).
         writer.lines_allowed = sinks is not None
+        writer.adopt_spec = adopt
         thread = _writer.start_thread(writer)
     except BaseException:
         control.close()

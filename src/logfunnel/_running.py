@@ -43,6 +43,7 @@ if TYPE_CHECKING:  # typing.Self is 3.11+; only mypy needs the name
     from logfunnel._core.writer import Writer
 
 from logfunnel import _hosts
+from logfunnel._core import adopt_render as _adopt_render
 from logfunnel._core import auth as _auth
 from logfunnel._core import dial as _dial
 from logfunnel._core import fork as _fork
@@ -285,6 +286,9 @@ def start(settings: Settings) -> Funnel:
                 "json": settings.json,
             }
         )
+    adopt = _adopt_spec(settings)
+    if adopt is not None:
+        options = options.replace(render=_adopt_render.render_option(adopt))
     funnel = Funnel(address, settings.host, options, owner=True)
     funnel._private_dir = private_dir
     funnel._fingerprint = settings.fingerprint
@@ -312,6 +316,18 @@ def start(settings: Settings) -> Funnel:
     return funnel
 
 
+def _adopt_spec(settings: Settings) -> _adopt_render.Spec | None:
+    """In adopt mode, the Spec of the stock formatter every process renders with (if any).
+
+    Only a thread host's writer has the program's handlers; its senders
+    render each plain record with their formatter, and the writer writes
+    the line where the record's handlers still have it (``adopt_render``).
+    """
+    if settings.has_sinks or settings.host != "thread":
+        return None
+    return _adopt_render.tree_spec()
+
+
 def _with_token(settings: Settings, token: str) -> Settings:
     return dataclasses.replace(settings, token=token)
 
@@ -332,8 +348,9 @@ def _start_thread_host(
             from logfunnel.sinks import exporters as _exporters  # noqa: PLC0415
 
             sinks.extend(_exporters.build(settings.exporters()))
+    adopt = _adopt_render.spec_from_option(funnel.options.render)
     funnel._writer, funnel._thread, funnel._control = _hosts.start_thread(
-        settings, listener, tcp_listener, sinks
+        settings, listener, tcp_listener, sinks, adopt
     )
 
 

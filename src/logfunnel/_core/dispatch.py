@@ -5,8 +5,11 @@ the frames about the connection itself (HELLO, FLUSH).  Every other frame
 comes here with the peer that sent it (``Dispatcher.frame``): SITE and THREAD
 define ids in that peer's ``_protocol.Tables``, RECORD is decoded into a
 ``LogRecord`` for the sinks, LINE (a record its sender rendered with the
-sinks' formatter) is written as it is, DROPPED is reported; anything else is
-counted as a bad frame.  Nothing here touches a socket: ``tests/test_dispatch.py``
+sinks' formatter) is written as it is, RENDERED (adopt mode: a record and the
+line its sender rendered with the installer's stock formatter) is written as
+that line where the tree still takes it (``adopt_render.Route``) and handled
+as a RECORD elsewhere, DROPPED is reported; anything else is counted as a bad
+frame.  Nothing here touches a socket: ``tests/test_dispatch.py``
 builds frames and a logger tree and calls a ``Dispatcher`` directly.
 
 Where a record goes:
@@ -36,6 +39,7 @@ import logging
 import os
 from typing import Any, Final, Protocol
 
+from logfunnel._core import adopt_render as _adopt_render
 from logfunnel._core import calls as _calls
 from logfunnel._core import formatters as _formatters
 from logfunnel._core import protocol as _protocol
@@ -47,6 +51,8 @@ _OWN_LOGGER: Final = "logfunnel"
 _MAX_DROPPED: Final = 2**40
 # Record names resolved to the logger whose handlers get them (Names).
 _NAME_CACHE_SIZE: Final = 4096
+# A RENDERED frame: the kind, a RECORD's fields, the line.
+_RENDERED_LEN: Final = len(_protocol.RECORD_FIELDS) + 2
 
 
 @dataclasses.dataclass
@@ -56,7 +62,7 @@ class Stats:
     #: The process the writer loop runs in (a writer process's pid changes on restart).
     pid: int = dataclasses.field(default_factory=os.getpid)
     records: int = 0
-    #: Of ``records``, those that arrived rendered (LINE frames).
+    #: Of ``records``, those written as their sender rendered them (LINE, RENDERED).
     lines: int = 0
     #: Distinct processes (by process id) that said who they are (HELLO): a
     #: process that reconnects, after a writer restart, counts once.
@@ -167,14 +173,17 @@ class Dispatcher:
         #: Runs of LINE frames (``_lines.LineReader``) may be written as blocks:
         #: every line sink is a ``LineSink``.  Set by start().
         self.takes_runs = False
+        #: Adopt mode with a stock formatter: where RENDERED lines may go.  Set by start().
+        self.route: _adopt_render.Route | None = None
 
-    def start(self, *, lines: bool) -> None:
+    def start(self, *, lines: bool, adopt: _adopt_render.Spec | None = None) -> None:
         """Take the sinks over, in the thread that will dispatch (before its first record).
 
         The file sinks install() built leave flushing to that thread when it
         writes through them: one write(2) per batch instead of per record.
         ``lines``: LINE frames may be written (a writer process with
-        install()'s own sinks told its senders their formatter).
+        install()'s own sinks told its senders their formatter).  ``adopt``:
+        the Spec adopt mode's senders render with (``adopt_render``).
         """
         self.calls.batch(self.sinks if self.sinks is not None else logging.getLogger().handlers)
         for handler in self.sinks or ():
@@ -185,6 +194,8 @@ class Dispatcher:
         self.takes_runs = self.line_sinks is not None and all(
             isinstance(h, _sink.LineSink) for h in self.line_sinks
         )
+        if adopt is not None and self.sinks is None:
+            self.route = _adopt_render.Route(adopt)
 
     def _find_line_sinks(self) -> list[logging.Handler] | None:
         """Return the handlers LINE frames may be written to, or None: refuse LINEs.
@@ -224,6 +235,23 @@ class Dispatcher:
                 text = _formatters.continued(text)
             for handler in sinks:
                 self._call(handler, None, text)
+        elif kind == _protocol.RENDERED:
+            if len(fields) != _RENDERED_LEN or type(fields[-1]) is not str:
+                self._discard("a malformed rendered record", peer, f"{len(fields)} fields")
+                return
+            text = fields.pop()
+            fields[0] = _protocol.RECORD
+            route = self.route
+            if route is not None and type(fields[1]) is str and type(fields[2]) is int:
+                logger, own = self._logger_for(fields[1])
+                handlers = route.handlers(logger, own, fields[2])
+                if handlers is not None:
+                    self.stats.records += 1
+                    self.stats.lines += 1
+                    for handler in handlers:  # as their emit() writes the formatted record
+                        self._call(handler, None, text)
+                    return
+            self.frame(fields, peer)  # the tree changed, or an unexpected sender: the record
         elif kind == _protocol.RECORD:
             try:
                 record = _protocol.decode_record(fields, peer.tables)

@@ -52,7 +52,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up
 if TYPE_CHECKING:
     from typing import Any, Final
 
-PROTOCOL_VERSION: Final = 5
+PROTOCOL_VERSION: Final = 6
 
 # Frame kinds: the first element of every frame's array.
 HELLO: Final = 0  # [HELLO, version, pid, process name]: first frame on a connection
@@ -72,6 +72,11 @@ LINE: Final = 13  # [LINE, text]: a record the sender rendered with the writer's
 # [LEAVING, request id], on a local process's socket as it exits (protocol 5): the
 # writer reads that process's pipe, writes it to the sinks, and answers FLUSHED.
 LEAVING: Final = 14
+# [RENDERED, *RECORD_FIELDS, text] (protocol 6): a record and its line, rendered by the
+# sender with the stock formatter of the installer's own handlers (adopt mode,
+# ``adopt_render``); the writer writes the text, or handles the record if its tree
+# no longer takes that line.
+RENDERED: Final = 15
 
 #: Default largest payload a writer accepts and a sender produces (bytes).  Defined
 #: with the options every joining process reads (which must not import this module,

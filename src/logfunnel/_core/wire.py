@@ -120,6 +120,7 @@ from logfunnel._core.protocol import (
     RECORD,
     RECORD_FIELDS,
     RECORD_SHAPES,
+    RENDERED,
     SHUTDOWN,
     SITE,
     SITE_FIELDS,
@@ -145,9 +146,9 @@ if TYPE_CHECKING:
 __all__ = [
     "BARE_LIMIT", "CONFIG", "DEFAULT_FRAME_LIMIT", "DROPPED", "DUMP_STACKS", "EXTRA_CUT_MARKER",
     "FLUSH", "FLUSHED", "HEADER", "HEADER_SIZE", "HELLO", "LEAVING", "LEVELS", "LINE",
-    "LOGRECORD_FIELDS", "PROTOCOL_VERSION", "RECORD", "RECORD_FIELDS", "SHUTDOWN", "SITE",
-    "SITE_FIELDS", "STACKS", "STANDARD_ATTRS", "STATS", "TABLE_SIZE", "TABLE_TEXT_LIMIT", "THREAD",
-    "THREAD_FIELDS",
+    "LOGRECORD_FIELDS", "PROTOCOL_VERSION", "RECORD", "RECORD_FIELDS", "RENDERED", "SHUTDOWN",
+    "SITE", "SITE_FIELDS", "STACKS", "STANDARD_ATTRS", "STATS", "TABLE_SIZE", "TABLE_TEXT_LIMIT",
+    "THREAD", "THREAD_FIELDS",
     "TOO_LARGE_MESSAGE", "Encoder", "FrameError", "FrameReader", "Tables", "cut", "decode_payload",
     "decode_record", "exception_text", "get_message", "has_no_extras", "hello_fields", "int_text",
     "plain", "safe_repr", "sanitize",
@@ -241,13 +242,21 @@ class Encoder:
             payload = self._packer.pack([LINE, sanitize(text)])
         return HEADER.pack(len(payload)) + payload
 
-    def record(self, record: logging.LogRecord) -> bytes:
+    def record(
+        self, record: logging.LogRecord, line: str | None = None, message: str | None = None
+    ) -> bytes:
         """Return the frames for ``record``, applying the conversions in this module's doc.
 
         That is one RECORD frame, preceded by a SITE or THREAD frame the first
         time this connection sends a record from that call site or thread.
+        With ``line`` (the record rendered by this process, ``adopt_render``)
+        a RENDERED frame: the same fields and the line.  It becomes a RECORD
+        frame when any field had to be converted (the line shows the values
+        before) or when the two do not fit the frame limit together.
+        ``message``: ``record.getMessage()``, when the caller has it already.
         """
-        message = get_message(record)
+        if message is None:
+            message = get_message(record)
         limit = self._field_limit
         if len(message) > limit:
             message = cut(message, limit)
@@ -298,15 +307,23 @@ class Encoder:
         ]
         if tuple(map(type, fields)) not in RECORD_SHAPES or not times_valid(fields):
             fields = _coerce_fields(fields, record)
+            line = None
         try:
-            payload: bytes = self._packer.pack(fields)
+            if line is not None:
+                payload: bytes = self._packer.pack([RENDERED, *fields[1:], line])
+            else:
+                payload = self._packer.pack(fields)
         except (UnicodeEncodeError, TypeError, ValueError, OverflowError):
             # Lone surrogates, or an int outside 64 bits: convert, re-encode and retry.
             self._packer.reset()
             fields = sanitize(_coerce_fields(fields, record))
             payload = self._packer.pack(fields)
+            line = None
         if len(payload) > self._frame_limit:
-            payload = self._shrink(fields)
+            if line is not None:  # the message twice is too much: the record alone
+                payload = self._packer.pack(fields)
+            if len(payload) > self._frame_limit:
+                payload = self._shrink(fields)
         return definitions + HEADER.pack(len(payload)) + payload
 
     def _define(

@@ -137,6 +137,7 @@ import time
 from typing import Any, Final
 
 from logfunnel._core import wire as _wire
+from logfunnel._core.adopt_render import Spec
 from logfunnel._core.dispatch import Dispatcher, Stats
 from logfunnel._core.gate import Gate, Peer
 from logfunnel._core.listeners import LISTENER, TCP_LISTENER, Listeners
@@ -193,6 +194,8 @@ class Writer:
         #: A writer process with install()'s own sinks sets this: its peers may
         #: then send LINE frames, lines rendered with the sinks' formatter.
         self.lines_allowed = False
+        #: Adopt mode with a stock formatter: the Spec its senders render with.
+        self.adopt_spec: Spec | None = None
         self._running = False
         self._in_barrier = False
         self._late_flushes: list[tuple[socket.socket, int]] = []
@@ -214,7 +217,7 @@ class Writer:
         self._selector.register(self._control, selectors.EVENT_READ, _CONTROL)
         self._nap.register(self._control, selectors.EVENT_READ, _CONTROL)
         self._listeners.register(TCP_LISTENER)
-        self._dispatch.start(lines=self.lines_allowed)
+        self._dispatch.start(lines=self.lines_allowed, adopt=self.adopt_spec)
         peers = self._peers
         table, read, accept_all = peers.table, peers.read, peers.accept_all
         read_pipe = peers.read_pipe
