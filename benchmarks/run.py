@@ -689,7 +689,8 @@ def write_report(args: argparse.Namespace, data: dict[str, Any], command: str,
     if data.get("slow"):
         lines += [*slow_table(data["slow"], data["slow_procs"], args.slow_us), "",
                   ("The writer's RSS is sampled every 50 ms during the run. logfunnel's "
-                  "backpressure is each process's pipe (256 KiB): producers wait for room "
+                  "backpressure is each process's pipe (256 KiB, grown to 1 MiB when it fills, "
+                  "kernel memory): producers wait for room "
                   "when the writer is behind, so no process buffers an unbounded backlog."), ""]
     if data.get("backlog"):
         lines += [*backlog_table(data["backlog"], data["backlog_procs"], data["backlog_n"],
@@ -697,10 +698,10 @@ def write_report(args: argparse.Namespace, data: dict[str, Any], command: str,
                   ("The writer is frozen (SIGSTOP for host=process; for host=thread the "
                   "benchmark holds its sinks' locks; both with install()'s own sinks, as in "
                   "the main runs) while the workers log; they fill the "
-                  "pipes (256 KiB, a few thousand records each) and then block, so most of "
-                  "the 100,000 records are logged after the release. Drain = from releasing "
-                  "the writer until `Funnel.shutdown()` returns with every record in the "
-                  "file."), ""]
+                  "pipes (256 KiB, grown to 1 MiB when full: ~9,000 records each) and then "
+                  "block, so most of the 100,000 records are logged after the release. "
+                  "Drain = from releasing the writer until `Funnel.shutdown()` returns "
+                  "with every record in the file."), ""]
     lines += ["## Plot", "", f"![benchmarks]({Path(args.plot).name})", ""]
     # The hand-written account of what changed the numbers, kept across runs.
     notes = Path(__file__).with_name("what-moved.md")

@@ -272,6 +272,7 @@ import json, logging, multiprocessing, os, signal, sys, threading
 import logfunnel
 
 path, host, fmt, big, on_full = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+full_timeout = float(sys.argv[6]) if len(sys.argv) > 6 else 0.05
 ctx = multiprocessing.get_context("fork")
 
 class Gate(logging.Handler):
@@ -290,10 +291,10 @@ if host == "thread":
     gate = Gate()
     root.addHandler(gate)
     root.addHandler(sink)
-    funnel = logfunnel.install(on_full=on_full, full_timeout=0.05)
+    funnel = logfunnel.install(on_full=on_full, full_timeout=full_timeout)
 else:
     funnel = logfunnel.install(file=path, host=host, fmt=fmt, level="INFO", on_full=on_full,
-                               full_timeout=0.05)
+                               full_timeout=full_timeout)
 
 def writer_group():
     # The process group of the writer process (its supervisor leads it).
@@ -420,7 +421,7 @@ def worker(records):
     # ... and the process exits: atexit and multiprocessing's Finalize settle what is owed.
 
 stall()
-records = 20
+records = 40  # 2 MB: more than a grown pipe holds (1 MiB)
 child = ctx.Process(target=worker, args=(records,))
 child.start()
 child.join(60)
@@ -428,6 +429,43 @@ resume()
 finish({"child": child.pid, "exitcode": child.exitcode, "logged": records})
 """
 )
+
+# -- a burst while the writer is stopped: the pipe grows instead of dropping -----------------
+
+BURST = (
+    STALL
+    + r"""
+def worker(records):
+    log = logging.getLogger("burst")
+    for i in range(records):
+        log.info("burst %d %s", i, "b" * big)
+
+stall()
+records = 4000  # ~500 KB of lines: twice what a pipe holds, half of what it grows to
+child = ctx.Process(target=worker, args=(records,))
+child.start()
+child.join(60)
+resume()
+finish({"child": child.pid, "exitcode": child.exitcode, "logged": records})
+"""
+)
+
+
+def test_a_burst_against_a_stopped_writer_waits_in_a_grown_pipe_not_dropped(
+    tmp_path: Path,
+) -> None:
+    """on_full='drop' with no wait, the writer process stopped: 500 KB of records, none dropped."""
+    sink = tmp_path / "out.log"
+    report = run_program(tmp_path, BURST, sink, "process", FMT, 100, "drop", 0)
+    assert report["exitcode"] == 0, report["stderr"][-3000:]
+    assert report["flushed"] is True
+    assert report["drained"] is True
+    child = report["child"]
+    lines = messages(sink)
+    assert not [m for _, name, _, m in lines if name == "logfunnel" and DROPPED_NOTE.match(m)]
+    delivered = [m for pid, name, _, m in lines if pid == child and name == "burst"]
+    assert delivered == [f"burst {i} {'b' * 100}" for i in range(report["logged"])]
+
 
 FALLBACK_DROPS = re.compile(
     r"logfunnel: (\d+) records of process (\d+) were dropped \(on_full='drop'\), "

@@ -552,9 +552,9 @@ def test_the_writer_lines_benchmark_runs(tmp_path: Path) -> None:
     """A smoke run of benchmarks/writer_lines.py (2 workers): it measures and checks."""
     out = tmp_path / "result.json"
     script = Path(__file__).resolve().parent.parent / "benchmarks" / "writer_lines.py"
-    # /proc counts CPU in 10 ms ticks: at ~2 µs a line, 2,000 lines are often 0 ticks
-    # on a quiet machine; 40,000 are ~80 ms.
-    args = ("--procs", "2", "--total", "40000", "--repeats", "1", "--out", str(out))
+    # /proc counts CPU in 10 ms ticks: at ~0.3 µs a line (since the pipes), 40,000
+    # lines were often 0 or 1 tick; 200,000 are ~60 ms.
+    args = ("--procs", "2", "--total", "200000", "--repeats", "1", "--out", str(out))
     run_python(str(script), *args, timeout=180)
     (result,) = json.loads(out.read_text())
     assert result["per_procs"]["2"]["bad"] == 0

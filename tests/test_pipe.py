@@ -10,8 +10,10 @@ receive.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,8 @@ import pytest
 
 from conftest import last_json, run_python, start_funnel_server, stop_funnel_server
 from logfunnel._core import wire as _wire
+from logfunnel._core.outbox import IDLE, Outbox
+from logfunnel._core.pipe import GROWN_SIZE, PIPE_SIZE, RecordPipe
 
 # The parent's connection has a pipe; a forked child opens its own and must not
 # hold the parent's: a child that kept the write end would keep the writer from
@@ -221,3 +225,84 @@ def test_a_hello_whose_pipe_cannot_be_received_ends_the_connection(
     errors = [line for line in log.read_text(encoding="utf-8").splitlines() if "descriptors" in line]
     assert len(errors) == 1, errors
     assert errors[0].startswith("logfunnel|dropped a connection: "), errors
+
+
+# -- a pipe that fills grows, and shrinks back once read ---------------------------------
+
+
+def _pipe_can_grow() -> bool:
+    try:
+        with open("/proc/sys/fs/pipe-max-size", encoding="ascii") as f:
+            return int(f.read()) >= GROWN_SIZE and hasattr(fcntl, "F_SETPIPE_SZ")
+    except OSError:
+        return False
+
+
+def _fill(box: Outbox, sock: socket.socket, encoder: _wire.Encoder, start: int) -> int:
+    """Write numbered 1 KB lines until the pipe takes no more within 50 ms; return the next number."""
+    number = start
+    while True:
+        box.out = (encoder.line(f"{number:08d} " + "x" * 1014), [], 0, None)
+        if not box.push(sock, time.monotonic() + 0.05):
+            box.out = IDLE
+            return number
+        number += 1
+
+
+@pytest.mark.skipif(not _pipe_can_grow(), reason="pipes cannot grow to 1 MiB here")
+def test_a_full_pipe_grows_for_a_stalled_writer_and_keeps_every_unit_for_salvage() -> None:
+    """Nobody reads: the pipe takes ~1 MiB, not 256 KiB; what was not read comes back whole, in order."""
+    sender, writer = socket.socketpair()
+    encoder = _wire.Encoder()
+    pipe = RecordPipe.open(sender, encoder.frame([_wire.HELLO, 0]))
+    assert pipe is not None
+    try:
+        box = Outbox(encoder, lambda _record: b"")
+        box.pipe = pipe
+        written = _fill(box, sender, encoder, 0)
+        assert pipe.capacity == GROWN_SIZE
+        assert written * 1024 > 3 * PIPE_SIZE, f"only {written} KB went in"
+        # The writer reads 100,000 bytes (cutting a unit) and is gone: the rest
+        # comes back from the first whole unit it did not touch, in order.
+        assert len(os.read(pipe.read_fd, 100_000)) == 100_000
+        items, dropped = pipe.salvage(encoder, _wire.DEFAULT_FRAME_LIMIT, 0)
+        assert dropped == 0
+        numbers = [int(str(item)[:8]) for item in items]
+        assert numbers == list(range(98, written))
+    finally:
+        pipe.close()
+        sender.close()
+        writer.close()
+
+
+@pytest.mark.skipif(not _pipe_can_grow(), reason="pipes cannot grow to 1 MiB here")
+def test_a_grown_pipe_shrinks_back_once_the_writer_has_read_it_down() -> None:
+    """A grown pipe goes back to 256 KiB at the next check once it holds under 128 KiB."""
+    sender, writer = socket.socketpair()
+    encoder = _wire.Encoder()
+    pipe = RecordPipe.open(sender, encoder.frame([_wire.HELLO, 0]))
+    assert pipe is not None
+    try:
+        box = Outbox(encoder, lambda _record: b"")
+        box.pipe = pipe
+        written = _fill(box, sender, encoder, 0)
+        assert pipe.capacity == GROWN_SIZE
+        pipe.check_at = 0.0
+        assert pipe.due(time.monotonic())
+        assert pipe.capacity == GROWN_SIZE, "shrunk while it held more than 256 KiB"
+        data = b""
+        while len(data) < written * 1024 - PIPE_SIZE // 4:
+            data += os.read(pipe.read_fd, 1 << 20)
+        pipe.check_at = 0.0
+        assert pipe.due(time.monotonic())
+        assert pipe.capacity == PIPE_SIZE
+        # Nothing was lost by the shrink: the rest is still there, and the pipe fills again.
+        while len(data) < written * 1024:
+            data += os.read(pipe.read_fd, 1 << 20)
+        lines = data.decode().splitlines()
+        assert [int(line[:8]) for line in lines] == list(range(written))
+        assert _fill(box, sender, encoder, written) > written
+    finally:
+        pipe.close()
+        sender.close()
+        writer.close()

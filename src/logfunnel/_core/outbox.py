@@ -200,7 +200,8 @@ class Outbox:
                 sent += map(pipe.write, (memoryview(data)[done:],))
                 continue
             except BlockingIOError:
-                pass
+                if pipe.grow():  # the writer is behind: let its backlog wait in the kernel
+                    continue
             wait = None if deadline is None else deadline - time.monotonic()
             if wait is not None and wait <= 0:
                 return False

@@ -40,7 +40,7 @@ from logfunnel._core.gate import Gate, Peer, would_block
 from logfunnel._core.lines import LINE_BLOCK, LINE_RUN, LineReader
 from logfunnel._core.listeners import Listeners
 from logfunnel._core.nap import fill, pipe_fill
-from logfunnel._core.pipe import pipe_capacity, queued, receive_pipe
+from logfunnel._core.pipe import PIPE_SIZE, pipe_capacity, queued, receive_pipe
 
 RECV_SIZE: Final = 256 * 1024
 # Reads of one connection in the final drain before it is cut off (64 GiB).
@@ -232,7 +232,9 @@ class Peers:
             return 0
         if pipe is not None:
             peer.pipe = pipe
-            peer.pipe_half = pipe_capacity(pipe) // 2
+            # At most PIPE_SIZE: the sender may have grown a full pipe already
+            # (pipe.grow), and a bound from 1 MiB let 256 KiB reads nap 32 ms.
+            peer.pipe_half = min(pipe_capacity(pipe), PIPE_SIZE) // 2
             peer.pipe_reader = type(peer.reader)(peer.reader.limit)
             self._selector.register(pipe, selectors.EVENT_READ, PipeEnd(peer))
             self._waker.register(peer.sock, selectors.EVENT_READ, peer)
