@@ -10,10 +10,12 @@ receive.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -238,6 +240,29 @@ def _pipe_can_grow() -> bool:
         return False
 
 
+@contextlib.contextmanager
+def _filled_pipe() -> Iterator[tuple[Outbox, RecordPipe, socket.socket, int]]:
+    """Open a real pipe over a socketpair and fill it while nobody reads it.
+
+    Yield the outbox that wrote it, the pipe, the sender's socket and how many
+    numbered 1 KB lines went in; the pipe has grown to ``GROWN_SIZE``.
+    """
+    sender, writer = socket.socketpair()
+    encoder = _wire.Encoder()
+    pipe = RecordPipe.open(sender, encoder.frame([_wire.HELLO, 0]))
+    assert pipe is not None
+    try:
+        box = Outbox(encoder, lambda _record: b"")
+        box.pipe = pipe
+        written = _fill(box, sender, encoder, 0)
+        assert pipe.capacity == GROWN_SIZE
+        yield box, pipe, sender, written
+    finally:
+        pipe.close()
+        sender.close()
+        writer.close()
+
+
 def _fill(box: Outbox, sock: socket.socket, encoder: _wire.Encoder, start: int) -> int:
     """Write numbered 1 KB lines until the pipe takes no more within 50 ms; return the next number."""
     number = start
@@ -252,41 +277,21 @@ def _fill(box: Outbox, sock: socket.socket, encoder: _wire.Encoder, start: int) 
 @pytest.mark.skipif(not _pipe_can_grow(), reason="pipes cannot grow to 1 MiB here")
 def test_a_full_pipe_grows_for_a_stalled_writer_and_keeps_every_unit_for_salvage() -> None:
     """Nobody reads: the pipe takes ~1 MiB, not 256 KiB; what was not read comes back whole, in order."""
-    sender, writer = socket.socketpair()
-    encoder = _wire.Encoder()
-    pipe = RecordPipe.open(sender, encoder.frame([_wire.HELLO, 0]))
-    assert pipe is not None
-    try:
-        box = Outbox(encoder, lambda _record: b"")
-        box.pipe = pipe
-        written = _fill(box, sender, encoder, 0)
-        assert pipe.capacity == GROWN_SIZE
+    with _filled_pipe() as (box, pipe, _, written):
         assert written * 1024 > 3 * PIPE_SIZE, f"only {written} KB went in"
         # The writer reads 100,000 bytes (cutting a unit) and is gone: the rest
         # comes back from the first whole unit it did not touch, in order.
         assert len(os.read(pipe.read_fd, 100_000)) == 100_000
-        items, dropped = pipe.salvage(encoder, _wire.DEFAULT_FRAME_LIMIT, 0)
+        items, dropped = pipe.salvage(box.encoder, _wire.DEFAULT_FRAME_LIMIT, 0)
         assert dropped == 0
         numbers = [int(str(item)[:8]) for item in items]
         assert numbers == list(range(98, written))
-    finally:
-        pipe.close()
-        sender.close()
-        writer.close()
 
 
 @pytest.mark.skipif(not _pipe_can_grow(), reason="pipes cannot grow to 1 MiB here")
 def test_a_grown_pipe_shrinks_back_once_the_writer_has_read_it_down() -> None:
     """A grown pipe goes back to 256 KiB at the next check once it holds under 128 KiB."""
-    sender, writer = socket.socketpair()
-    encoder = _wire.Encoder()
-    pipe = RecordPipe.open(sender, encoder.frame([_wire.HELLO, 0]))
-    assert pipe is not None
-    try:
-        box = Outbox(encoder, lambda _record: b"")
-        box.pipe = pipe
-        written = _fill(box, sender, encoder, 0)
-        assert pipe.capacity == GROWN_SIZE
+    with _filled_pipe() as (box, pipe, sender, written):
         pipe.check_at = 0.0
         assert pipe.due(time.monotonic())
         assert pipe.capacity == GROWN_SIZE, "shrunk while it held more than 256 KiB"
@@ -301,8 +306,4 @@ def test_a_grown_pipe_shrinks_back_once_the_writer_has_read_it_down() -> None:
             data += os.read(pipe.read_fd, 1 << 20)
         lines = data.decode().splitlines()
         assert [int(line[:8]) for line in lines] == list(range(written))
-        assert _fill(box, sender, encoder, written) > written
-    finally:
-        pipe.close()
-        sender.close()
-        writer.close()
+        assert _fill(box, sender, box.encoder, written) > written
