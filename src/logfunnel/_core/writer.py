@@ -72,8 +72,9 @@ refusals summary: the next one bounds select's timeout).  The file sinks
 install() built are flushed once per turn, not once per record.  A busy
 turn that took less than the nap waits out the rest of it, on the control
 channel and the local processes' sockets but not their pipes: a process's
-flush() or exit (``LEAVING``) is served during the nap, the owner's ends it,
-and meanwhile records
+flush() or exit (``LEAVING``) is served during the nap, the owner's ends it;
+the end of a socket (a killed process) is read out and written when the nap
+ends, not left batched while the loop waits.  Meanwhile records
 gather in the pipes and socket buffers, their writes wake no one, and the next
 turn takes them in a few large reads.  How long (``nap``): 1 to 32 ms, doubling
 on each busy turn of a burst, and never so long that the fastest connection's
@@ -249,15 +250,17 @@ class Writer:
                 now = time.monotonic()
                 wait = nap.after_turn(turn_started, now, peers.read_bytes, peers.largest_fill)
                 if wait is not None:  # a busy turn
-                    if wait > 0:
-                        self._nap_for(wait)
+                    if wait > 0 and self._nap_for(wait):
+                        # A socket's end in the nap read its pipe out (Peers.close): write
+                        # that now, not when someone next logs or at shutdown.
+                        flush_batched()
                     peers.read_bytes = peers.largest_fill = 0
                     nap.napped_at(time.monotonic())
         finally:
             self._peers.close_all()
             self._close_own()
 
-    def _nap_for(self, wait: float) -> None:
+    def _nap_for(self, wait: float) -> bool:
         """Nap ``wait`` seconds (stage 4), serving local processes' sockets meanwhile.
 
         What comes on those sockets is a FLUSH (a process's ``flush()``: a
@@ -265,22 +268,26 @@ class Writer:
         written, answered), or a socket's end: served at once, and the nap goes
         on, so no process waits for it and no other pipe is read early.  The
         control channel (the owner's flush(), stats(), shutdown()) ends it.
+        Return whether a socket was served: what it read may sit in a batch.
         """
         deadline = time.monotonic() + wait
         table, read = self._peers.table, self._peers.read
+        served = False
         while self._running:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return
+                break
             events = self._nap.select(remaining)
             if not events:
-                return
+                break
             for key, _ in events:
                 if key.data is _CONTROL:
-                    return  # served by the next turn's select, at once
+                    return served  # served by the next turn's select, at once
                 peer: Peer = key.data
                 if table.get(peer.fd) is peer:
                     read(peer)
+                    served = True
+        return served
 
     def _timeout(self) -> float | None:
         """Return how long select() may wait: until the next timer is due, or forever."""
