@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     from logfunnel._core.adopt_render import Spec
 
+from logfunnel import _writer_process
 from logfunnel._core import dial as _dial
 from logfunnel._core import gate as _gate
 from logfunnel._core import rundir as _rundir
@@ -136,7 +137,7 @@ def start_process(
             [_wire.CONFIG, {**settings.spec(), "console_relay": relayed}]
         )
     control, far_end = socket.socketpair()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOGFUNNEL_")}
+    env = _writer_process.environment(os.environ)
     # The writer must import this very logfunnel, even when it came from sys.path.
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))

@@ -27,7 +27,10 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Final, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, MutableMapping
 
 from logfunnel._core import gate as _gate
 from logfunnel._core import rundir as _rundir
@@ -42,6 +45,36 @@ _CONFIG_FAILED: Final = 3
 #: More restarts than this within _RESTART_WINDOW seconds: give up.
 _MAX_RESTARTS: Final = 10
 _RESTART_WINDOW: Final = 60.0
+#: glibc's malloc settings for this process (other C libraries ignore GLIBC_TUNABLES).
+#: A busy pipe is read 256 KiB at a time, and the block of lines cut from a read is a
+#: bytes object that large: over glibc's 128 KiB mmap threshold each one was an mmap()
+#: whose pages faulted in, then a munmap(), and a free heap top over 128 KiB was handed
+#: back with it (15-20 page faults per 64 KB record; benchmarks/what-moved.md).  Blocks
+#: up to 2 MiB now come from the heap, which keeps at most 8 MiB free: RSS stays bounded.
+MALLOC_TUNABLES: Final = "glibc.malloc.mmap_threshold=2097152:glibc.malloc.trim_threshold=8388608"
+
+
+def environment(installer: Mapping[str, str]) -> dict[str, str]:
+    """Return the environment a writer process starts with, from the installer's.
+
+    The installer's ``LOGFUNNEL_*`` settings are its own, not the writer's.
+    ``MALLOC_TUNABLES`` go first, so tunables the installer's environment sets
+    itself win (glibc applies the last of a name), and ``process_main`` takes
+    them out again for whatever the writer starts (``sinks.compress``).
+    """
+    env = {k: v for k, v in installer.items() if not k.startswith("LOGFUNNEL_")}
+    theirs = env.get("GLIBC_TUNABLES")
+    env["GLIBC_TUNABLES"] = f"{MALLOC_TUNABLES}:{theirs}" if theirs else MALLOC_TUNABLES
+    return env
+
+
+def forget_malloc_tunables(environ: MutableMapping[str, str]) -> None:
+    """Put back in ``environ`` the GLIBC_TUNABLES the installer had (or none)."""
+    value = environ.get("GLIBC_TUNABLES")
+    if value == MALLOC_TUNABLES:
+        del environ["GLIBC_TUNABLES"]
+    elif value is not None and value.startswith(f"{MALLOC_TUNABLES}:"):
+        environ["GLIBC_TUNABLES"] = value[len(MALLOC_TUNABLES) + 1 :]
 
 
 def process_main(argv: list[str]) -> int:
@@ -61,6 +94,9 @@ def process_main(argv: list[str]) -> int:
     a ``Lifeline``: a writer whose owner vanished then serves on until it
     reaches end of file (``_OwnerWatch``).
     """
+    # This process read GLIBC_TUNABLES when it started; the processes it starts get the
+    # installer's own environment.
+    forget_malloc_tunables(os.environ)
     fds = [int(a) for a in argv if a.isdigit()]
     named = dict(a.split("=", 1) for a in argv if "=" in a)
     listener = socket.socket(fileno=fds[0])
