@@ -16,6 +16,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from conftest import run_python
+from logfunnel._core import encoder as _encoder
 from logfunnel._core import frame_reader as _frame_reader
 from logfunnel._core import plain as _plain
 from logfunnel._core import protocol as _protocol
@@ -448,7 +449,7 @@ def test_what_wire_exports_is_defined_once() -> None:
     """A name ``_wire`` exports from another module of the codec is the very object defined there."""
     for name in _wire.__all__:
         assert hasattr(_wire, name), name
-        for home in (_protocol, _plain, _frame_reader):
+        for home in (_protocol, _plain, _frame_reader, _encoder):
             if name in vars(home):
                 assert getattr(_wire, name) is vars(home)[name], name
 

@@ -11,10 +11,11 @@ General layout, in the order a record travels:
   process's ``Logger.callHandlers`` also delivers to the funnel, adding the
   ``context()`` fields that ``fields`` keeps), ``handler`` and ``connection``
   (the process's one connection, its backpressure and fallback), the codec
-  (``plain``, ``wire``, ``frame_reader``, ``protocol``; no pickle), the
-  writer (``listeners``, ``gate``, ``peers``, ``dispatch``, ``calls``, tied by
-  ``writer``'s loop; ``sink`` is what it asks of a sink), joining (``hook``,
-  ``bootstrap``, ``fork``, ``levels``, ``rundir``, ``options``), and
+  (``plain``, ``encoder``, ``frame_reader``, ``protocol``, reached through
+  ``wire``; no pickle), the writer (``listeners``, ``gate``, ``peers``,
+  ``dispatch``, ``calls``, tied by ``writer``'s loop; ``sink`` is what it
+  asks of a sink), joining (``hook``, ``bootstrap``, ``fork``, ``levels``,
+  ``rundir``, ``options``), and
   ``state``: all process-wide mutable state, with the one after-fork reset;
 * ``sinks/``: the sinks ``install()`` builds (files and their rotation, the
   console, the syslog and OTLP exporters);

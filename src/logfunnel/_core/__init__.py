@@ -5,8 +5,9 @@ In the order a record travels (the data-flow diagram is in ``writer``):
 * sending side: ``route`` (the program's ``Logger.callHandlers`` also delivers
   to the funnel) -> ``handler`` (this process's attachment) -> ``connection``
   (the socket, backpressure, fallback);
-* codec, no pickle: ``plain`` (any value made plain) -> ``wire`` (encoder and
-  frame reader) -> ``protocol`` (the frames and their decoding);
+* codec, no pickle: ``plain`` (any value made plain) -> ``encoder`` (records to
+  frames) -> ``frame_reader`` -> ``protocol`` (the frames and their decoding),
+  all reached through ``wire``;
 * writer: ``listeners`` + ``gate`` (accept, TLS, token) -> ``peers`` (read,
   cut into frames) -> ``dispatch`` + ``calls`` (to the sinks or the logger
   tree, each call guarded) -> ``sink`` (the protocol sinks implement);
