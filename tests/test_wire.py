@@ -264,6 +264,122 @@ def test_frame_limit_is_respected_for_any_input(texts_: list[Any], frame_limit: 
     format_both(decoded)
 
 
+# -- the short path of a rendered record (Encoder.rendered) -----------------------------
+
+
+class _Text(str):
+    """A str subclass, as a message whose ``__str__`` returned one."""
+
+    __slots__ = ()
+
+
+class _Record(logging.LogRecord):
+    """A LogRecord subclass whose ``levelname`` is a property (record() reads attributes)."""
+
+    @property
+    def levelname(self) -> str:
+        return "FROM-PROPERTY"
+
+    @levelname.setter
+    def levelname(self, value: str) -> None:
+        self.__dict__["levelname"] = value  # what a read of the attributes' dict finds
+
+
+def _rendered_pair(
+    record: logging.LogRecord, line: str, message: str, frame_limit: int, *, delete: str = ""
+) -> tuple[bytes | None, bytes | None]:
+    """Return ``rendered()`` of one encoder and ``record()`` of its twin (None: it raised).
+
+    Both are primed with ``record``, which defines its site and thread as a
+    connection's first record does; ``delete`` is then taken from the record.
+    """
+    short, general = _wire.Encoder(frame_limit), _wire.Encoder(frame_limit)
+    for encoder in (short, general):
+        encoder.record(record)
+    if delete:
+        del record.__dict__[delete]
+    frame = short.rendered(record, line, message)
+    try:
+        return frame, general.record(record, line, message)
+    except AttributeError:  # a standard field deleted: the sender reports the record
+        return frame, None
+
+
+def test_a_plain_rendered_record_takes_the_short_path_to_the_same_bytes() -> None:
+    """After its site and thread are defined, a plain record's RENDERED frame comes by the short path."""
+    record = make_record("task %d value=%s", (7, "ü…"))
+    line = "2026-12-06 05:00:00,000 INFO " + record.getMessage()
+    frame, expected = _rendered_pair(record, line, record.getMessage(), _wire.DEFAULT_FRAME_LIMIT)
+    assert frame is not None
+    assert frame == expected
+    (fields,) = split_frames(frame)
+    assert fields[0] == _wire.RENDERED
+    assert fields[-1] == line
+    # Before the site is defined (a connection's first record) the short path declines.
+    assert _wire.Encoder().rendered(record, line, record.getMessage()) is None
+
+
+_odd_numbers = (
+    st.floats(allow_nan=True, allow_infinity=True)
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.booleans()
+    | st.none()
+    | texts
+)
+# One field a filter may change, and what it may set it to (the rest stays plain).
+_one_odd_field = st.one_of(
+    st.tuples(
+        st.sampled_from(
+            ["name", "levelno", "levelname", "created", "msecs", "relativeCreated", "thread",
+             "threadName", "process", "processName", "taskName", "pathname", "lineno",
+             "funcName"]
+        ),
+        _odd_numbers,
+    ),
+    st.tuples(st.sampled_from(["exc_text", "stack_info", "shard", "subclass"]), st.just("x")),
+    st.tuples(st.just("delete"), st.sampled_from(["created", "taskName", "thread", "name"])),
+)  # fmt: skip
+
+
+@PROPERTY
+@given(
+    message=texts | texts.map(_Text),
+    line=texts,
+    odd=st.none() | _one_odd_field,
+    frame_limit=st.sampled_from([1024, 4096, _wire.DEFAULT_FRAME_LIMIT]),
+)
+@example(message="m", line="l", odd=("levelno", True), frame_limit=_wire.DEFAULT_FRAME_LIMIT)
+@example(message="m", line="l", odd=("msecs", math.inf), frame_limit=_wire.DEFAULT_FRAME_LIMIT)
+@example(message="m", line="l", odd=("subclass", "x"), frame_limit=_wire.DEFAULT_FRAME_LIMIT)
+@example(message="m", line="l", odd=("exc_text", "x"), frame_limit=_wire.DEFAULT_FRAME_LIMIT)
+@example(message="m", line="l", odd=("shard", "x"), frame_limit=_wire.DEFAULT_FRAME_LIMIT)
+@example(message="m", line="l", odd=("created", 1), frame_limit=_wire.DEFAULT_FRAME_LIMIT)
+@example(message=_Text("m"), line="l", odd=None, frame_limit=_wire.DEFAULT_FRAME_LIMIT)
+@example(message="\udcff", line="l", odd=None, frame_limit=_wire.DEFAULT_FRAME_LIMIT)
+@example(message="m" * 300, line="l", odd=None, frame_limit=1024)
+@example(message="m" * 200, line="l" * 900, odd=None, frame_limit=1024)
+@example(message="m", line="l", odd=("relativeCreated", math.nan), frame_limit=1024)
+@example(message="m", line="l", odd=("created", 1e300), frame_limit=1024)
+@example(message="m", line="l", odd=("taskName", 5), frame_limit=1024)
+def test_a_rendered_frame_is_the_one_record_makes_or_the_short_path_declines(
+    message: str, line: str, odd: tuple[str, Any] | None, frame_limit: int
+) -> None:
+    """Whatever a filter left in the record, ``rendered()`` gives ``record()``'s bytes, or None."""
+    kind = _Record if odd is not None and odd[0] == "subclass" else logging.LogRecord
+    record = kind("test.wire", logging.INFO, __file__, 42, "msg", None, None, "f")
+    delete = odd[1] if odd is not None and odd[0] == "delete" and odd[1] in vars(record) else ""
+    if odd is not None and odd[0] not in ("delete", "subclass"):
+        record.__dict__[odd[0]] = odd[1]
+    frame, expected = _rendered_pair(record, line, message, frame_limit, delete=delete)
+    assert frame is None or frame == expected
+    if odd is None and type(message) is str and len(message) < 256 and len(line) < 256:
+        try:
+            (message + line).encode()
+        except UnicodeEncodeError:  # lone surrogates: record() escapes them
+            return
+        assert frame is not None  # a plain record takes the short path
+
+
 # -- sites and threads: defined once per connection -------------------------------------
 
 

@@ -280,8 +280,69 @@ class Encoder:
             if line is not None:  # the message twice is too much: the record alone
                 payload = self._packer.pack(fields)
             if len(payload) > self._frame_limit:
-                payload = self._shrink(fields)
+                payload = _shrink(self._packer, fields, self._frame_limit)
         return definitions + HEADER.pack(len(payload)) + payload
+
+    def rendered(self, record: logging.LogRecord, line: str, message: str) -> bytes | None:
+        """Return the RENDERED frame of a plain record, or None when ``record()`` must make it.
+
+        The frame ``record(record, line, message)`` would make, for the common
+        record: no extras, traceback or stack, a site and thread this
+        connection defined, fields of the types the writer takes and texts
+        within the field limit; each of those is checked by name here instead
+        of by ``record()``'s general conversions (1.9 -> 1.15 us a record,
+        best of 5 x 200,000; ``record()`` is 0.5 us of type checks alone).
+        """
+        attrs = record.__dict__
+        if (
+            type(record) is not logging.LogRecord  # a subclass's properties: read as record()
+            or len(attrs) > BASE_LEN
+            or type(message) is not str
+            or type(line) is not str
+            or len(message) > self._field_limit
+        ):
+            return None
+        get = attrs.get
+        try:
+            site = self._sites.get(
+                (get("pathname"), get("filename"), get("module"), get("lineno"), get("funcName"))
+            )
+            thread = self._threads.get(
+                (get("thread"), get("threadName"), get("process"), get("processName"))
+            )
+        except Exception:  # an unhashable value: record() converts it
+            return None
+        name, levelno, levelname = get("name"), get("levelno"), get("levelname")
+        created, msecs, relative = get("created"), get("msecs"), get("relativeCreated")
+        task = get("taskName")
+        if (
+            site is None
+            or thread is None
+            or type(name) is not str
+            or type(levelno) is not int
+            or type(levelname) is not str
+            or type(created) is not float
+            or type(msecs) is not float
+            or type(relative) is not float
+            or (task is not None and type(task) is not str)
+            or get("exc_text") is not None
+            or get("stack_info") is not None
+            or not CREATED_MIN <= created <= CREATED_MAX
+            or msecs - msecs != 0.0  # inf or nan
+            or relative - relative != 0.0
+        ):
+            return None
+        try:
+            payload: bytes = self._packer.pack(
+                [RENDERED, name, levelno, levelname, message, created, msecs, relative,
+                 site, thread, None, None, task, None, line]
+            )
+        except (UnicodeEncodeError, OverflowError):
+            self._packer.reset()
+            return None
+        if len(payload) > self._frame_limit:
+            return None
+        return HEADER.pack(len(payload)) + payload
 
     def _define(
         self,
@@ -305,33 +366,34 @@ class Encoder:
         ident = table[clean] = len(table)
         return ident, self.frame([kind, ident, *values])
 
-    def _shrink(self, fields: list[Any]) -> bytes:
-        """Cut an over-long record until its payload fits the frame limit."""
-        limit = max(64, self._frame_limit // 64)
-        name, levelname = fields[AT_NAME], fields[AT_LEVELNAME]
-        for index in range(AT_NAME, AT_EXTRA):
-            if isinstance(fields[index], str):
-                fields[index] = cut(fields[index], limit)
-        if fields[AT_EXTRA] is not None:
-            fields[AT_EXTRA] = {"logfunnel_extra_cut": safe_repr(fields[AT_EXTRA], limit)}
-        payload: bytes = self._packer.pack(fields)
-        if len(payload) > self._frame_limit:  # a tiny frame limit: keep level, name and times
-            fields = [
-                RECORD,
-                cut(name, 100),
-                fields[AT_LEVELNO],
-                cut(levelname, 50),
-                TOO_LARGE_MESSAGE,  # msg
-                *fields[AT_CREATED : AT_RELATIVE + 1],  # created, msecs, relativeCreated
-                fields[AT_SITE],
-                fields[AT_THREAD],
-                None,  # exc_text
-                None,  # stack_info
-                None,  # taskName
-                None,  # extra
-            ]
-            payload = self._packer.pack(fields)
-        return payload
+
+def _shrink(packer: msgpack.Packer, fields: list[Any], frame_limit: int) -> bytes:
+    """Cut an over-long record until ``packer`` packs it within ``frame_limit`` bytes."""
+    limit = max(64, frame_limit // 64)
+    name, levelname = fields[AT_NAME], fields[AT_LEVELNAME]
+    for index in range(AT_NAME, AT_EXTRA):
+        if isinstance(fields[index], str):
+            fields[index] = cut(fields[index], limit)
+    if fields[AT_EXTRA] is not None:
+        fields[AT_EXTRA] = {"logfunnel_extra_cut": safe_repr(fields[AT_EXTRA], limit)}
+    payload: bytes = packer.pack(fields)
+    if len(payload) > frame_limit:  # a tiny frame limit: keep level, name and times
+        fields = [
+            RECORD,
+            cut(name, 100),
+            fields[AT_LEVELNO],
+            cut(levelname, 50),
+            TOO_LARGE_MESSAGE,  # msg
+            *fields[AT_CREATED : AT_RELATIVE + 1],  # created, msecs, relativeCreated
+            fields[AT_SITE],
+            fields[AT_THREAD],
+            None,  # exc_text
+            None,  # stack_info
+            None,  # taskName
+            None,  # extra
+        ]
+        payload = packer.pack(fields)
+    return payload
 
 
 def hello_fields(pid: int, process_name: str) -> list[Any]:

@@ -64,9 +64,10 @@ class Framer:
                 text = adopt.render(record, message)
             except Exception:  # getMessage() raising: the record path says what went wrong
                 return self._encoder.record(record)
-            if len(text) <= self._line_limit:
-                return self._encoder.record(record, text, message)
-            return self._encoder.record(record)
+            if len(text) > self._line_limit:
+                return self._encoder.record(record)
+            frame = self._encoder.rendered(record, text, message)
+            return frame if frame is not None else self._encoder.record(record, text, message)
         if (
             render is not None
             and attrs.get("exc_info") is None
