@@ -6,7 +6,7 @@ another's threads, handlers, page cache state of its own heap, or a warmed-up wr
 Usage (normally only run.py calls this)::
 
     python benchmarks/_one.py --system logfunnel-thread --procs 4 --n 20000 \
-        --size 100 --dir /tmp/x [--mode main|slow|backlog|conn] [--slow-us 60]
+        --size 100 --dir /tmp/x [--mode main|slow|backlog|conn] [--slow-us 60] [--rate R]
 
 What is timed (``wall_s``): from the instant every worker is released (all were
 set up and waiting on a pipe) until the last record is in the file, i.e. after
@@ -356,9 +356,7 @@ class Logfunnel(System):
                 config=_slow_config(self.path, self.args.slow_us), host=self.host
             )
         else:
-            self.funnel = logfunnel.install(
-                file=self.path, fmt=FMT, level="INFO", host=self.host
-            )
+            self.funnel = logfunnel.install(file=self.path, fmt=FMT, level="INFO", host=self.host)
         # The writer loop's pid comes from stats(): a writer process is a
         # supervisor that forks the loop, so Funnel's own child is not it.
         # (The thread host's thread: reaching into the Funnel, a benchmark's business.)
@@ -438,10 +436,20 @@ SYSTEM_CLASSES: dict[str, type[System]] = {
 
 
 def worker_main(
-    system: System, index: int, n: int, size: int, ready_w: int, go_r: int, out: str
+    system: System,
+    index: int,
+    n: int,
+    size: int,
+    ready_w: int,
+    go_r: int,
+    out: str,
+    rate: float = 0.0,
 ) -> None:
     call = system.worker_setup(index)
     s = payload_for(size)
+    # --rate: a worker that logs as a real job does, a record now and then, so the writer
+    # wakes for a few records at a time; its sleeps are not in its CPU per call.
+    period = 1.0 / rate if rate > 0 else 0.0
     # Time a sample of calls only: timing every call would add two clock reads to each.
     stride = max(1, n // 2500)
     lat: list[int] = []
@@ -451,6 +459,10 @@ def worker_main(
     t_wall = time.perf_counter()
     t_cpu = time.process_time()
     for j in range(n):
+        if period:
+            ahead = t_wall + j * period - time.perf_counter()
+            if ahead > 0:
+                time.sleep(ahead)
         if j % stride:
             call(index, j, s)
         else:
@@ -525,7 +537,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     workers = [
         ctx.Process(
             target=worker_main,
-            args=(system, i, args.n, args.size, ready_w, go_r, outs[i]),
+            args=(system, i, args.n, args.size, ready_w, go_r, outs[i], args.rate),
             name=f"w{i}",
         )
         for i in range(args.procs)
@@ -594,6 +606,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "n": args.n,
         "size": args.size,
         "mode": args.mode,
+        "rate_per_worker": args.rate,
         "patch": args.patch,
         "records": total,
         "wall_s": t_end - t0,
@@ -623,6 +636,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mode", choices=("main", "slow", "backlog", "conn"), default="main")
     p.add_argument("--slow-us", type=float, default=100.0, help="slow sink's cost per record")
     p.add_argument("--fill-s", type=float, default=1.0, help="backlog mode: time to fill")
+    p.add_argument("--rate", type=float, default=0.0, help="records/s per worker (0: flat out)")
     p.add_argument("--keep", action="store_true", help="keep the log file")
     p.add_argument("--patch", default="", help="what-if patches of _patches.py, comma-separated")
     args = p.parse_args(argv)

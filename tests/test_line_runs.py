@@ -549,16 +549,22 @@ def test_a_process_host_rotating_small_files_keeps_every_record_once_and_whole(
 
 
 def test_the_writer_lines_benchmark_runs(tmp_path: Path) -> None:
-    """A smoke run of benchmarks/writer_lines.py (2 workers): it measures and checks."""
+    """A smoke run of benchmarks/writer_lines.py (2 workers, flat out and paced): it checks."""
     out = tmp_path / "result.json"
     script = Path(__file__).resolve().parent.parent / "benchmarks" / "writer_lines.py"
     # /proc counts CPU in 10 ms ticks: at ~0.3 µs a line (since the pipes), 40,000
     # lines were often 0 or 1 tick; 200,000 are ~60 ms.
     args = ("--procs", "2", "--total", "200000", "--repeats", "1", "--out", str(out))
-    run_python(str(script), *args, timeout=180)
-    (result,) = json.loads(out.read_text())
+    paced = ("--throttled", "2:500", "--throttled-s", "0.2")
+    run_python(str(script), *args, *paced, timeout=180)
+    results = json.loads(out.read_text())
+    (result,) = results["flat_out"]
     assert result["per_procs"]["2"]["bad"] == 0
     assert result["per_procs"]["2"]["us"] > 0
+    (throttled,) = results["throttled"]
+    assert throttled["procs"] == 2
+    assert throttled["rate_per_worker"] == 500
+    assert throttled["bad"] == 0
 
 
 @PROPERTY
