@@ -342,6 +342,9 @@ TORN = (
     + r"""
 def worker(out):
     log = logging.getLogger("torn")
+    # A shell without job control starts a background job (`pytest &`) with SIGINT
+    # ignored, and Python then keeps it ignored: raise KeyboardInterrupt whoever ran us.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     stop = threading.Event()
     interrupt_when_blocked_in_send(signal.SIGINT, stop)
     interrupted = None
