@@ -52,6 +52,8 @@ EXPECTED: dict[str, dict[str, Any] | None] = {
     "pool-plain-0": None,  # a pool made outside the block: its workers have no context
     **{f"pool-spawn-{i}": BLOCK for i in range(4)},
     **{f"joblib-{i}": BLOCK for i in range(4)},
+    # carry() evaluated in joblib's result thread, outside the block (pre_dispatch="1")
+    **{f"joblib-lazy-{i}": BLOCK for i in range(4)},
 }
 
 
@@ -257,6 +259,26 @@ def test_carry_is_picklable_and_enters_its_fields_in_the_worker(method: str) -> 
         assert pool.submit(carried, 1).result(60) == (1, BLOCK)
         assert pool.submit(carried_none, 2).result(60) == (2, {})
         assert pool.submit(_carried_task, 3).result(60) == (3, {})  # left again after the call
+
+
+def test_carry_in_a_thread_outside_any_block_takes_the_process_block() -> None:
+    """A carry() made in a thread in no block (joblib's result thread) takes the process's block."""
+    made: list[logfunnel.carry] = []
+    with logfunnel.context(job="nightly", shard=3):
+        thread = threading.Thread(target=lambda: made.append(logfunnel.carry(_carried_task)))
+        thread.start()
+        thread.join(60)
+        with logfunnel.context(shard=4):  # nested: the fields most recently entered
+            inner = threading.Thread(target=lambda: made.append(logfunnel.carry(_carried_task)))
+            inner.start()
+            inner.join(60)
+    outside = threading.Thread(target=lambda: made.append(logfunnel.carry(_carried_task)))
+    outside.start()
+    outside.join(60)
+    assert [c.fields for c in made] == [BLOCK, {"job": "nightly", "shard": 4}, None]
+    # The calling thread's own block, when it is in one, is what it carries.
+    with logfunnel.context(job="mine"):
+        assert logfunnel.carry(_carried_task).fields == {"job": "mine"}
 
 
 def test_without_a_funnel_only_the_fields_are_added(capsys: pytest.CaptureFixture[str]) -> None:

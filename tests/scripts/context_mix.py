@@ -16,7 +16,8 @@ Installs a funnel writing ``OUT_PATH`` (JSON lines, or text lines with
   other values, from the forkserver server the first block started;
 * tasks handed to pools made *outside* the block, submitted inside with
   ``logfunnel.carry``: ``pool-spawn-N`` (ProcessPoolExecutor, spawn) and
-  ``joblib-N`` (joblib's loky backend); ``pool-plain-N``, submitted inside
+  ``joblib-N`` and ``joblib-lazy-N`` (joblib's loky backend, the latter
+  evaluated in joblib's own thread); ``pool-plain-N``, submitted inside
   without ``carry``, shows what the pool's workers have instead (nothing).
 
 Prints ``done`` once shut down.
@@ -92,6 +93,11 @@ def main() -> None:
         assert spawn_pool.submit(task, "pool-plain-0").result(60) == "pool-plain-0"
         jobs = [f"joblib-{i}" for i in range(4)]
         assert parallel(joblib.delayed(logfunnel.carry(task))(t) for t in jobs) == jobs
+        # pre_dispatch="1", batch_size=1: joblib evaluates every item after the first in the thread
+        # that collects results, where this block is not active (by default, some).
+        lazy = joblib.Parallel(n_jobs=2, backend="loky", pre_dispatch="1", batch_size=1)
+        jobs = [f"joblib-lazy-{i}" for i in range(4)]
+        assert lazy(joblib.delayed(logfunnel.carry(task))(t) for t in jobs) == jobs
     with logfunnel.context(job="second", shard=5):
         start("forkserver", "forkserver-second")
     start("fork", "fork-outside")

@@ -254,14 +254,23 @@ class carry:  # noqa: N801 - used like a function: `pool.submit(logfunnel.carry(
     are captured now, as plain data, and entered around each call in the
     worker (replacing whatever the worker has meanwhile), then left.
     Picklable whenever ``fn`` is (a module-level function).
+
+    Captured from the calling thread's blocks; in a thread that is in none,
+    from the block most recently entered or left in this process (what a
+    ``subprocess`` started now gets, ``LOGFUNNEL_CONTEXT``).  That second rule
+    is joblib's: ``Parallel`` evaluates the first items of the generator in
+    the calling thread and the rest in the thread that collects results
+    (``pre_dispatch``, auto-batching), whose context is empty, so
+    ``delayed(carry(work))(i) for i in items`` lost the fields of every
+    task dispatched from there.
     """
 
     __slots__ = ("fields", "fn")
 
     def __init__(self, fn: Callable[..., Any]) -> None:
-        """Capture the fields active here for calls of ``fn``."""
+        """Capture the fields active here (or, in no block here, the process's) for ``fn``."""
         self.fn = fn
-        self.fields: Fields | None = current() or None
+        self.fields: Fields | None = current() or _published()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call ``fn`` inside the captured fields."""
@@ -288,6 +297,12 @@ class carry:  # noqa: N801 - used like a function: `pool.submit(logfunnel.carry(
     def __repr__(self) -> str:
         """Show the function and the fields."""
         return f"logfunnel.carry({self.fn!r}, fields={self.fields!r})"
+
+
+def _published() -> Fields | None:
+    """Return the fields ``_publish`` last put in the environment (or the parent did)."""
+    text = os.environ.get(ENV_CONTEXT)
+    return decode(text) if text else None
 
 
 def _publish(fields: Fields | None) -> None:
