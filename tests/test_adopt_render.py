@@ -8,11 +8,14 @@ handlers, one at a time), and the files must be the same to the byte.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -218,6 +221,68 @@ def test_rendered_frames_are_written_as_sent_or_handled_as_records(tmp_path: Pat
         root.handlers[:] = saved
 
 
+def test_a_run_of_rendered_lines_is_written_line_by_line_through_failures() -> None:
+    """Lines written in one run: a failing write costs its own line, counted; the rest land in order."""
+    from logfunnel._core import dispatch, wire  # noqa: PLC0415
+
+    class Peer:
+        tables = wire.Tables()
+
+        def describe(self) -> str:
+            return "process 1 (test)"
+
+    class Disk(io.StringIO):
+        def write(self, text: str) -> int:
+            if "bad" in text:
+                raise OSError(28, "No space left on device")
+            return super().write(text)
+
+    def raising(record: logging.LogRecord) -> None:  # a program's own, put after the watch
+        raise RuntimeError("handleError raised")
+
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    stock = logging.StreamHandler(Disk())
+    stock.setFormatter(logging.Formatter("%(message)s"))
+    root.handlers[:] = [stock]
+    try:
+        spec = adopt_render.spec_of(stock.formatter)
+        assert spec is not None
+        dispatcher = dispatch.Dispatcher(None)
+        dispatcher.start(lines=False, adopt=spec)
+        encoder, peer = wire.Encoder(), Peer()
+
+        def frames(texts: list[str]) -> list[list[Any]]:
+            sent: list[list[Any]] = []
+            for text in texts:
+                record = logging.LogRecord("r", logging.INFO, __file__, 1, text, None, None)
+                sent += map(list, wire.FrameReader().feed(encoder.record(record, text, text)))
+            return sent
+
+        with contextlib.redirect_stderr(io.StringIO()) as stderr:
+            dispatcher.frames(frames(["l0", "l1 bad", "l2", "l3"]), peer)
+            dispatcher.flush_all()
+        written = stock.stream.getvalue().splitlines()
+        assert written[:3] == ["l0", "l2", "l3"]
+        assert written[3:] == [f"{stock!r} writes again: resumed after 1 failed records"]
+        assert dispatcher.calls.unwritten() == 1
+        assert "cannot write (OSError" in stderr.getvalue()
+        # A handleError that raises: counted as a handler error, the next line still written.
+        other = logging.StreamHandler(Disk())
+        other.setFormatter(logging.Formatter("%(message)s"))
+        root.handlers[:] = [other]
+        dispatcher.frames(frames(["m0"]), peer)  # the writer's watch is on it now
+        other.handleError = raising  # type: ignore[method-assign]
+        with contextlib.redirect_stderr(io.StringIO()):
+            dispatcher.frames(frames(["m1", "m2 bad", "m3"]), peer)
+        dispatcher.flush_all()
+        assert other.stream.getvalue().splitlines() == ["m0", "m1", "m3"]
+        assert dispatcher.stats.handler_errors == 1
+        assert (dispatcher.stats.records, dispatcher.stats.lines) == (8, 8)
+    finally:
+        root.handlers[:] = saved
+
+
 SPAWNED = """
 import dataclasses, json, logging, multiprocessing, sys
 
@@ -249,3 +314,52 @@ def test_spawned_children_render_with_the_installers_formatter(tmp_path: Path, m
     lines = sorted(line.split(" ", 1)[1] for line in log.read_text().splitlines())
     assert lines == [f"w INFO spawned {i}" for i in range(4)]
     assert all(line.startswith(pool) for line in log.read_text().splitlines())
+
+
+# argv: log, "funnel" or "plain".  Two stock handlers on one stream: every record twice.
+SHARED_STREAM = """
+import json, logging, os, sys
+path, how = sys.argv[1:3]
+stream = open(path, "a", encoding="utf-8")
+for _ in range(2):
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(processName)s %(name)s %(levelname)s %(message)s"))
+    logging.getLogger().addHandler(handler)
+logging.getLogger().setLevel(logging.INFO)
+funnel = None
+if how == "funnel":
+    import logfunnel
+    funnel = logfunnel.install()
+for i in range(3):
+    pid = os.fork()
+    if pid == 0:
+        log = logging.getLogger("w")
+        for j in range(500):  # a burst: the writer reads many at a time
+            log.info("burst %d record %d", i, j)
+        os._exit(0)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+stats = {}
+if funnel is not None:
+    assert funnel.flush(timeout=30)
+    stats = {"lines": funnel.stats().lines}
+    funnel.shutdown()
+logging.shutdown()
+print(json.dumps(stats))
+"""
+
+
+def test_two_handlers_on_one_stream_get_each_line_in_turn(tmp_path: Path) -> None:
+    """Rendered lines written in runs still reach two handlers of one stream record by record."""
+    program = tmp_path / "shared.py"
+    program.write_text(SHARED_STREAM)
+    stats = last_json(run_python(str(program), str(tmp_path / "funnel.log"), "funnel").stdout)
+    run_python(str(program), str(tmp_path / "plain.log"), "plain")
+    written, expected = (
+        (tmp_path / "funnel.log").read_bytes(),
+        (tmp_path / "plain.log").read_bytes(),
+    )
+    assert stats == {"lines": 1500}  # every record written as its sender rendered it
+    lines = written.splitlines()
+    assert len(lines) == 3000
+    assert lines[0::2] == lines[1::2]  # each record twice in a row, as without logfunnel
+    assert written == expected

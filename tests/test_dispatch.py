@@ -25,6 +25,7 @@ from logfunnel._core import formatters as _formatters
 from logfunnel._core import protocol as _protocol
 from logfunnel._core import wire as _wire
 from logfunnel._core.deferred_flush import DeferredFlush
+from logfunnel._core.names import Names
 from logfunnel._core.time_text import TimeText
 from logfunnel.sinks import files as _sinks
 
@@ -189,7 +190,7 @@ def test_names_resolve_past_placeholders_and_do_not_cache_through_them(tree: str
     """``Names.logger_for``: as ``Manager._fixupParents``; a PlaceHolder is not a parent."""
     logging.getLogger(f"{tree}.x.y.z")  # makes PlaceHolders for tree.x and tree.x.y
     top = logging.getLogger(tree)
-    names = _dispatch.Names()
+    names = Names()
     assert names.logger_for(f"{tree}.x.y.z") == (logging.getLogger(f"{tree}.x.y.z"), True)
     assert names.logger_for(f"{tree}.x.q") == (top, False)
     assert names.logger_for(f"{tree}.x.y") == (top, False)  # a PlaceHolder's own name

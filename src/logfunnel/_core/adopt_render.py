@@ -21,6 +21,8 @@ the formatter would, and the writer only has to write it:
                                 of the same Spec, the text goes to them as
                                 their ``emit`` would write it; otherwise the
                                 record is rebuilt and handled, as always.
+                                Consecutive texts of one read for the same
+                                handlers go as a run (``Dispatcher.frames``).
 
 Why the text is the formatter's own: a stock ``Formatter`` with ``%`` style,
 no defaults and only the fields in ``_SAFE_FIELDS`` reads nothing but record

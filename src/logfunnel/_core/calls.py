@@ -192,6 +192,28 @@ class Calls:
             watch.failed = 0
             self._report_resumed(handler, failed)
 
+    def run(self, handler: logging.Handler, texts: list[str]) -> None:
+        """Hand ``handler`` lines rendered for it, in order, as ``call`` would each.
+
+        Under one hold of its lock when its flush is deferred and it is not
+        failing (``_sink.write_line_run``); otherwise line by line, so a
+        failing handler's writes and recoveries are counted as they happen.
+        """
+        deferred = self._deferred.get(id(handler))
+        watch = self.watch(handler)
+        if deferred is None or watch.failed or isinstance(handler, _sink.LineSink):
+            for text in texts:
+                self.call(handler, None, text)
+            return
+        deferred.inside = self._thread
+        try:
+            _sink.write_line_run(handler, texts, self._line_failed)  # type: ignore[arg-type]
+        finally:
+            deferred.inside = None
+
+    def _line_failed(self, exc: Exception) -> None:
+        self.failed("(a line)", exc)
+
     def lines(self, handler: _sink.LineSink, data: bytes, count: int) -> None:
         """Hand ``handler`` a block of ``count`` rendered lines (``_sink.write_lines``).
 

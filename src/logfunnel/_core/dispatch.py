@@ -26,7 +26,7 @@ watches its write errors.
 
 Who owns what: one ``Dispatcher`` per ``Writer``, used only by the writer
 thread.  It holds the ``Stats`` the whole writer counts in, the names it
-resolved (``Names``, bounded) and its ``_calls.Calls``.  It owns no handler:
+resolved (``names.Names``, bounded) and its ``_calls.Calls``.  It owns no handler:
 the sinks belong to whoever built them (the installing ``Funnel``, or a writer
 process), the tree's handlers to the program, whose own threads call them too
 in a thread host; each handler's lock orders the two.
@@ -45,14 +45,17 @@ from logfunnel._core import formatters as _formatters
 from logfunnel._core import protocol as _protocol
 from logfunnel._core import sink as _sink
 from logfunnel._core.lines import count_lines, one_line_each, valid_utf8
+from logfunnel._core.names import Names
 
 _OWN_LOGGER: Final = "logfunnel"
 # A DROPPED count above this is not a real count: refused as a bad frame.
 _MAX_DROPPED: Final = 2**40
-# Record names resolved to the logger whose handlers get them (Names).
-_NAME_CACHE_SIZE: Final = 4096
 # A RENDERED frame: the kind, a RECORD's fields, the line.
 _RENDERED_LEN: Final = len(_protocol.RECORD_FIELDS) + 2
+# The most rendered lines written under one hold of a handler's lock (``frames``): a
+# program thread logging through the same handler waits for at most this many
+# lines' writes, not for a whole read's (up to ~2,000 lines of 117 bytes).
+_RUN_LIMIT: Final = 128
 
 
 @dataclasses.dataclass
@@ -92,69 +95,6 @@ class Sender(Protocol):
     def describe(self) -> str:
         """Name the process for a report line."""
         ...
-
-
-class Names:
-    """The loggers records of a name start at, found without creating a logger per name.
-
-    ``logging.getLogger(name)`` would create a logger (and keep it forever)
-    for every name a peer sends: unbounded memory, and every barrier that
-    walks the tree slower.  This reads the tree and never changes it.
-    """
-
-    def __init__(self) -> None:
-        #: Record names with no logger of their own -> the logger a logger of
-        #: that name would have as parent.
-        self._parents: dict[str, logging.Logger] = {}
-        self._valid_for: tuple[object, int] = (None, -1)  # the loggerDict they are valid for
-
-    def logger_for(self, name: str) -> tuple[logging.Logger, bool]:
-        """Return the logger a record of ``name`` starts at, and whether it is ``name``'s own.
-
-        A name with no logger here behaves as a new, empty logger would: its
-        records go to the handlers of the logger that would be its parent
-        (``Manager._fixupParents``: the nearest dotted prefix that is a
-        ``Logger``, not a ``PlaceHolder``) and up from there.
-
-        Those parents are cached (at most ``_NAME_CACHE_SIZE`` names) only
-        while the tree has as many entries as when they were found: a logger
-        created later for the name or a prefix between it and its parent adds
-        an entry, so it wins from the next record on.  A path through a
-        ``PlaceHolder`` is never cached (a logger made there replaces the
-        entry without adding one).  Handlers are read from the loggers at each
-        record, so a handler added later is used at once.
-        """
-        root = logging.root
-        if not name or name == root.name:
-            return root, True
-        loggers = root.manager.loggerDict
-        found = loggers.get(name)
-        if isinstance(found, logging.Logger):
-            return found, True
-        valid_for = (loggers, len(loggers))
-        names = self._parents
-        if self._valid_for[0] is not loggers or self._valid_for[1] != valid_for[1]:
-            names.clear()
-            self._valid_for = valid_for
-        parent = names.get(name)
-        if parent is not None and (parent is root or loggers.get(parent.name) is parent):
-            return parent, False
-        parent = root
-        cacheable = found is None
-        i = name.rfind(".")
-        while i > 0:
-            entry = loggers.get(name[:i])
-            if entry is not None:
-                if isinstance(entry, logging.Logger):
-                    parent = entry
-                    break
-                cacheable = False
-            i = name.rfind(".", 0, i - 1)  # as Manager._fixupParents
-        if cacheable:
-            if len(names) >= _NAME_CACHE_SIZE:
-                del names[next(iter(names))]  # the oldest entry
-            names[name] = parent
-        return parent, False
 
 
 class Dispatcher:
@@ -218,6 +158,60 @@ class Dispatcher:
         ):
             return list(candidates)
         return None
+
+    def frames(self, frames: list[list[Any]], peer: Sender) -> None:
+        """Handle frames ``peer`` sent, in order, as ``frame`` handles each.
+
+        In adopt mode, consecutive RENDERED frames whose records reach the
+        same handlers go to each handler as one run (``Calls.run``: one lock
+        hold, each line still written and flushed as its ``emit`` would).
+        """
+        route = self.route
+        if route is None:
+            for fields in frames:
+                self.frame(fields, peer)
+            return
+        run: list[str] = []
+        run_handlers: list[logging.Handler] = []
+        for fields in frames:
+            if (
+                fields[0] == _protocol.RENDERED
+                and len(fields) == _RENDERED_LEN
+                and type(fields[-1]) is str
+                and type(fields[1]) is str
+                and type(fields[2]) is int
+            ):
+                logger, own = self._logger_for(fields[1])
+                handlers = route.handlers(logger, own, fields[2])
+                if handlers is not None:
+                    if run and (handlers != run_handlers or len(run) >= _RUN_LIMIT):
+                        self._write_run(run_handlers, run)
+                        run = []
+                    run_handlers = handlers
+                    run.append(fields[-1])
+                    continue
+            if run:
+                self._write_run(run_handlers, run)
+                run = []
+            self.frame(fields, peer)
+        if run:
+            self._write_run(run_handlers, run)
+
+    def _write_run(self, handlers: list[logging.Handler], texts: list[str]) -> None:
+        """Write rendered lines to the handlers their records reach (``frames``)."""
+        self.stats.records += len(texts)
+        self.stats.lines += len(texts)
+        if len(handlers) > 1 and len({id(getattr(h, "stream", h)) for h in handlers}) < len(
+            handlers
+        ):
+            # Two handlers on one stream (stderr twice): each line goes to both before
+            # the next, as the records came, not one handler's run and then the other's.
+            for text in texts:
+                for handler in handlers:
+                    self._call(handler, None, text)
+            return
+        for handler in handlers:
+            self.calls.run(handler, texts)
 
     def frame(self, fields: list[Any], peer: Sender) -> None:
         """Handle one frame ``peer`` sent that is not about the connection (HELLO, FLUSH)."""

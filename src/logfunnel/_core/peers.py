@@ -45,6 +45,8 @@ from logfunnel._core.pipe import PIPE_SIZE, pipe_capacity, queued, receive_pipe
 RECV_SIZE: Final = 256 * 1024
 # Reads of one connection in the final drain before it is cut off (64 GiB).
 _MAX_DRAIN_READS: Final = 2**18
+# The frames ``Peers`` answers itself; every other kind is the dispatcher's.
+_CONNECTION_KINDS: Final = frozenset((_wire.HELLO, _wire.FLUSH, _wire.LEAVING))
 
 
 class PipeEnd:
@@ -185,8 +187,18 @@ class Peers:
             )
             self.drop(peer)
             return False
+        # Records and lines of a read go to the dispatcher together (adopt mode writes
+        # a run of rendered lines under one lock); anything about the connection
+        # first takes what came before it.
+        records: list[list[Any]] = []
         for fields in frames:
             kind = fields[0]
+            if type(kind) is int and kind not in _CONNECTION_KINDS:
+                records.append(fields)
+                continue
+            if records:
+                self._dispatch.frames(records, peer)
+                records = []
             if kind is LINE_BLOCK:
                 self._dispatch.block(fields[1], peer)
             elif kind is LINE_RUN:
@@ -200,6 +212,8 @@ class Peers:
                 self._leaving(peer, fields[1])
             else:
                 self._dispatch.frame(fields, peer)
+        if records:
+            self._dispatch.frames(records, peer)
         return True
 
     def _leaving(self, peer: Peer, request: Any) -> None:

@@ -137,6 +137,34 @@ def write_line(handler: logging.Handler, text: str) -> None:
         handler.release()
 
 
+def write_line_run(
+    handler: logging.StreamHandler[Any], texts: list[str], failed: Callable[[Exception], None]
+) -> None:
+    """``write_line`` for each of ``texts`` in turn, taking the handler's lock once.
+
+    Each line is written and flushed, and goes to ``handleError`` if that
+    fails, exactly as ``write_line`` does it; an exception escaping that
+    (a program's own ``handleError``) goes to ``failed`` and the next line
+    is written, as the next ``write_line`` call would.
+    """
+    handler.acquire()
+    try:
+        terminator = handler.terminator
+        for text in texts:
+            try:
+                try:
+                    handler.stream.write(text + terminator)
+                    handler.flush()
+                except RecursionError:
+                    raise
+                except Exception:
+                    handler.handleError(logging.makeLogRecord({"msg": text}))
+            except Exception as exc:
+                failed(exc)
+    finally:
+        handler.release()
+
+
 def write_lines(handler: LineSink, data: bytes, count: int) -> None:
     """Write ``count`` lines (see ``LineSink.write_lines``) as ``write_line`` would, each.
 

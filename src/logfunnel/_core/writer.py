@@ -120,7 +120,7 @@ Who owns what:
   forked child (``forget_in_child``).
 
 What a peer can make the writer keep or write is bounded: no logger per
-record name (``_dispatch.Names``), the tables of sites and threads
+record name (``_names.Names``), the tables of sites and threads
 (``_protocol.Tables``), and for refused TCP connections and failing accepts
 one line, then at most one summary a minute (``_gate.REPORT_INTERVAL``).
 """
