@@ -283,6 +283,58 @@ def test_a_run_of_rendered_lines_is_written_line_by_line_through_failures() -> N
         root.handlers[:] = saved
 
 
+def test_records_of_one_read_reach_the_handlers_of_their_own_name_and_level(tmp_path: Path) -> None:
+    """The handlers found once per (name, level) in a read: each record still goes where it would."""
+    from logfunnel._core import dispatch, wire  # noqa: PLC0415
+
+    class Peer:
+        tables = wire.Tables()
+
+        def describe(self) -> str:
+            return "process 1 (test)"
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    loud = logging.getLogger("once.loud")
+    fmt = logging.Formatter("%(name)s %(levelname)s %(message)s")
+    everything = logging.FileHandler(tmp_path / "all.log")
+    warnings = logging.FileHandler(tmp_path / "warnings.log")
+    warnings.setLevel(logging.WARNING)
+    for handler in (everything, warnings):
+        handler.setFormatter(fmt)
+    root.handlers[:] = [everything]
+    loud.addHandler(warnings)
+    try:
+        spec = adopt_render.spec_of(fmt)
+        assert spec is not None
+        dispatcher = dispatch.Dispatcher(None)
+        dispatcher.start(lines=False, adopt=spec)
+        encoder = wire.Encoder()
+        sent: list[list[Any]] = []
+        cases = [("once.loud", logging.INFO), ("once.loud", logging.ERROR), ("once", logging.INFO),
+                 ("once.loud", logging.INFO), ("once.loud.deep", logging.ERROR)]  # fmt: skip
+        for n, (name, level) in enumerate(cases):
+            record = logging.LogRecord(name, level, __file__, 1, f"m{n}", None, None)
+            text = fmt.format(record)
+            sent += map(list, wire.FrameReader().feed(encoder.record(record, text, f"m{n}")))
+        dispatcher.frames(sent, Peer())  # one read's frames
+        dispatcher.flush_all()
+        everything.close()
+        warnings.close()
+        assert (tmp_path / "all.log").read_text().splitlines() == [
+            "once.loud INFO m0", "once.loud ERROR m1", "once INFO m2", "once.loud INFO m3",
+            "once.loud.deep ERROR m4",
+        ]  # fmt: skip
+        assert (tmp_path / "warnings.log").read_text().splitlines() == [
+            "once.loud ERROR m1", "once.loud.deep ERROR m4",
+        ]  # fmt: skip
+        assert dispatcher.stats.lines == 5
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        loud.removeHandler(warnings)
+
+
 SPAWNED = """
 import dataclasses, json, logging, multiprocessing, sys
 

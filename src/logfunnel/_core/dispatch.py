@@ -56,6 +56,7 @@ _RENDERED_LEN: Final = len(_protocol.RECORD_FIELDS) + 2
 # program thread logging through the same handler waits for at most this many
 # lines' writes, not for a whole read's (up to ~2,000 lines of 117 bytes).
 _RUN_LIMIT: Final = 128
+_UNKNOWN: Final = object()
 
 
 @dataclasses.dataclass
@@ -164,7 +165,8 @@ class Dispatcher:
 
         In adopt mode, consecutive RENDERED frames whose records reach the
         same handlers go to each handler as one run (``Calls.run``: one lock
-        hold, each line still written and flushed as its ``emit`` would).
+        hold, each line still written and flushed as its ``emit`` would), and
+        the handlers of a name and level are found once for all the frames.
         """
         route = self.route
         if route is None:
@@ -173,6 +175,11 @@ class Dispatcher:
             return
         run: list[str] = []
         run_handlers: list[logging.Handler] = []
+        # The handlers of each (name, level) are looked up once per call: the frames
+        # of one read, handled in well under a millisecond.  A handler a program
+        # thread adds meanwhile is used from the next read on, as if this read had
+        # come that much earlier.
+        known: dict[tuple[str, int], Any] = {}
         for fields in frames:
             if (
                 fields[0] == _protocol.RENDERED
@@ -181,8 +188,11 @@ class Dispatcher:
                 and type(fields[1]) is str
                 and type(fields[2]) is int
             ):
-                logger, own = self._logger_for(fields[1])
-                handlers = route.handlers(logger, own, fields[2])
+                key = (fields[1], fields[2])
+                handlers = known.get(key, _UNKNOWN)
+                if handlers is _UNKNOWN:
+                    logger, own = self._logger_for(fields[1])
+                    handlers = known[key] = route.handlers(logger, own, fields[2])
                 if handlers is not None:
                     if run and (handlers != run_handlers or len(run) >= _RUN_LIMIT):
                         self._write_run(run_handlers, run)
