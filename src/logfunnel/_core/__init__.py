@@ -10,7 +10,8 @@ In the order a record travels (the data-flow diagram is in ``writer``):
   all reached through ``wire``;
 * writer: ``listeners`` + ``gate`` (accept, TLS, token) -> ``peers`` (read,
   cut into frames) -> ``dispatch`` + ``calls`` (to the sinks or the logger
-  tree, each call guarded) -> ``sink`` (the protocol sinks implement);
+  tree, found by ``names``, each call guarded) -> ``sink`` (the protocol sinks
+  implement);
   ``writer`` is the loop that ties them;
 * joining: ``hook`` and ``bootstrap`` (new interpreters), ``fork`` (forked
   children), ``levels`` (levels through a file), ``rundir`` (the private
