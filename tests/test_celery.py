@@ -77,8 +77,29 @@ def _worker(app_dir: Path) -> subprocess.Popen[str]:
     ]  # fmt: skip
     env = child_env(PYTHONPATH=str(app_dir))
     return subprocess.Popen(
-        command, cwd=app_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+        command, cwd=app_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,  # its own group: a worker that hangs is killed with its children
+    )  # fmt: skip
+
+
+def _stop(worker: subprocess.Popen[str]) -> str:
+    """Stop ``worker`` warmly (SIGTERM) and return its output; on a hang, fail saying where."""
+    worker.send_signal(signal.SIGTERM)  # warm shutdown: the funnel drains at exit
+    try:
+        return worker.communicate(timeout=60)[0]
+    except subprocess.TimeoutExpired:
+        # Seen once in a full run on Python 3.10 (not reproduced in 13 runs since): the
+        # stacks say which process waits for what, and the next test gets a clean machine.
+        stacks = subprocess.run(
+            [sys.executable, "-m", "logfunnel", "stacks", str(worker.pid), "--timeout", "10"],
+            capture_output=True, text=True, timeout=60, env=child_env(), check=False,
+        )  # fmt: skip
+        os.killpg(worker.pid, signal.SIGKILL)
+        output = worker.communicate(timeout=30)[0]
+        pytest.fail(
+            f"the worker did not stop within 60 s of SIGTERM\n--- its stacks\n{stacks.stdout}"
+            f"{stacks.stderr}\n--- its output\n{output[-3000:]}"
+        )
 
 
 def _task_lines(log: Path) -> list[str]:
@@ -112,8 +133,7 @@ def test_a_prefork_worker_and_its_replaced_children_log_every_record_once(
             time.sleep(0.05)  # polling a file another process writes; bounded by the deadline
         in_time = len(_task_lines(log))
     finally:
-        worker.send_signal(signal.SIGTERM)  # warm shutdown: the funnel drains at exit
-        output = worker.communicate(timeout=60)[0]
+        output = _stop(worker)
     lines = _task_lines(app_dir / "all.log")
     messages = collections.Counter(line.rsplit("|", 1)[1] for line in lines)
     expected = {f"task {t} record {r}" for t in range(TASKS) for r in range(RECORDS)}
