@@ -89,6 +89,9 @@ def _stop(worker: subprocess.Popen[str]) -> str:
         return worker.communicate(timeout=60)[0]
     except subprocess.TimeoutExpired:
         # Seen once in a full run on Python 3.10 (not reproduced in 13 runs since): the
+        # worker's main process, its pool children gone, sat in billiard's exit finalizer,
+        # `Pool._help_stuff_finish`, acquiring `inqueue._rlock` (py-spy), the lock a pool
+        # child leaves held if it ends while reading a task (celery/celery#1218).  The
         # stacks say which process waits for what, and the next test gets a clean machine.
         stacks = subprocess.run(
             [sys.executable, "-m", "logfunnel", "stacks", str(worker.pid), "--timeout", "10"],
