@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from logfunnel._core import protocol as _protocol
+
 SCRIPTS = Path(__file__).parent / "scripts"
 
 
@@ -188,3 +190,15 @@ def debian_tool(package: str, *names: str, timeout: float = 600) -> str:
     if path is None:
         pytest.skip(f"apt-get install {package} failed: {proc.stderr.strip()[-300:]}")
     return path
+
+
+class Sender:
+    """The connection a frame came on, as dispatch sees it (``_gate.Peer``)."""
+
+    def __init__(self) -> None:
+        """Start with no site or thread defined."""
+        self.tables = _protocol.Tables()
+
+    def describe(self) -> str:
+        """Name the process as the writer's reports do."""
+        return "process 1234 (test)"

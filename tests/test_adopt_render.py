@@ -14,13 +14,14 @@ import logging
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import last_json, run_python
-from logfunnel._core import adopt_render
+from conftest import Sender, last_json, run_python
+from logfunnel._core import adopt_render, dispatch, wire
 
 FMT = "%(asctime)s %(levelname)s %(processName)s %(name)s %(funcName)s:%(lineno)d %(message)s"
 
@@ -181,55 +182,65 @@ def test_a_handler_with_a_filter_or_of_a_subclass_is_not_rendered_for() -> None:
     assert route.handlers(logger, True, logging.INFO) is None  # logging.lastResort's
 
 
-def test_rendered_frames_are_written_as_sent_or_handled_as_records(tmp_path: Path) -> None:
+@pytest.fixture
+def root() -> Iterator[logging.Logger]:
+    """Yield the root logger; put its handlers and level back afterwards."""
+    logger = logging.getLogger()
+    saved = logger.handlers[:], logger.level
+    try:
+        yield logger
+    finally:
+        logger.handlers[:] = saved[0]
+        logger.setLevel(saved[1])
+
+
+def _adopt_dispatcher(formatter: logging.Formatter | None) -> dispatch.Dispatcher:
+    """Return a writer's Dispatcher in adopt mode, its senders rendering with ``formatter``."""
+    spec = adopt_render.spec_of(formatter)
+    assert spec is not None
+    dispatcher = dispatch.Dispatcher(None)
+    dispatcher.start(lines=False, adopt=spec)
+    return dispatcher
+
+
+def _rendered(
+    encoder: wire.Encoder, name: str, level: int, message: str, line: str
+) -> list[list[Any]]:
+    """Return the frames a sender sends for a plain record of ``message``, rendered as ``line``."""
+    record = logging.LogRecord(name, level, __file__, 1, message, None, None)
+    return [
+        list(fields) for fields in wire.FrameReader().feed(encoder.record(record, line, message))
+    ]
+
+
+def test_rendered_frames_are_written_as_sent_or_handled_as_records(
+    tmp_path: Path, root: logging.Logger
+) -> None:
     """A Dispatcher writes the sender's line where the tree takes it, else rebuilds the record."""
-    from logfunnel._core import dispatch, wire  # noqa: PLC0415
-
-    class Peer:
-        tables = wire.Tables()
-
-        def describe(self) -> str:
-            return "process 1 (test)"
-
-    root = logging.getLogger()
-    saved = root.handlers[:]
     stock = logging.FileHandler(tmp_path / "out.log")
     stock.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     root.handlers[:] = [stock]
-    try:
-        spec = adopt_render.spec_of(stock.formatter)
-        assert spec is not None
-        dispatcher = dispatch.Dispatcher(None)
-        dispatcher.start(lines=False, adopt=spec)
-        encoder, peer = wire.Encoder(), Peer()
-        record = logging.LogRecord("r", logging.INFO, __file__, 1, "hi", None, None)
-        sent = wire.FrameReader().feed(encoder.record(record, "SENDER'S LINE", "hi"))
-        assert sent[-1][0] == wire.RENDERED
-        for fields in sent:
-            dispatcher.frame(list(fields), peer)
-        stock.setFormatter(logging.Formatter("other %(message)s"))  # the tree changed
-        dispatcher.frame(list(sent[-1]), peer)
-        dispatcher.frame([wire.RENDERED, "too", "short"], peer)
-        dispatcher.flush_all()
-        stock.close()
-        lines = (tmp_path / "out.log").read_text().splitlines()
-        assert lines[:2] == ["SENDER'S LINE", "other hi"]
-        assert "discarded a malformed rendered record" in lines[2]
-        assert (dispatcher.stats.records, dispatcher.stats.lines) == (2, 1)
-        assert dispatcher.stats.bad_frames == 1
-    finally:
-        root.handlers[:] = saved
+    dispatcher, peer = _adopt_dispatcher(stock.formatter), Sender()
+    sent = _rendered(wire.Encoder(), "r", logging.INFO, "hi", "SENDER'S LINE")
+    assert sent[-1][0] == wire.RENDERED
+    for fields in sent:
+        dispatcher.frame(list(fields), peer)
+    stock.setFormatter(logging.Formatter("other %(message)s"))  # the tree changed
+    dispatcher.frame(list(sent[-1]), peer)
+    dispatcher.frame([wire.RENDERED, "too", "short"], peer)
+    dispatcher.flush_all()
+    stock.close()
+    lines = (tmp_path / "out.log").read_text().splitlines()
+    assert lines[:2] == ["SENDER'S LINE", "other hi"]
+    assert "discarded a malformed rendered record" in lines[2]
+    assert (dispatcher.stats.records, dispatcher.stats.lines) == (2, 1)
+    assert dispatcher.stats.bad_frames == 1
 
 
-def test_a_run_of_rendered_lines_is_written_line_by_line_through_failures() -> None:
+def test_a_run_of_rendered_lines_is_written_line_by_line_through_failures(
+    root: logging.Logger,
+) -> None:
     """Lines written in one run: a failing write costs its own line, counted; the rest land in order."""
-    from logfunnel._core import dispatch, wire  # noqa: PLC0415
-
-    class Peer:
-        tables = wire.Tables()
-
-        def describe(self) -> str:
-            return "process 1 (test)"
 
     class Disk(io.StringIO):
         def write(self, text: str) -> int:
@@ -240,61 +251,40 @@ def test_a_run_of_rendered_lines_is_written_line_by_line_through_failures() -> N
     def raising(record: logging.LogRecord) -> None:  # a program's own, put after the watch
         raise RuntimeError("handleError raised")
 
-    root = logging.getLogger()
-    saved = root.handlers[:]
     stock = logging.StreamHandler(Disk())
     stock.setFormatter(logging.Formatter("%(message)s"))
     root.handlers[:] = [stock]
-    try:
-        spec = adopt_render.spec_of(stock.formatter)
-        assert spec is not None
-        dispatcher = dispatch.Dispatcher(None)
-        dispatcher.start(lines=False, adopt=spec)
-        encoder, peer = wire.Encoder(), Peer()
+    dispatcher, peer, encoder = _adopt_dispatcher(stock.formatter), Sender(), wire.Encoder()
 
-        def frames(texts: list[str]) -> list[list[Any]]:
-            sent: list[list[Any]] = []
-            for text in texts:
-                record = logging.LogRecord("r", logging.INFO, __file__, 1, text, None, None)
-                sent += map(list, wire.FrameReader().feed(encoder.record(record, text, text)))
-            return sent
+    def frames(texts: list[str]) -> list[list[Any]]:
+        return [f for text in texts for f in _rendered(encoder, "r", logging.INFO, text, text)]
 
-        with contextlib.redirect_stderr(io.StringIO()) as stderr:
-            dispatcher.frames(frames(["l0", "l1 bad", "l2", "l3"]), peer)
-            dispatcher.flush_all()
-        written = stock.stream.getvalue().splitlines()
-        assert written[:3] == ["l0", "l2", "l3"]
-        assert written[3:] == [f"{stock!r} writes again: resumed after 1 failed records"]
-        assert dispatcher.calls.unwritten() == 1
-        assert "cannot write (OSError" in stderr.getvalue()
-        # A handleError that raises: counted as a handler error, the next line still written.
-        other = logging.StreamHandler(Disk())
-        other.setFormatter(logging.Formatter("%(message)s"))
-        root.handlers[:] = [other]
-        dispatcher.frames(frames(["m0"]), peer)  # the writer's watch is on it now
-        other.handleError = raising  # type: ignore[method-assign]
-        with contextlib.redirect_stderr(io.StringIO()):
-            dispatcher.frames(frames(["m1", "m2 bad", "m3"]), peer)
+    with contextlib.redirect_stderr(io.StringIO()) as stderr:
+        dispatcher.frames(frames(["l0", "l1 bad", "l2", "l3"]), peer)
         dispatcher.flush_all()
-        assert other.stream.getvalue().splitlines() == ["m0", "m1", "m3"]
-        assert dispatcher.stats.handler_errors == 1
-        assert (dispatcher.stats.records, dispatcher.stats.lines) == (8, 8)
-    finally:
-        root.handlers[:] = saved
+    written = stock.stream.getvalue().splitlines()
+    assert written[:3] == ["l0", "l2", "l3"]
+    assert written[3:] == [f"{stock!r} writes again: resumed after 1 failed records"]
+    assert dispatcher.calls.unwritten() == 1
+    assert "cannot write (OSError" in stderr.getvalue()
+    # A handleError that raises: counted as a handler error, the next line still written.
+    other = logging.StreamHandler(Disk())
+    other.setFormatter(logging.Formatter("%(message)s"))
+    root.handlers[:] = [other]
+    dispatcher.frames(frames(["m0"]), peer)  # the writer's watch is on it now
+    other.handleError = raising  # type: ignore[method-assign]
+    with contextlib.redirect_stderr(io.StringIO()):
+        dispatcher.frames(frames(["m1", "m2 bad", "m3"]), peer)
+    dispatcher.flush_all()
+    assert other.stream.getvalue().splitlines() == ["m0", "m1", "m3"]
+    assert dispatcher.stats.handler_errors == 1
+    assert (dispatcher.stats.records, dispatcher.stats.lines) == (8, 8)
 
 
-def test_records_of_one_read_reach_the_handlers_of_their_own_name_and_level(tmp_path: Path) -> None:
+def test_records_of_one_read_reach_the_handlers_of_their_own_name_and_level(
+    tmp_path: Path, root: logging.Logger
+) -> None:
     """The handlers found once per (name, level) in a read: each record still goes where it would."""
-    from logfunnel._core import dispatch, wire  # noqa: PLC0415
-
-    class Peer:
-        tables = wire.Tables()
-
-        def describe(self) -> str:
-            return "process 1 (test)"
-
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
     loud = logging.getLogger("once.loud")
     fmt = logging.Formatter("%(name)s %(levelname)s %(message)s")
     everything = logging.FileHandler(tmp_path / "all.log")
@@ -305,34 +295,30 @@ def test_records_of_one_read_reach_the_handlers_of_their_own_name_and_level(tmp_
     root.handlers[:] = [everything]
     loud.addHandler(warnings)
     try:
-        spec = adopt_render.spec_of(fmt)
-        assert spec is not None
-        dispatcher = dispatch.Dispatcher(None)
-        dispatcher.start(lines=False, adopt=spec)
-        encoder = wire.Encoder()
-        sent: list[list[Any]] = []
+        dispatcher, encoder = _adopt_dispatcher(fmt), wire.Encoder()
         cases = [("once.loud", logging.INFO), ("once.loud", logging.ERROR), ("once", logging.INFO),
                  ("once.loud", logging.INFO), ("once.loud.deep", logging.ERROR)]  # fmt: skip
-        for n, (name, level) in enumerate(cases):
-            record = logging.LogRecord(name, level, __file__, 1, f"m{n}", None, None)
-            text = fmt.format(record)
-            sent += map(list, wire.FrameReader().feed(encoder.record(record, text, f"m{n}")))
-        dispatcher.frames(sent, Peer())  # one read's frames
+        sent = [
+            fields
+            for n, (name, level) in enumerate(cases)
+            for fields in _rendered(
+                encoder, name, level, f"m{n}", f"{name} {logging.getLevelName(level)} m{n}"
+            )
+        ]
+        dispatcher.frames(sent, Sender())  # one read's frames
         dispatcher.flush_all()
+    finally:
+        loud.removeHandler(warnings)
         everything.close()
         warnings.close()
-        assert (tmp_path / "all.log").read_text().splitlines() == [
-            "once.loud INFO m0", "once.loud ERROR m1", "once INFO m2", "once.loud INFO m3",
-            "once.loud.deep ERROR m4",
-        ]  # fmt: skip
-        assert (tmp_path / "warnings.log").read_text().splitlines() == [
-            "once.loud ERROR m1", "once.loud.deep ERROR m4",
-        ]  # fmt: skip
-        assert dispatcher.stats.lines == 5
-    finally:
-        root.handlers[:] = saved[0]
-        root.setLevel(saved[1])
-        loud.removeHandler(warnings)
+    assert (tmp_path / "all.log").read_text().splitlines() == [
+        "once.loud INFO m0", "once.loud ERROR m1", "once INFO m2", "once.loud INFO m3",
+        "once.loud.deep ERROR m4",
+    ]  # fmt: skip
+    assert (tmp_path / "warnings.log").read_text().splitlines() == [
+        "once.loud ERROR m1", "once.loud.deep ERROR m4",
+    ]  # fmt: skip
+    assert dispatcher.stats.lines == 5
 
 
 SPAWNED = """

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
+from conftest import Sender
 from logfunnel._core import calls as _calls
 from logfunnel._core import dispatch as _dispatch
 from logfunnel._core import formatters as _formatters
-from logfunnel._core import protocol as _protocol
 from logfunnel._core import wire as _wire
 from logfunnel._core.deferred_flush import DeferredFlush
 from logfunnel._core.names import Names
@@ -78,18 +78,6 @@ class FailingWrites(logging.Handler):
         if self.failing:
             raise OSError(errno.ENOSPC, "No space left on device")
         self.written.append(text)
-
-
-class Sender:
-    """The connection a frame came on, as dispatch sees it (``_gate.Peer``)."""
-
-    def __init__(self) -> None:
-        """Start with no site or thread defined."""
-        self.tables = _protocol.Tables()
-
-    def describe(self) -> str:
-        """Name the process as the writer's reports do."""
-        return "process 1234 (test)"
 
 
 @pytest.fixture
