@@ -38,3 +38,21 @@ def test_harness_runs_and_logfunnel_keeps_every_record(tmp_path: Path) -> None:
         assert (run["lost"], run["dup"], run["torn"]) == (0, 0, 0), run
         assert run["records"] == run["procs"] * 200
     assert "| **logfunnel host=thread** |" in out.read_text(encoding="utf-8")
+
+
+@pytest.mark.timeout(60)
+def test_big_records_runs_every_case_and_each_keeps_every_line(tmp_path: Path) -> None:
+    """A tiny big_records.py run writes its section: every case, every line once in each."""
+    out = tmp_path / "bench.md"
+    argv = [
+        sys.executable, str(ROOT / "benchmarks" / "big_records.py"),
+        "--n", "50", "--size", "2048", "--repeats", "1", "--out", str(out),
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOGFUNNEL_")}
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=45, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in out.read_text(encoding="utf-8").splitlines() if line.startswith("| ")]
+    cases = ["floor", "inherited", "pipe, one reader", "pipe, one reader, checked"]
+    cases += ["ring, one reader", "logfunnel"]
+    assert [row.split(" | ")[0].removeprefix("| ") for row in rows[1:]] == cases
+    assert all(row.endswith("| yes |") for row in rows[1:]), rows
