@@ -96,6 +96,21 @@ CONN_PROCS = (1, 4, 16, 64)
 SLOW_SYSTEMS = ("cookbook", "logfunnel-thread", "logfunnel-process")
 
 
+def size_records(n: int, size: int) -> int:
+    """Records per worker in the size sweep: N x 1,000 / size bytes' worth, but at least N / 10.
+
+    The bytes' worth keeps files small; the N / 10 keeps every run long enough to
+    measure a rate.  At 64 KB the bytes' worth alone is 305 records: the floor's run
+    lasted 11 ms on the Intel machine of docs/benchmarks.md and ~35 ms on a slower one,
+    where a 4 ms time slice or a funnel's fixed costs (its first record's connection, ~2
+    ms a worker; ``shutdown()`` waiting ~5 ms for the writer process to exit after the
+    records are in the file) weigh as much as the rate.  ``_one.py`` at 64 KB, P=2,
+    medians of 9 runs interleaved: 305 records per worker 0.78x the floor (process
+    host), 0.74x (thread host, 5 runs); 2,000 records 1.04x and 1.06x.
+    """
+    return max(n // 10, min(n, n * 1000 // size))
+
+
 def available(system: str) -> bool:
     module = NEEDS.get(system)
     return module is None or importlib.util.find_spec(module) is not None
@@ -679,8 +694,9 @@ def write_report(args: argparse.Namespace, data: dict[str, Any], command: str,
     if data.get("size"):
         lines += [*size_table(data["size"], [s for s in SIZE_SYSTEMS if s in data["systems"]],
                               data["sizes"], data["size_procs"]), "",
-                  ("Records per worker shrink with size (N x 1,000 / size, at least 200) to keep "
-                  "files small; records/s stays comparable."), ""]
+                  ("Records per worker shrink with size (N x 1,000 / size, at least N / 10: "
+                   "2,000 of 64 KB at the default N) to keep files small and runs long enough "
+                   "to time."), ""]
     if data.get("conn"):
         lines += [*conn_table(data["conn"], data["conn_procs"], data["conn_total"]), "",
                   ("Writer CPU = utime+stime of the writer thread (/proc/self/task/<tid>/stat) or "
@@ -786,7 +802,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_sweeps:
         size_jobs = [
             {"system": s, "procs": 1 if s == "floor" else size_procs,
-             "n": max(200, min(args.n, args.n * 1000 // size)), "size": size}
+             "n": size_records(args.n, size), "size": size}
             for s in SIZE_SYSTEMS if s in systems
             for size in sizes
         ]

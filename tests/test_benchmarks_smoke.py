@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -56,3 +57,14 @@ def test_big_records_runs_every_case_and_each_keeps_every_line(tmp_path: Path) -
     cases += ["ring, one reader", "logfunnel"]
     assert [row.split(" | ")[0].removeprefix("| ") for row in rows[1:]] == cases
     assert all(row.endswith("| yes |") for row in rows[1:]), rows
+
+
+def test_size_sweep_gives_every_size_enough_records_to_time() -> None:
+    """At 64 KB the sweep logs N / 10 records per worker, not the 305 that made 11 ms runs."""
+    spec = importlib.util.spec_from_file_location("bench_run", RUN)
+    assert spec is not None
+    assert spec.loader is not None
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    assert [run.size_records(20_000, size) for size in run.SIZES] == [20_000, 19_531, 2_441, 2_000]
+    assert run.size_records(4_000, 65536) == 400  # --quick
