@@ -106,7 +106,9 @@ def size_records(n: int, size: int) -> int:
     ms a worker; ``shutdown()`` waiting ~5 ms for the writer process to exit after the
     records are in the file) weigh as much as the rate.  ``_one.py`` at 64 KB, P=2,
     medians of 9 runs interleaved: 305 records per worker 0.78x the floor (process
-    host), 0.74x (thread host, 5 runs); 2,000 records 1.04x and 1.06x.
+    host), 0.74x (thread host, 5 runs); 2,000 records 1.04x and 1.06x.  That is
+    the run length, not a cure: the floor's CPU per 64 KB call still takes one of two
+    levels from run to run (65-69 or 90-107 µs there), and its ratio follows it.
     """
     return max(n // 10, min(n, n * 1000 // size))
 
